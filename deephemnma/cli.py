@@ -1,0 +1,53 @@
+"""``deephemnma <command> ...``: the DeepHEMNMA workflow outside Scipion.
+
+Commands are discovered from :mod:`deephemnma.commands` (one module each, with
+``add_args(parser)`` and ``main(args)``). Bad input (:class:`InputError`, missing
+files) prints one clear line and exits with code 2."""
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import commands as _commands
+from .errors import InputError
+from .version import __version__
+
+
+def _command_modules():
+    names = sorted(m.name for m in pkgutil.iter_modules(_commands.__path__)
+                   if not m.name.startswith("_"))
+    return [(n.replace("_", "-"), importlib.import_module(f"{_commands.__name__}.{n}"))
+            for n in names]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="deephemnma", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    sub.required = True
+    for name, module in _command_modules():
+        doc = (module.__doc__ or name).strip()
+        p = sub.add_parser(name, help=doc.splitlines()[0], description=doc,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_args(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args._main(args)
+    except (InputError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"deephemnma {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"deephemnma {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""File formats: stacks (.mrcs, .stk), metadata (.xmd, .star), model files."""

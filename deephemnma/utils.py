@@ -1,0 +1,84 @@
+"""Small shared helpers: atomic outputs, progress reporting, device choice."""
+import contextlib
+import os
+import sys
+import tempfile
+import time
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if
+    the block succeeds, so an interrupted or failed write never leaves a
+    half-written output behind."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    base, ext = os.path.splitext(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class Progress:
+    """A dependency-free progress line: ``label  n/total  rate unit/s  ETA``.
+
+    Writes to stderr at most every ``interval`` seconds (always at the end).
+    ``quiet=True`` silences it (tests)."""
+
+    def __init__(self, total, label="", unit="img", interval=1.0, quiet=None,
+                 stream=None):
+        self.total = int(total)
+        self.label = label
+        self.unit = unit
+        self.interval = interval
+        self.stream = stream or sys.stderr
+        if quiet is None:
+            quiet = os.environ.get("DEEPHEMNMA_QUIET", "") not in ("", "0")
+        self.quiet = quiet
+        self.n = 0
+        self.start = time.perf_counter()
+        self._last = 0.0
+
+    @property
+    def elapsed(self):
+        return time.perf_counter() - self.start
+
+    @property
+    def rate(self):
+        return self.n / max(self.elapsed, 1e-9)
+
+    def update(self, k=1, extra=""):
+        self.n += k
+        now = time.perf_counter()
+        if not self.quiet and (now - self._last >= self.interval or self.n >= self.total):
+            self._last = now
+            self._print(extra)
+
+    def _print(self, extra=""):
+        rate = self.rate
+        left = (self.total - self.n) / rate if rate > 0 else float("inf")
+        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if left != float("inf") else "--:--:--"
+        msg = (f"\r{self.label} {self.n}/{self.total} "
+               f"{rate:8.1f} {self.unit}/s  ETA {eta} {extra}")
+        self.stream.write(msg)
+        if self.n >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def close(self):
+        if not self.quiet and self.n < self.total:
+            self.stream.write("\n")
+
+
+def resolve_device(device=None):
+    """'auto' / None -> 'cuda' when available else 'cpu'; otherwise as given."""
+    import torch
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -1,0 +1,41 @@
+"""Shared fixtures. Data in ../shared/data is optional: tests that need it skip
+with a clear reason when it is absent (a user's checkout has no shared/)."""
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("DEEPHEMNMA_QUIET", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("DEEPHEMNMA_SHARED", ROOT.parent / "shared")) / "data"
+
+
+def shared_file(*parts):
+    """Path of a file in ../shared/data, or skip the test if it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared test data not available: {p}")
+    return p
+
+
+@pytest.fixture
+def shared():
+    return shared_file
+
+
+@pytest.fixture
+def ak_pdb():
+    return shared_file("continuousflex", "AK.pdb")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def xmipplib():
+    """xmippLib (the convention oracle from pyxmipp3), or skip."""
+    return pytest.importorskip("xmippLib", reason="xmippLib (pyxmipp3) not installed")

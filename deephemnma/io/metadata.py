@@ -1,0 +1,370 @@
+"""Particle metadata: Xmipp ``.xmd`` and RELION ``.star`` (3.0 and 3.1).
+
+A :class:`Table` is an ordered mapping from Xmipp label names (without the
+leading underscore: ``image``, ``angleRot``, ``shiftX``, ``nmaDisplacements``,
+``cost``, ``itemId``, ``ctfDefocusU`` ...) to numpy arrays of equal length.
+Vector columns (``nmaDisplacements``) are float arrays of shape (n, k).
+
+Xmipp stores vectors as quoted strings (``'  -27.19  -28.40 '``). RELION files
+are converted to Xmipp names on reading: ``rlnOriginX`` (pixels, 3.0) or
+``rlnOriginXAngst`` (3.1) become ``shiftX`` in pixels with the **same sign**
+(both Xmipp and RELION store the translation that re-centres the particle),
+and the 3.1 optics group values are copied into each particle row.
+"""
+import os
+import shlex
+
+import numpy as np
+
+from ..errors import InputError
+from ..utils import atomic_path
+
+__all__ = ["Table", "read_metadata", "read_xmd", "read_star", "write_xmd",
+           "write_star", "parse_image_ref", "image_ref"]
+
+VECTOR_LABELS = {"nmaDisplacements"}
+INT_LABELS = {"itemId", "enabled", "ref", "classNumber", "opticsGroup"}
+
+# RELION label -> (Xmipp label, scale kind)
+_RELION_TO_XMIPP = {
+    "rlnImageName": "image",
+    "rlnMicrographName": "micrograph",
+    "rlnAngleRot": "angleRot",
+    "rlnAngleTilt": "angleTilt",
+    "rlnAnglePsi": "anglePsi",
+    "rlnOriginX": "shiftX",
+    "rlnOriginY": "shiftY",
+    "rlnDefocusU": "ctfDefocusU",
+    "rlnDefocusV": "ctfDefocusV",
+    "rlnDefocusAngle": "ctfDefocusAngle",
+    "rlnVoltage": "ctfVoltage",
+    "rlnSphericalAberration": "ctfSphericalAberration",
+    "rlnAmplitudeContrast": "ctfQ0",
+    "rlnPhaseShift": "ctfPhaseShift",
+    "rlnClassNumber": "ref",
+    "rlnOpticsGroup": "opticsGroup",
+    "rlnImagePixelSize": "samplingRate",
+}
+_XMIPP_TO_RELION = {v: k for k, v in _RELION_TO_XMIPP.items()}
+
+
+class Table:
+    """Ordered columns of equal length. ``t['angleRot']`` -> numpy array."""
+
+    def __init__(self, columns=None):
+        self._cols = {}
+        for k, v in (columns or {}).items():
+            self[k] = v
+
+    # mapping interface -----------------------------------------------------
+    def __len__(self):
+        return len(next(iter(self._cols.values()))) if self._cols else 0
+
+    def __contains__(self, key):
+        return key in self._cols
+
+    def __getitem__(self, key):
+        try:
+            return self._cols[key]
+        except KeyError:
+            raise KeyError(f"metadata has no column '{key}' "
+                           f"(columns: {', '.join(self._cols)})") from None
+
+    def __setitem__(self, key, values):
+        arr = np.asarray(values)
+        if arr.ndim == 0:
+            arr = np.full(len(self) if self._cols else 1, arr)
+        if self._cols and len(arr) != len(self):
+            raise InputError(f"column '{key}' has {len(arr)} values, table has {len(self)} rows")
+        self._cols[key] = arr
+
+    def __delitem__(self, key):
+        del self._cols[key]
+
+    def get(self, key, default=None):
+        return self._cols.get(key, default)
+
+    @property
+    def columns(self):
+        return list(self._cols)
+
+    def items(self):
+        return self._cols.items()
+
+    def copy(self):
+        return Table({k: v.copy() for k, v in self._cols.items()})
+
+    def subset(self, indices):
+        """Rows selected by an index array or a boolean mask."""
+        idx = np.asarray(indices)
+        return Table({k: v[idx] for k, v in self._cols.items()})
+
+    @staticmethod
+    def concatenate(tables):
+        tables = [t for t in tables if len(t)]
+        if not tables:
+            return Table()
+        cols = [c for c in tables[0].columns if all(c in t for t in tables)]
+        return Table({c: np.concatenate([t[c] for t in tables]) for c in cols})
+
+    def angles(self):
+        """(n, 3) Euler angles in degrees."""
+        self.require(["angleRot", "angleTilt", "anglePsi"], "Euler angles")
+        return np.column_stack([self["angleRot"], self["angleTilt"],
+                                self["anglePsi"]]).astype(np.float64)
+
+    def shifts(self):
+        """(n, 2) shifts in pixels (0 where absent)."""
+        if "shiftX" not in self:
+            return np.zeros((len(self), 2))
+        return np.column_stack([self["shiftX"], self["shiftY"]]).astype(np.float64)
+
+    def require(self, labels, what="", path=None):
+        missing = [c for c in labels if c not in self]
+        if missing:
+            where = f" in {path}" if path else ""
+            raise InputError(f"metadata{where} lacks {what + ' ' if what else ''}"
+                             f"column(s): {', '.join(missing)}")
+
+    def __repr__(self):
+        return f"Table({len(self)} rows: {', '.join(self._cols)})"
+
+
+# --------------------------------------------------------------------------
+# image references
+def parse_image_ref(ref):
+    """'000012@path.stk' -> (12, 'path.stk'); 'path.mrc' -> (1, 'path.mrc')."""
+    ref = str(ref)
+    if "@" in ref:
+        i, path = ref.split("@", 1)
+        return int(i), path
+    return 1, ref
+
+
+def image_ref(index, path):
+    """Xmipp image reference ``000012@path`` (index 1-based)."""
+    return f"{int(index):06d}@{path}"
+
+
+# --------------------------------------------------------------------------
+# generic STAR tokenizer
+def _tokenize(line):
+    if "'" in line or '"' in line:
+        return shlex.split(line, posix=True)
+    return line.split()
+
+
+def _parse_star_blocks(path):
+    """Return {block_name: (labels, rows)}; each row is a list of strings."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"metadata file not found: {path}")
+    blocks = {}
+    name = None
+    labels, rows, in_loop, header = [], [], False, False
+    single = {}
+
+    def flush():
+        if name is None:
+            return
+        if labels:
+            blocks[name] = (labels[:], rows[:])
+        elif single:
+            blocks[name] = (list(single), [list(single.values())])
+
+    with open(path, "r", errors="replace") as f:
+        for raw in f:
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("data_"):
+                flush()
+                name = line[5:]
+                labels, rows, in_loop, header = [], [], False, False
+                single = {}
+                continue
+            if name is None:
+                raise InputError(f"{path}: not a STAR/XMD file (no 'data_' block before '{line[:40]}')")
+            if line.startswith("loop_"):
+                in_loop, header = True, True
+                continue
+            if line.startswith("_"):
+                tok = line.split(None, 1)
+                label = tok[0][1:]
+                if in_loop and header:
+                    labels.append(label)
+                else:  # key value form
+                    val = tok[1] if len(tok) > 1 else ""
+                    val = _tokenize(val)
+                    single[label] = val[0] if len(val) == 1 else " ".join(val)
+                continue
+            if in_loop:
+                header = False
+                values = _tokenize(line)
+                if len(values) != len(labels):
+                    raise InputError(f"{path}: row has {len(values)} values for "
+                                     f"{len(labels)} columns: '{line[:80]}'")
+                rows.append(values)
+    flush()
+    if not blocks:
+        raise InputError(f"{path}: no metadata block found (empty or not STAR/XMD)")
+    return blocks
+
+
+def _column(label, values):
+    if label in VECTOR_LABELS:
+        vecs = [np.array(v.split(), dtype=np.float64) for v in values]
+        if vecs and len({len(v) for v in vecs}) > 1:
+            raise InputError(f"column '{label}' has vectors of different lengths")
+        return np.array(vecs, dtype=np.float64).reshape(len(values), -1)
+    try:
+        arr = np.array(values, dtype=np.float64)
+    except ValueError:
+        return np.array(values, dtype=object)
+    if label in INT_LABELS or (arr.size and np.all(arr == np.round(arr)) and
+                               all("." not in v and "e" not in v.lower() for v in values[:20])):
+        return arr.astype(np.int64)
+    return arr
+
+
+def _block_to_table(labels, rows):
+    cols = list(zip(*rows)) if rows else [[] for _ in labels]
+    return Table({lab: _column(lab, list(vals)) for lab, vals in zip(labels, cols)})
+
+
+def read_xmd(path, block=None):
+    """Read an Xmipp metadata file. ``block``: name of the block (default: the
+    first one containing a loop, else the first)."""
+    blocks = _parse_star_blocks(os.fspath(path))
+    if block is not None:
+        if block not in blocks:
+            raise InputError(f"{path}: no block 'data_{block}' (has {', '.join(blocks)})")
+        return _block_to_table(*blocks[block])
+    for labels, rows in blocks.values():
+        if len(rows) > 1 or "image" in labels:
+            return _block_to_table(labels, rows)
+    return _block_to_table(*next(iter(blocks.values())))
+
+
+def read_star(path):
+    """Read a RELION 3.0 / 3.1 particle STAR file into Xmipp names.
+
+    Shifts become pixels (3.1 ``rlnOriginXAngst`` divided by the optics group's
+    pixel size); optics values (voltage, Cs, Q0, pixel size) are copied into
+    each row. Unknown RELION labels are kept with their ``rln`` names."""
+    blocks = _parse_star_blocks(os.fspath(path))
+    optics = None
+    if "optics" in blocks:
+        optics = _block_to_table(*blocks["optics"])
+    pblock = "particles" if "particles" in blocks else next(
+        (b for b in blocks if b != "optics"), None)
+    if pblock is None:
+        raise InputError(f"{path}: no particle block")
+    raw = _block_to_table(*blocks[pblock])
+    t = Table()
+    for lab, vals in raw.items():
+        t[_RELION_TO_XMIPP.get(lab, lab)] = vals
+    if optics is not None:
+        og = t["opticsGroup"] if "opticsGroup" in t else np.ones(len(t), np.int64)
+        index = {int(g): i for i, g in enumerate(optics["rlnOpticsGroup"])}
+        rows = np.array([index[int(g)] for g in og])
+        for lab, vals in optics.items():
+            name = _RELION_TO_XMIPP.get(lab, lab)
+            if name not in t and lab not in ("rlnOpticsGroup", "rlnOpticsGroupName"):
+                t[name] = vals[rows]
+    if "rlnOriginXAngst" in t:
+        if "samplingRate" not in t:
+            raise InputError(f"{path}: origins in Å but no pixel size in the optics block")
+        t["shiftX"] = t["rlnOriginXAngst"] / t["samplingRate"]
+        t["shiftY"] = t["rlnOriginYAngst"] / t["samplingRate"]
+        del t["rlnOriginXAngst"]
+        del t["rlnOriginYAngst"]
+    if "samplingRate" not in t and "rlnDetectorPixelSize" in t and "rlnMagnification" in t:
+        t["samplingRate"] = t["rlnDetectorPixelSize"] * 1e4 / t["rlnMagnification"]
+    if "itemId" not in t:
+        t["itemId"] = np.arange(1, len(t) + 1)
+    return t
+
+
+def read_metadata(path, block=None):
+    """Read ``.xmd`` or ``.star`` (by extension; .star files written by Xmipp
+    with ``XMIPP_STAR`` headers are read as Xmipp)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"metadata file not found: {path}")
+    if path.endswith(".star"):
+        with open(path, errors="replace") as f:
+            head = f.read(200)
+        if "XMIPP_STAR" not in head:
+            return read_star(path)
+    return read_xmd(path, block)
+
+
+# --------------------------------------------------------------------------
+# writing
+def _fmt(v):
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.8g}" if np.isfinite(v) else "nan"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    s = str(v)
+    return f"'{s}'" if (not s or any(c.isspace() for c in s)) else s
+
+
+def _fmt_column(label, arr):
+    if arr.ndim == 2:
+        return ["' " + " ".join(f"{x:.8g}" for x in row) + " '" for row in arr]
+    return [_fmt(v) for v in arr]
+
+
+def write_xmd(path, table, block="noname"):
+    """Write a Table as an Xmipp metadata file (atomic)."""
+    path = os.fspath(path)
+    cols = [(lab, _fmt_column(lab, np.asarray(arr))) for lab, arr in table.items()]
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("# XMIPP_STAR_1 * \n# \n")
+        f.write(f"data_{block}\nloop_\n")
+        for lab, _ in cols:
+            f.write(f" _{lab}\n")
+        for i in range(len(table)):
+            f.write(" ".join(c[i] for _, c in cols) + "\n")
+
+
+def write_star(path, table, pixel_size, image_size=None):
+    """Write a RELION 3.1 particle STAR (optics block with the CTF optics and
+    pixel size; shifts written as ``rlnOriginXAngst``)."""
+    path = os.fspath(path)
+    n = len(table)
+
+    def first(label, default):
+        return float(table[label][0]) if label in table and n else default
+
+    optics = [("rlnOpticsGroup", "1"), ("rlnOpticsGroupName", "opticsGroup1"),
+              ("rlnAmplitudeContrast", _fmt(first("ctfQ0", 0.1))),
+              ("rlnSphericalAberration", _fmt(first("ctfSphericalAberration", 2.0))),
+              ("rlnVoltage", _fmt(first("ctfVoltage", 300.0))),
+              ("rlnImagePixelSize", _fmt(float(pixel_size)))]
+    if image_size is not None:
+        optics += [("rlnImageSize", str(int(image_size))), ("rlnImageDimensionality", "2")]
+    skip = {"ctfVoltage", "ctfSphericalAberration", "ctfQ0", "samplingRate",
+            "shiftX", "shiftY", "enabled"}
+    cols = []
+    for lab, arr in table.items():
+        if lab in skip:
+            continue
+        rel = _XMIPP_TO_RELION.get(lab, lab if lab.startswith("rln") else None)
+        if rel is None or np.asarray(arr).ndim != 1:
+            continue
+        cols.append((rel, _fmt_column(lab, np.asarray(arr))))
+    if "shiftX" in table:
+        cols.append(("rlnOriginXAngst", [_fmt(v * pixel_size) for v in table["shiftX"]]))
+        cols.append(("rlnOriginYAngst", [_fmt(v * pixel_size) for v in table["shiftY"]]))
+    cols.append(("rlnOpticsGroup", ["1"] * n))
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("\n# version 30001\n\ndata_optics\n\nloop_\n")
+        for i, (lab, _) in enumerate(optics):
+            f.write(f"_{lab} #{i + 1}\n")
+        f.write(" ".join(v for _, v in optics) + "\n\n\n# version 30001\n\ndata_particles\n\nloop_\n")
+        for i, (lab, _) in enumerate(cols):
+            f.write(f"_{lab} #{i + 1}\n")
+        for r in range(n):
+            f.write(" ".join(c[r] for _, c in cols) + "\n")

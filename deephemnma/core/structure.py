@@ -1,0 +1,160 @@
+"""Atomic (or pseudoatomic) structures: reading, selecting, centring, writing.
+
+Reading uses ProDy (PDB and mmCIF). Each atom gets an electron-scattering
+weight for projections: its atomic number Z. Pseudoatom PDBs written by
+:mod:`deephemnma.core.pseudoatoms` carry ``REMARK deephemnma pseudoatoms
+sigma=<Å>`` and the Gaussian weights in the occupancy column; they are
+recognised and keep those weights (and their sigma).
+"""
+import dataclasses
+import os
+import re
+
+import numpy as np
+
+from ..errors import InputError
+from ..utils import atomic_path
+
+__all__ = ["Structure", "read_structure", "write_pdb", "SELECTIONS"]
+
+SELECTIONS = {
+    "heavy": "not hydrogen",
+    "all": "all",
+    "ca": "name CA and protein",
+    "ca+p": "(name CA and protein) or (name P and nucleic)",
+}
+
+_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "NA": 11, "MG": 12, "P": 15, "S": 16,
+      "CL": 17, "K": 19, "CA": 20, "MN": 25, "FE": 26, "CO": 27, "NI": 28, "CU": 29,
+      "ZN": 30, "SE": 34, "BR": 35, "I": 53}
+
+PSEUDO_REMARK = "REMARK deephemnma pseudoatoms"
+
+
+@dataclasses.dataclass
+class Structure:
+    coords: np.ndarray              # (N, 3) Å
+    weights: np.ndarray             # (N,) scattering weight (Z, or pseudoatom weight)
+    names: np.ndarray
+    resnames: np.ndarray
+    resnums: np.ndarray
+    chains: np.ndarray
+    elements: np.ndarray
+    source: str = ""
+    sigma: float = None             # Gaussian std (Å) for pseudoatoms, else None
+
+    def __len__(self):
+        return len(self.coords)
+
+    @property
+    def is_pseudoatomic(self):
+        return self.sigma is not None
+
+    def center(self):
+        """Copy centred on the centroid of its atoms, and the offset removed."""
+        offset = self.coords.mean(0)
+        return dataclasses.replace(self, coords=self.coords - offset), offset
+
+    def subset(self, mask):
+        m = np.asarray(mask)
+        return dataclasses.replace(
+            self, coords=self.coords[m], weights=self.weights[m], names=self.names[m],
+            resnames=self.resnames[m], resnums=self.resnums[m], chains=self.chains[m],
+            elements=self.elements[m])
+
+
+def _element_weights(elements, names):
+    w = np.empty(len(elements))
+    for i, (e, n) in enumerate(zip(elements, names)):
+        e = (e or "").strip().upper()
+        if not e:
+            e = re.sub(r"[^A-Z]", "", n.upper())[:1]
+        w[i] = _Z.get(e, _Z.get(e[:1], 6))
+    return w
+
+
+def read_structure(path, selection="heavy"):
+    """Read a PDB or mmCIF file and select atoms.
+
+    ``selection``: 'heavy' (default, no hydrogens), 'all', 'ca', 'ca+p'
+    (protein CA + nucleic P, for large complexes) or any ProDy selection string.
+    Raises InputError if the file cannot be parsed or no atom matches."""
+    import prody
+    prody.confProDy(verbosity="none")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"structure file not found: {path}")
+    low = path.lower()
+    try:
+        if low.endswith((".cif", ".mmcif", ".cif.gz")):
+            ag = prody.parseMMCIF(path)
+        else:
+            ag = prody.parsePDB(path)
+    except Exception as e:  # ProDy raises various errors on bad files
+        raise InputError(f"{path}: cannot read structure ({e})") from None
+    if ag is None or ag.numAtoms() == 0:
+        raise InputError(f"{path}: no atoms found")
+    sigma = None
+    if not low.endswith((".cif", ".mmcif", ".cif.gz")):
+        with open(path, errors="replace") as f:
+            for line in f:
+                if line.startswith(PSEUDO_REMARK):
+                    m = re.search(r"sigma=([0-9.eE+-]+)", line)
+                    sigma = float(m.group(1)) if m else 1.0
+                    break
+                if line.startswith(("ATOM", "HETATM")):
+                    break
+    expr = SELECTIONS.get(selection, selection)
+    if sigma is not None:
+        expr = "all"
+    try:
+        sel = ag.select(expr)
+    except Exception as e:
+        raise InputError(f"bad atom selection '{selection}': {e}") from None
+    if sel is None or sel.numAtoms() == 0:
+        raise InputError(f"{path}: no atom matches the selection '{selection}'")
+    names = np.array(sel.getNames(), dtype=object)
+    elements = np.array(sel.getElements(), dtype=object)
+    if sigma is not None:
+        weights = np.asarray(sel.getOccupancies(), dtype=np.float64)
+    else:
+        weights = _element_weights(elements, names)
+    return Structure(coords=np.asarray(sel.getCoords(), np.float64), weights=weights,
+                     names=names, resnames=np.array(sel.getResnames(), dtype=object),
+                     resnums=np.asarray(sel.getResnums()),
+                     chains=np.array(sel.getChids(), dtype=object), elements=elements,
+                     source=path, sigma=sigma)
+
+
+def write_pdb(path, structure, coords=None, remarks=()):
+    """Write a PDB; ``coords`` (N, 3) or (K, N, 3) for a multi-model file
+    (animations). Weights are written in the occupancy column for
+    pseudoatoms (and B-factor 0)."""
+    coords = structure.coords if coords is None else np.asarray(coords)
+    models = coords[None] if coords.ndim == 2 else coords
+    if models.shape[1] != len(structure):
+        raise InputError(f"{len(structure)} atoms but coordinates for {models.shape[1]}")
+    if np.abs(models).max() >= 1e4:
+        raise InputError("coordinates too large for the PDB format")
+    occ = structure.weights if structure.is_pseudoatomic else np.ones(len(structure))
+    lines = list(remarks)
+    if structure.is_pseudoatomic:
+        lines.insert(0, f"{PSEUDO_REMARK} sigma={structure.sigma:.6g} (weights in occupancy)")
+    for k, xyz in enumerate(models):
+        if len(models) > 1:
+            lines.append(f"MODEL     {k + 1:4d}")
+        for i in range(len(structure)):
+            name = str(structure.names[i])
+            name = f" {name:<3s}" if len(name) < 4 else name[:4]
+            chain = (str(structure.chains[i]) or "A")[:1]
+            el = str(structure.elements[i] or "")[:2]
+            lines.append(
+                f"ATOM  {(i + 1) % 100000:5d} {name:4s} {str(structure.resnames[i])[:3]:>3s} "
+                f"{chain:1s}{int(structure.resnums[i]) % 10000:4d}    "
+                f"{xyz[i, 0]:8.3f}{xyz[i, 1]:8.3f}{xyz[i, 2]:8.3f}"
+                f"{min(occ[i], 999.99):6.2f}{0.0:6.2f}          {el:>2s}")
+        if len(models) > 1:
+            lines.append("ENDMDL")
+    lines.append("END")
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")

@@ -1,0 +1,72 @@
+"""Image preprocessing shared by simulation, alignment, training and prediction.
+
+All functions take and return torch tensors (B, N, N) (numpy accepted where
+noted) and keep Xmipp's centre convention (pixel N//2)."""
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["downscale", "circular_mask", "normalize", "as_tensor", "lowpass"]
+
+
+def as_tensor(images, device=None, dtype=torch.float32):
+    if isinstance(images, torch.Tensor):
+        return images.to(device=device or images.device, dtype=dtype)
+    return torch.as_tensor(np.asarray(images), dtype=dtype, device=device)
+
+
+def downscale(images, new_box):
+    """Antialiased downscaling by Fourier cropping (B, N, N) -> (B, n, n).
+
+    Cropping the spectrum is an ideal low-pass at the new Nyquist frequency
+    followed by resampling; pixel values keep their scale (a constant image
+    stays the same constant). The pixel size grows by N / n; the centre pixel
+    N//2 maps to n//2 (both even sizes)."""
+    N = images.shape[-1]
+    n = int(new_box)
+    if n == N:
+        return images
+    if n > N:
+        raise ValueError(f"downscale: new box {n} larger than {N}")
+    F = torch.fft.fftshift(torch.fft.fft2(images), dim=(-2, -1))
+    c, h = N // 2, n // 2
+    crop = F[..., c - h:c - h + n, c - h:c - h + n]
+    if n % 2 == 0:
+        # the new Nyquist row/column holds both +-Nyquist: keep it real-symmetric
+        crop = crop.clone()
+        crop[..., 0, :] = crop[..., 0, :].real.to(crop.dtype)
+        crop[..., :, 0] = crop[..., :, 0].real.to(crop.dtype)
+    out = torch.fft.ifft2(torch.fft.ifftshift(crop, dim=(-2, -1))).real
+    return out * (n * n) / (N * N)
+
+
+def lowpass(images, pixel_size, resolution):
+    """Ideal low-pass at ``resolution`` Å with a cosine edge of 1 Fourier pixel."""
+    N = images.shape[-1]
+    ky = torch.fft.fftfreq(N, d=pixel_size, device=images.device)
+    kx = torch.fft.rfftfreq(N, d=pixel_size, device=images.device)
+    k = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
+    kc, w = 1.0 / resolution, 1.0 / (N * pixel_size)
+    filt = torch.clamp((kc + w - k) / (2 * w), 0, 1)
+    filt = 0.5 - 0.5 * torch.cos(math.pi * filt)
+    return torch.fft.irfft2(torch.fft.rfft2(images) * filt.to(images.dtype), s=(N, N))
+
+
+def circular_mask(box, radius=None, device=None, dtype=torch.float32):
+    """1 inside a circle of ``radius`` px (default box//2 - 1) around N//2."""
+    r = box // 2 - 1 if radius is None else radius
+    lin = torch.arange(box, device=device, dtype=dtype) - box // 2
+    return ((lin[None, :] ** 2 + lin[:, None] ** 2) <= r * r).to(dtype)
+
+
+def normalize(images, radius=None):
+    """Xmipp-style normalisation: the background (outside a circle of
+    ``radius`` px, default 0.9 * box/2) gets zero mean and unit std."""
+    box = images.shape[-1]
+    r = int(0.9 * (box // 2)) if radius is None else radius
+    bg = 1 - circular_mask(box, r, images.device, images.dtype)
+    n = bg.sum()
+    mean = (images * bg).sum((-2, -1), keepdim=True) / n
+    var = (((images - mean) * bg) ** 2).sum((-2, -1), keepdim=True) / n
+    return (images - mean) / torch.sqrt(var).clamp_min(1e-12)

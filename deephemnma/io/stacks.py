@@ -140,7 +140,7 @@ class Stack:
             out = np.empty((len(idx),) + self.shape[1:], np.float32)
             out[order] = self._data[idx[order]]
             return out
-        return np.asarray(self._data[idx], dtype=np.float32)
+        return np.array(self._data[idx], dtype=np.float32)
 
     def check_box(self, box, what="images"):
         if self.shape[1] != self.shape[2] or self.shape[1] != box:

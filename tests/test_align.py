@@ -1,0 +1,118 @@
+"""Embedded HEMNMA alignment on synthetic images with known parameters."""
+import numpy as np
+import pytest
+
+from deephemnma.core.align import AlignOptions, Aligner, fibonacci_orientations
+from deephemnma.core.ctf import CTFParams
+from deephemnma.core.metrics import angular_errors
+from deephemnma.core.simulate import simulate, simulate_to_folder
+from deephemnma.errors import InputError
+from deephemnma.io.metadata import Table, read_metadata, write_xmd
+from deephemnma.io.stacks import open_stack, write_stack
+
+from conftest import shared_file
+
+BOX, PS = 48, 1.8
+
+
+@pytest.fixture(scope="module")
+def ref():
+    from deephemnma.commands.simulate import load_reference
+    return load_reference(shared_file("continuousflex", "AK.pdb"))
+
+
+def _data(ref, n, snr, seed):
+    s, modes = ref
+    ch = list(simulate(s.coords, s.weights, modes.vectors, n, box=BOX, pixel_size=PS, snr=snr,
+                       seed=seed, amplitude_scale=150))
+    return np.concatenate([c[1] for c in ch]), Table.concatenate([c[2] for c in ch])
+
+
+def _opts(**kw):
+    return AlignOptions(angular_step=15.0, coarse_iters=30, fine_iters=20, **kw)
+
+
+def test_orientation_grid_covers_so3():
+    ang = fibonacci_orientations(15.0)
+    from deephemnma.core.rotations import euler_to_matrix, random_euler
+    probe = euler_to_matrix(random_euler(200, 0))
+    grid = euler_to_matrix(ang)
+    # every random orientation has a grid point within ~ the step
+    # geodesic distance from each probe to its nearest grid rotation
+    tr = np.einsum("gij,pij->pg", grid, probe)           # trace(G^T P)
+    d = np.degrees(np.arccos(np.clip((tr.max(1) - 1) / 2, -1, 1)))
+    assert d.max() < 15.0
+
+
+def test_noiseless_recovery(ref):
+    s, modes = ref
+    imgs, t = _data(ref, 8, None, seed=11)
+    al = Aligner(s.coords, s.weights, modes.vectors, BOX, PS, _opts())
+    r = al.align(imgs, CTFParams.from_table(t))
+    ang = angular_errors(r["angles"], t.angles())
+    assert np.median(ang) < 1.0 and (ang < 3).mean() >= 7 / 8
+    ok = ang < 3
+    assert np.median(np.abs(r["amplitudes"] - t["nmaDisplacements"])[ok]) < 10
+    assert np.median(np.abs(r["shifts"] - t.shifts())[ok]) * PS < 0.3
+    assert np.median(r["cost"]) < 0.02
+
+
+def test_noisy_recovery(ref):
+    s, modes = ref
+    imgs, t = _data(ref, 8, 0.3, seed=12)
+    al = Aligner(s.coords, s.weights, modes.vectors, BOX, PS, _opts())
+    r = al.align(imgs, CTFParams.from_table(t))
+    ang = angular_errors(r["angles"], t.angles())
+    assert np.median(ang) < 5.0
+    err = np.abs(r["amplitudes"] - t["nmaDisplacements"])
+    spread = np.abs(t["nmaDisplacements"] - t["nmaDisplacements"].mean(0)).mean()
+    assert np.median(err) < spread          # better than predicting the mean
+
+
+def test_bad_input(ref):
+    s, modes = ref
+    with pytest.raises(InputError, match="atoms"):
+        Aligner(s.coords[:100], s.weights[:100], modes.vectors, BOX, PS)
+    al = Aligner(s.coords, s.weights, modes.vectors, BOX, PS, _opts())
+    with pytest.raises(InputError, match="images are"):
+        al.align(np.zeros((2, 64, 64), np.float32))
+
+
+def test_cli_resume_and_corrupt_image(ref, tmp_path, monkeypatch):
+    from deephemnma.cli import main
+    import deephemnma.core.align as core_align
+    s, modes = ref
+    simulate_to_folder(tmp_path / "d", s, modes, 6, box=BOX, pixel_size=PS, snr=None, seed=3,
+                       quiet=True, amplitude_scale=150)
+    # corrupt image 3 in the stack
+    st = np.array(open_stack(tmp_path / "d" / "particles.mrcs")[:])
+    st[2] = np.nan
+    write_stack(tmp_path / "d" / "particles.mrcs", st, PS)
+    args = ["align", "--particles", str(tmp_path / "d" / "particles.xmd"),
+            "--modes", str(tmp_path / "d"), "--structure", str(tmp_path / "d" / "reference.pdb"),
+            "--pixel-size", str(PS), "--out", str(tmp_path / "a.xmd"), "--chunk", "2",
+            "--angular-step", "20", "--coarse-iters", "10", "--fine-iters", "5"]
+    real = core_align.Aligner.align
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+    monkeypatch.setattr(core_align.Aligner, "align", flaky)
+    assert main(args) == 130
+    assert not (tmp_path / "a.xmd").exists()
+    assert len(list((tmp_path / "a.xmd.parts").glob("*.npz"))) == 1
+    monkeypatch.setattr(core_align.Aligner, "align", real)
+    assert main(args) == 0
+    out = read_metadata(tmp_path / "a.xmd")
+    assert list(out["itemId"]) == [1, 2, 4, 5, 6]            # input order, image 3 skipped
+    assert read_metadata(tmp_path / "a.rejected.xmd")["itemId"].tolist() == [3]
+    for c in ("angleRot", "shiftX", "nmaDisplacements", "cost"):
+        assert c in out
+    assert out["nmaDisplacements"].shape == (5, 3)
+    bad = args[:]
+    bad[bad.index("--pixel-size") + 1] = "0.3"
+    bad[bad.index("--out") + 1] = str(tmp_path / "b.xmd")
+    assert main(bad) == 2

@@ -31,7 +31,7 @@ import torch
 from ..errors import InputError
 from . import rotations
 from .ctf import ctf_image, phase_flip
-from .image import circular_mask, downscale
+from .image import circular_mask, downscale, rotate_images
 from .projector import Projector
 
 __all__ = ["AlignOptions", "Aligner", "fibonacci_orientations", "check_images"]
@@ -148,22 +148,11 @@ class Aligner:
         psis = np.unique(ang[:, 2])
         A = torch.as_tensor(rotations.euler_to_matrix(dirs), dtype=torch.float32,
                             device=self.device)
-        R2 = torch.as_tensor(rotations.inplane_rotation_matrix(psis), dtype=torch.float32,
-                             device=self.device)                   # (P, 2, 2)
-        lin = torch.arange(b, dtype=torch.float32, device=self.device) - b // 2
-        Y, X = torch.meshgrid(lin, lin, indexing="ij")
-        pts = torch.stack([X, Y], -1).reshape(-1, 2)                # output pixel coords
-        src = torch.einsum("pji,nj->pni", R2, pts)                  # R2^T p'
-        grid = ((src + b // 2) / (b - 1) * 2 - 1).reshape(len(psis), b, b, 2)
         bank = []
         for a in amps:
             q = torch.as_tensor(a, dtype=torch.float32, device=self.device)
             base = self.proj[b](q.expand(len(A), -1), A)             # (D, b, b)
-            rot = torch.nn.functional.grid_sample(
-                base[:, None].repeat_interleave(len(psis), 0),
-                grid.repeat(len(base), 1, 1, 1), mode="bilinear", padding_mode="zeros",
-                align_corners=True)[:, 0]                           # (D*P, b, b)
-            bank.append(rot)
+            bank.append(torch.cat([rotate_images(img[None], psis) for img in base]))
         bank = torch.cat(bank)                                      # (R, b, b)
         ang = np.column_stack([np.repeat(dirs[:, :2], len(psis), 0),
                                np.tile(psis, len(dirs))])

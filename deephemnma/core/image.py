@@ -7,7 +7,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["downscale", "circular_mask", "normalize", "as_tensor", "lowpass"]
+__all__ = ["downscale", "circular_mask", "normalize", "as_tensor", "lowpass",
+           "rotate_images"]
 
 
 def as_tensor(images, device=None, dtype=torch.float32):
@@ -70,3 +71,28 @@ def normalize(images, radius=None):
     mean = (images * bg).sum((-2, -1), keepdim=True) / n
     var = (((images - mean) * bg) ** 2).sum((-2, -1), keepdim=True) / n
     return (images - mean) / torch.sqrt(var).clamp_min(1e-12)
+
+
+def rotate_images(images, alpha):
+    """Rotate images (B, N, N) about pixel N//2 so that content at image
+    coordinates p moves to R(alpha) p, with R = rotations.inplane_rotation_matrix:
+    the projection at Euler angles (rot, tilt, psi) becomes the one at
+    (rot, tilt, psi + alpha). ``alpha`` degrees, scalar or (B,) (one per image),
+    or (P,) with a single image to make P rotated copies. Bilinear; corners
+    outside the original field become 0."""
+    from .rotations import inplane_rotation_matrix
+    b = images.shape[-1]
+    alpha = torch.as_tensor(alpha, dtype=images.dtype, device=images.device).reshape(-1)
+    R = inplane_rotation_matrix(alpha)                                  # (P, 2, 2)
+    lin = torch.arange(b, dtype=images.dtype, device=images.device) - b // 2
+    Y, X = torch.meshgrid(lin, lin, indexing="ij")
+    pts = torch.stack([X, Y], -1).reshape(-1, 2)
+    src = torch.einsum("pji,nj->pni", R, pts)                           # R^T p'
+    grid = ((src + b // 2) / (b - 1) * 2 - 1).reshape(len(alpha), b, b, 2)
+    imgs = images.reshape(-1, 1, b, b)
+    if imgs.shape[0] == 1 and len(alpha) > 1:
+        imgs = imgs.expand(len(alpha), -1, -1, -1)
+    elif len(alpha) == 1 and imgs.shape[0] > 1:
+        grid = grid.expand(imgs.shape[0], -1, -1, -1)
+    return torch.nn.functional.grid_sample(imgs, grid, mode="bilinear", padding_mode="zeros",
+                                           align_corners=True)[:, 0]

@@ -1,0 +1,52 @@
+"""Inference (Stage 2, image set 2): stream images through a trained model.
+
+Constant memory: images are read chunk by chunk from a memory-mapped stack,
+predicted in batches, and converted back to Xmipp conventions (Euler angles
+from the unit quaternions, shifts and amplitudes de-standardised)."""
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .training import LabelCodec, normalize_images
+
+__all__ = ["Predictor"]
+
+
+class Predictor:
+    def __init__(self, nets, meta, device="cpu", batch_size=256):
+        self.nets = {k: v.to(device).eval() for k, v in nets.items()}
+        self.meta = meta
+        self.codec = LabelCodec.from_meta(meta)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.box = int(meta["image_size"])
+
+    def check(self, box, pixel_size=None):
+        if box != self.box:
+            raise InputError(f"the model was trained on {self.box} px images, these are {box} px "
+                             "(downscale them, or use --rescale)")
+        ps = self.meta.get("pixel_size") or 0
+        if pixel_size and ps and abs(pixel_size - ps) > 0.01 * ps:
+            raise InputError(f"the model was trained at {ps} Å/px, these images are "
+                             f"{pixel_size} Å/px")
+
+    @torch.no_grad()
+    def predict(self, images):
+        """images (B, N, N) numpy/torch -> dict angles (B, 3), shifts (B, 2) px,
+        amplitudes (B, M) numpy."""
+        out = {}
+        use_bf16 = self.device.type == "cuda"
+        for i in range(0, len(images), self.batch_size):
+            x = torch.as_tensor(np.asarray(images[i:i + self.batch_size]), dtype=torch.float32,
+                                device=self.device)
+            x = normalize_images(x)
+            raw = {}
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                for net in self.nets.values():
+                    for h, y in net(x).items():
+                        raw[h] = y.float().cpu().numpy().astype(np.float64)
+            if "orientation" in raw:
+                raw["orientation"] /= np.linalg.norm(raw["orientation"], axis=1, keepdims=True)
+            for k, v in self.codec.decode(raw).items():
+                out.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in out.items()}

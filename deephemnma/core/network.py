@@ -1,0 +1,120 @@
+"""DeepHEMNMA's network: ResNet-34 feature extractor + the paper's MLP.
+
+``ResNet34`` is written in plain torch with torchvision's parameter names
+(``conv1, bn1, layer1.0.conv1 ... layer4.2.bn2, fc``) so torchvision weights
+load into it (:func:`load_torchvision_weights`; a 3-channel stem is summed to
+1 channel). The paper's MLP has layers of 1000, 512 and 128 nodes with ReLU and
+dropout 0.5, then a linear output: here the trunk's ``fc`` (512 -> 1000) is the
+first of them.
+
+Heads: ``amplitudes`` (M values), ``orientation`` (4 -> a unit quaternion),
+``shifts`` (2). ``DeepHEMNMANet(heads)`` with one head is one of the paper's
+three separate networks; with several heads it is the joint network (shared
+trunk and MLP, one linear output per head).
+"""
+import torch
+from torch import nn
+
+__all__ = ["BasicBlock", "ResNet34", "DeepHEMNMANet", "load_torchvision_weights",
+           "HEAD_SIZES"]
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet34(nn.Module):
+    """torchvision-compatible ResNet-34 with ``in_channels`` input channels."""
+
+    def __init__(self, in_channels=1, num_features=1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(64, 3)
+        self.layer2 = self._make_layer(128, 4, 2)
+        self.layer3 = self._make_layer(256, 6, 2)
+        self.layer4 = self._make_layer(512, 3, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_features)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, planes, blocks, stride=1):
+        down = None
+        if stride != 1 or self.inplanes != planes:
+            down = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride, bias=False),
+                                 nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.inplanes, planes, stride, down)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def load_torchvision_weights(model, state_dict):
+    """Load a torchvision resnet34 state dict into :class:`ResNet34` (the RGB
+    stem is summed over colours for 1-channel images)."""
+    sd = dict(state_dict)
+    w = sd["conv1.weight"]
+    if w.shape[1] != model.conv1.weight.shape[1]:
+        sd["conv1.weight"] = w.sum(1, keepdim=True)
+    model.load_state_dict(sd)
+    return model
+
+
+HEAD_SIZES = {"orientation": 4, "shifts": 2}
+
+
+class DeepHEMNMANet(nn.Module):
+    """ResNet-34 + MLP(1000, 512, 128) + linear heads.
+
+    ``heads``: ordered dict name -> output size, e.g. {'amplitudes': 3,
+    'orientation': 4, 'shifts': 2}. ``forward`` returns a dict; the
+    orientation output is normalised to a unit quaternion."""
+
+    def __init__(self, heads, dropout=0.5):
+        super().__init__()
+        self.heads_spec = dict(heads)
+        self.trunk = ResNet34(1, 1000)
+        self.mlp = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(1000, 512), nn.ReLU(),
+                                 nn.Dropout(dropout), nn.Linear(512, 128), nn.ReLU(),
+                                 nn.Dropout(dropout))
+        self.heads = nn.ModuleDict({k: nn.Linear(128, n) for k, n in self.heads_spec.items()})
+
+    def forward(self, x):
+        if x.dim() == 3:
+            x = x[:, None]
+        f = self.mlp(self.trunk(x))
+        out = {}
+        for k, head in self.heads.items():
+            y = head(f)
+            if k == "orientation":
+                y = y / y.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            out[k] = y
+        return out

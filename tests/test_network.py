@@ -1,0 +1,152 @@
+"""Network, training, model files and inference."""
+import numpy as np
+import pytest
+import torch
+
+from deephemnma.core import rotations
+from deephemnma.core.image import rotate_images
+from deephemnma.core.inference import Predictor
+from deephemnma.core.network import DeepHEMNMANet, ResNet34, load_torchvision_weights
+from deephemnma.core.projector import project
+from deephemnma.core.training import (LabelCodec, TrainConfig, augment_batch, split_indices,
+                                      train)
+from deephemnma.errors import InputError
+from deephemnma.io.metadata import Table
+from deephemnma.io.models import load_model, save_model
+
+from conftest import shared_file
+
+# parameter names and shapes of torchvision's resnet34 (from its architecture)
+_TV_LAYERS = {"layer1": (64, 3), "layer2": (128, 4), "layer3": (256, 6), "layer4": (512, 3)}
+
+
+def test_resnet34_matches_torchvision_layout():
+    sd = ResNet34(in_channels=3).state_dict()
+    assert sd["conv1.weight"].shape == (64, 3, 7, 7) and sd["fc.weight"].shape == (1000, 512)
+    cin = 64
+    for name, (c, blocks) in _TV_LAYERS.items():
+        for b in range(blocks):
+            assert sd[f"{name}.{b}.conv1.weight"].shape[:2] == (c, cin if b == 0 else c)
+            assert sd[f"{name}.{b}.bn2.running_mean"].shape == (c,)
+        assert (f"{name}.0.downsample.0.weight" in sd) == (name != "layer1")
+        cin = c
+    n_params = sum(p.numel() for p in ResNet34(3).parameters())
+    assert n_params == 21797672          # torchvision resnet34's parameter count
+
+
+def test_torchvision_parity():
+    tv = pytest.importorskip("torchvision")
+    ref = tv.models.resnet34(weights=None).eval()
+    ours = load_torchvision_weights(ResNet34(1), ref.state_dict()).eval()
+    x = torch.randn(2, 1, 64, 64)
+    assert torch.allclose(ours(x), ref(x.expand(-1, 3, -1, -1)), atol=1e-4)
+
+
+def test_heads_quaternion_round_trip():
+    net = DeepHEMNMANet({"amplitudes": 3, "orientation": 4, "shifts": 2}).eval()
+    out = net(torch.randn(4, 64, 64))
+    assert out["amplitudes"].shape == (4, 3) and out["shifts"].shape == (4, 2)
+    assert torch.allclose(out["orientation"].norm(dim=1), torch.ones(4), atol=1e-5)
+    t = Table({"angleRot": [10.0, 200.0], "angleTilt": [0.0, 120.0], "anglePsi": [30.0, -60.0],
+               "shiftX": [1.0, -1.0], "shiftY": [0.5, 2.0], "nmaDisplacements": [[1, 2], [3, 4.]]})
+    codec = LabelCodec.fit(t)
+    enc = codec.encode(t)
+    dec = codec.decode({k: enc[k] for k in enc})
+    assert np.allclose(dec["amplitudes"], t["nmaDisplacements"])
+    assert np.allclose(dec["shifts"], t.shifts())
+    d = rotations.angular_distance(rotations.euler_to_matrix(dec["angles"]),
+                                   rotations.euler_to_matrix(t.angles()))
+    assert d.max() < 1e-6
+
+
+def test_split_no_leakage():
+    groups = np.repeat(np.arange(100), 3)            # 3 copies of each particle
+    tr, va, te = split_indices(300, 0.1, 0.2, seed=1, groups=groups)
+    assert len(tr) + len(va) + len(te) == 300
+    sets = [set(groups[i]) for i in (tr, va, te)]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    assert len(sets[2]) == 20 and len(sets[1]) == 10
+
+
+def test_augmentation_is_label_consistent():
+    """Rotating the image in-plane with the augmented labels equals the
+    projection at those labels (rendered by the projector)."""
+    from deephemnma.core.structure import read_structure
+    s, _ = read_structure(shared_file("continuousflex", "AK.pdb")).center()
+    rng = np.random.default_rng(3)
+    ang = rotations.random_euler(4, rng)
+    sh = rng.uniform(-3, 3, (4, 2))
+    X = torch.tensor(s.coords)
+    w = torch.tensor(s.weights)
+
+    def render(a, t):
+        return project(X, w, torch.tensor(rotations.euler_to_matrix(a)), torch.tensor(t), 64,
+                       1.5, sigma=2.0)
+    img = render(ang, sh)
+    rot, ang2, sh2 = augment_batch(img, ang, sh, np.random.default_rng(9))
+    expect = render(ang2, sh2)
+    for a, b in zip(rot, expect):
+        assert np.corrcoef(a.flatten(), b.flatten())[0, 1] > 0.99
+    # a wrong rule (shift not rotated) is detectably worse
+    bad = render(ang2, sh)
+    worse = [np.corrcoef(a.flatten(), b.flatten())[0, 1] for a, b in zip(rot, bad)]
+    assert min(worse) < 0.99
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    from deephemnma.commands.simulate import load_reference
+    from deephemnma.core.simulate import simulate
+    s, modes = load_reference(shared_file("continuousflex", "AK.pdb"))
+    ch = list(simulate(s.coords, s.weights, modes.vectors, 72, box=32, pixel_size=2.6,
+                       snr=None, ctf=False, seed=4, render_factor=1))
+    return np.concatenate([c[1] for c in ch]), Table.concatenate([c[2] for c in ch])
+
+
+def test_overfit_resume_model_file_and_predict(tiny_data, tmp_path):
+    imgs, t = tiny_data
+    cfg = TrainConfig(epochs=16, batch_size=16, lr=3e-3, val_fraction=0.1, test_fraction=0.0,
+                      dropout=0.0, device="cpu", patience=100)
+    def stop_at_10(msg):
+        if msg.startswith("epoch 10:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):          # killed after epoch 10 ...
+        train(imgs, t, tmp_path / "m", cfg, [7, 8, 9], 2.6, quiet=True, log=stop_at_10)
+    best_before = load_model(tmp_path / "m" / "model.pt")[1]["best_val_loss"]
+    res = train(imgs, t, tmp_path / "m", cfg, [7, 8, 9], 2.6, resume=True, quiet=True,
+                log=lambda *a: None)                # ... and resumed to the end
+    h = res["history"]
+    assert [r["epoch"] for r in h] == list(range(1, 17))
+    assert h[-1]["train_loss"] < 0.8 * h[0]["train_loss"]      # learns the training set
+    assert res["best_val_loss"] <= best_before
+    assert (tmp_path / "m" / "curves.png").exists()
+    nets, meta = load_model(tmp_path / "m" / "model.pt")
+    assert meta["mode_numbers"] == [7, 8, 9] and meta["image_size"] == 32
+    raw = torch.load(tmp_path / "m" / "model.pt", weights_only=True)   # no code executed
+    assert raw["format"] == "deephemnma-model"
+    p = Predictor(nets, meta).predict(imgs[:20])
+    assert p["amplitudes"].shape == (20, 3) and p["angles"].shape == (20, 3)
+    with pytest.raises(InputError, match="32 px"):
+        Predictor(nets, meta).check(64)
+
+
+def test_bad_inputs(tiny_data, tmp_path):
+    imgs, t = tiny_data
+    t2 = t.copy()
+    q = t2["nmaDisplacements"].copy()
+    q[3, 1] = np.nan
+    t2["nmaDisplacements"] = q
+    with pytest.raises(InputError, match="NaN"):
+        train(imgs, t2, tmp_path / "x", TrainConfig(epochs=1), quiet=True)
+    with pytest.raises(InputError, match="batch size"):
+        train(imgs[:40], t.subset(np.arange(40)), tmp_path / "y",
+              TrainConfig(epochs=1, batch_size=64), quiet=True)
+    with pytest.raises(InputError, match="modes"):
+        train(imgs, t, tmp_path / "z", TrainConfig(epochs=1), mode_numbers=[7, 8], quiet=True)
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(InputError, match="not a deephemnma model"):
+        load_model(tmp_path / "junk.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="not a deephemnma model"):
+        load_model(tmp_path / "other.pt")

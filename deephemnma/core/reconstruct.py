@@ -1,0 +1,153 @@
+"""3D reconstruction by Fourier-space direct inversion, and FSC.
+
+Each image is re-centred with its shift (Xmipp sign: image(x) = P(x + shift)),
+zero-padded by ``pad``, Fourier transformed and inserted as a central slice
+(projection-slice theorem: the 2D transform at image frequency k equals the 3D
+transform at model frequency A^T k) with trilinear weights. Both the data and
+the weights are accumulated; with a CTF, the Wiener form is used:
+
+    V(k) = sum_i CTF_i F_i / (sum_i CTF_i^2 + 1/snr)
+
+(images phase-flipped beforehand are handled by passing |CTF|). The result is
+inverse transformed, cropped and divided by the trilinear kernel's sinc^2
+(gridding correction). Batched and chunked in torch (CPU or CUDA).
+"""
+import math
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from . import rotations
+from .ctf import ctf_image
+from .projector import fourier_shift
+
+__all__ = ["reconstruct", "fsc", "resolution_at", "fsc_resolution"]
+
+
+def _pad(images, P):
+    N = images.shape[-1]
+    out = torch.zeros(images.shape[:-2] + (P, P), dtype=images.dtype, device=images.device)
+    o = P // 2 - N // 2
+    out[..., o:o + N, o:o + N] = images
+    return out
+
+
+def reconstruct(images, angles, shifts=None, ctf=None, pixel_size=1.0, pad=2, snr=None,
+                batch=256, device="cpu", flipped=False, progress=None, max_freq=None):
+    """images (n, N, N) array/Stack-like; angles (n, 3) Xmipp Euler degrees;
+    shifts (n, 2) px; ctf CTFParams or None -> volume (N, N, N) numpy [z, y, x].
+
+    ``flipped``: images were phase-flipped (use |CTF| in the Wiener weights).
+    ``snr``: Wiener constant (default: 1/mean weight, i.e. mild regularisation
+    where few images contribute). ``max_freq`` in 1/Å (default Nyquist)."""
+    n = len(images)
+    if n == 0:
+        raise InputError("no images to reconstruct from")
+    angles = np.asarray(angles, dtype=np.float64)
+    if angles.shape != (n, 3) or not np.isfinite(angles).all():
+        raise InputError("reconstruction needs finite Euler angles for every image")
+    N = images.shape[-1]
+    P = int(round(N * pad)) // 2 * 2
+    dev = torch.device(device)
+    num = torch.zeros(P * P * P, dtype=torch.complex64, device=dev)
+    den = torch.zeros(P * P * P, dtype=torch.float32, device=dev)
+    k = torch.fft.fftfreq(P, device=dev) * P                       # integer frequencies
+    ky, kx = torch.meshgrid(k, k, indexing="ij")
+    rmax = (P / 2 - 1) if max_freq is None else min(P / 2 - 1, max_freq * P * pixel_size)
+    inside = (kx ** 2 + ky ** 2) <= rmax ** 2
+    kxy = torch.stack([kx[inside], ky[inside]], -1)                 # (F, 2)
+    for s in range(0, n, batch):
+        e = min(n, s + batch)
+        x = torch.as_tensor(np.asarray(images[s:e]), dtype=torch.float32, device=dev)
+        if shifts is not None:
+            x = fourier_shift(x, torch.as_tensor(np.asarray(shifts[s:e]), dtype=torch.float32,
+                                                 device=dev))
+        xp = _pad(x, P)
+        F = torch.fft.fft2(torch.fft.ifftshift(xp, dim=(-2, -1)))[:, inside]   # (b, F)
+        if ctf is not None:
+            c = ctf_image(ctf.subset(np.arange(s, e)), P, pixel_size, rfft=False,
+                          device=dev)[:, inside]
+            if flipped:
+                c = c.abs()
+            F = F * c
+            w = c * c
+        else:
+            w = torch.ones(F.shape, device=dev)
+        A = torch.as_tensor(rotations.euler_to_matrix(angles[s:e]), dtype=torch.float32,
+                            device=dev)
+        # model-frame frequency of each image frequency: A^T (kx, ky, 0)
+        k3 = torch.einsum("bji,fj->bfi", A[:, :2, :], kxy)          # (b, F, 3) as (x, y, z)
+        g = k3.reshape(-1, 3)
+        F = F.reshape(-1)
+        w = w.reshape(-1)
+        g0 = torch.floor(g)
+        frac = g - g0
+        g0 = g0.long()
+        for dz in (0, 1):
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    wt = ((frac[:, 0] if dx else 1 - frac[:, 0]) *
+                          (frac[:, 1] if dy else 1 - frac[:, 1]) *
+                          (frac[:, 2] if dz else 1 - frac[:, 2]))
+                    ix = (g0[:, 0] + dx) % P
+                    iy = (g0[:, 1] + dy) % P
+                    iz = (g0[:, 2] + dz) % P
+                    lin = (iz * P + iy) * P + ix
+                    num.index_add_(0, lin, (F * wt).to(num.dtype))
+                    den.index_add_(0, lin, w * wt)
+        if progress is not None:
+            progress.update(e - s)
+    den_pos = den[den > 0]
+    reg = (1.0 / snr) if snr else (float(den_pos.mean()) * 1e-3 if len(den_pos) else 1.0)
+    V = (num / (den + reg)).reshape(P, P, P)
+    # keep only frequencies inside the sphere
+    kz, ky3, kx3 = torch.meshgrid(k, k, k, indexing="ij")
+    V = V * ((kx3 ** 2 + ky3 ** 2 + kz ** 2) <= rmax ** 2)
+    vol = torch.fft.fftshift(torch.fft.ifftn(V).real, dim=(0, 1, 2))
+    o = P // 2 - N // 2
+    vol = vol[o:o + N, o:o + N, o:o + N]
+    # gridding correction for trilinear interpolation on the padded grid
+    r = (torch.arange(N, device=dev, dtype=torch.float32) - N // 2) / P
+    sinc = torch.special.sinc(r) ** 2
+    corr = sinc[:, None, None] * sinc[None, :, None] * sinc[None, None, :]
+    return (vol / corr.clamp_min(1e-3)).cpu().numpy()
+
+
+def fsc(vol1, vol2, pixel_size=1.0):
+    """Fourier shell correlation -> (frequencies 1/Å (S,), fsc (S,)); shells of
+    one Fourier pixel up to Nyquist."""
+    a = torch.fft.fftn(torch.as_tensor(np.asarray(vol1), dtype=torch.float64))
+    b = torch.fft.fftn(torch.as_tensor(np.asarray(vol2), dtype=torch.float64))
+    if a.shape != b.shape:
+        raise InputError(f"FSC: maps of different sizes {tuple(a.shape)} and {tuple(b.shape)}")
+    N = a.shape[-1]
+    k = torch.fft.fftfreq(N, dtype=torch.float64) * N
+    kz, ky, kx = torch.meshgrid(k, k, k, indexing="ij")
+    shell = torch.round(torch.sqrt(kx ** 2 + ky ** 2 + kz ** 2)).long().reshape(-1)
+    S = N // 2 + 1
+    m = shell < S
+    sh = shell[m]
+    num = torch.zeros(S, dtype=torch.float64).index_add_(0, sh, (a * b.conj()).real.reshape(-1)[m])
+    pa = torch.zeros(S, dtype=torch.float64).index_add_(0, sh, (a.abs() ** 2).reshape(-1)[m])
+    pb = torch.zeros(S, dtype=torch.float64).index_add_(0, sh, (b.abs() ** 2).reshape(-1)[m])
+    f = num / torch.sqrt(pa * pb).clamp_min(1e-30)
+    freq = np.arange(S) / (N * pixel_size)
+    return freq, f.numpy()
+
+
+def resolution_at(freq, curve, threshold):
+    """Resolution (Å) where the FSC first drops below ``threshold`` (linear
+    interpolation); the Nyquist resolution if it never does."""
+    for i in range(1, len(curve)):
+        if curve[i] < threshold:
+            f0, f1, c0, c1 = freq[i - 1], freq[i], curve[i - 1], curve[i]
+            f = f0 + (c0 - threshold) / (c0 - c1) * (f1 - f0) if c0 != c1 else f1
+            return 1.0 / f if f > 0 else math.inf
+    return 1.0 / freq[-1]
+
+
+def fsc_resolution(vol1, vol2, pixel_size):
+    freq, curve = fsc(vol1, vol2, pixel_size)
+    return {"res_0.5": resolution_at(freq, curve, 0.5),
+            "res_0.143": resolution_at(freq, curve, 0.143), "freq": freq, "fsc": curve}

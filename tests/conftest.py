@@ -2,12 +2,34 @@
 with a clear reason when it is absent (a user's checkout has no shared/)."""
 import os
 import pathlib
-
-import numpy as np
-import pytest
+import sys
+import tempfile
 
 os.environ.setdefault("DEEPHEMNMA_QUIET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _scipion_env():
+    """A private, headless Scipion home for the tests (pyworkflow reads these
+    variables when first imported, which importing deephemnma does)."""
+    if os.environ.get("SCIPION_HOME") and os.path.exists(
+            os.path.join(os.environ["SCIPION_HOME"], "config", "hosts.conf")):
+        return
+    home = tempfile.mkdtemp(prefix="deephemnma_scipion_")
+    os.makedirs(os.path.join(home, "config"), exist_ok=True)
+    for k, v in {"SCIPION_HOME": home, "SCIPION_USER_DATA": os.path.join(home, "data"),
+                 "SCIPION_TESTS": os.path.join(home, "tests"), "SCIPION_TEST_NOSYNC": "1",
+                 "SCIPION_NOTIFY": "False", "SCIPION_PYTHON": sys.executable,
+                 "SCIPION_DOMAIN": "pwem"}.items():
+        os.environ[k] = v
+    from pyworkflow.protocol import HostConfig
+    HostConfig.writeBasic(os.path.join(home, "config", "hosts.conf"))
+
+
+_scipion_env()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("DEEPHEMNMA_SHARED", ROOT.parent / "shared")) / "data"

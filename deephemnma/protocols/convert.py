@@ -1,0 +1,143 @@
+"""Conversion between Scipion objects and deephemnma's core arrays / Tables.
+
+Alignment: Scipion stores a projection alignment as a 4x4 matrix; Xmipp
+angles/shifts convert to it exactly as scipion-em-xmipp does
+(``matrixFromGeometry`` with ``inverseTransform=True`` for projections), so
+ContinuousFlex and Xmipp read our particles. NMA amplitudes and costs are the
+attributes ``_xmipp_nmaDisplacements`` (CsvList of floats) and ``_xmipp_cost``
+(Float), as ContinuousFlex's FlexProtAlignmentNMA writes them.
+"""
+import os
+
+import numpy as np
+import pwem.objects as emobj
+import pyworkflow.object as pwobj
+from pwem.convert.transformations import euler_from_matrix, euler_matrix, translation_from_matrix
+
+from ..io.metadata import Table, image_ref
+
+NMA_ATTR = "_xmipp_nmaDisplacements"
+COST_ATTR = "_xmipp_cost"
+
+
+def matrix_from_geometry(angles, shifts):
+    """Xmipp (rot, tilt, psi) degrees + (shiftX, shiftY) px -> Scipion 4x4
+    projection-alignment matrix."""
+    rad = -np.deg2rad(np.asarray(angles, float))
+    M = euler_matrix(rad[0], rad[1], rad[2], "szyz")
+    M[:3, 3] = -np.array([shifts[0], shifts[1], 0.0])
+    return np.linalg.inv(M)
+
+
+def geometry_from_matrix(matrix):
+    """Inverse of :func:`matrix_from_geometry` -> (angles (3,), shifts (2,))."""
+    M = np.linalg.inv(np.asarray(matrix, float))
+    shifts = -translation_from_matrix(M)
+    angles = -np.rad2deg(euler_from_matrix(M, axes="szyz"))
+    return angles, shifts[:2]
+
+
+def particles_to_table(parts, need_alignment=False):
+    """SetOfParticles -> Table (image refs as absolute ``N@path``; angles,
+    shifts, NMA amplitudes, cost and CTF when present; itemId = objId)."""
+    rows = {"itemId": [], "image": []}
+    ang, sh, nma, cost, ctf = [], [], [], [], []
+    has_align = parts.hasAlignmentProj()
+    if need_alignment and not has_align:
+        raise ValueError("the particles have no projection alignment (angles/shifts)")
+    has_ctf = parts.hasCTF()
+    for p in parts.iterItems(orderBy="id"):
+        rows["itemId"].append(p.getObjId())
+        idx, fn = p.getLocation()
+        rows["image"].append(image_ref(idx or 1, os.path.abspath(fn)))
+        if has_align:
+            a, s = geometry_from_matrix(p.getTransform().getMatrix())
+            ang.append(a)
+            sh.append(s)
+        if hasattr(p, NMA_ATTR):
+            nma.append([float(x) for x in getattr(p, NMA_ATTR)])
+        if hasattr(p, COST_ATTR):
+            cost.append(float(getattr(p, COST_ATTR)))
+        if has_ctf:
+            c = p.getCTF()
+            ctf.append([c.getDefocusU(), c.getDefocusV(), c.getDefocusAngle()])
+    t = Table({"itemId": np.array(rows["itemId"]), "image": np.array(rows["image"], dtype=object)})
+    if ang:
+        a = np.array(ang)
+        t["angleRot"], t["angleTilt"], t["anglePsi"] = a.T
+        t["shiftX"], t["shiftY"] = np.array(sh).T
+    if nma and len(nma) == len(t):
+        t["nmaDisplacements"] = np.array(nma)
+    if cost and len(cost) == len(t):
+        t["cost"] = np.array(cost)
+    if ctf:
+        c = np.array(ctf)
+        acq = parts.getAcquisition()
+        t["ctfDefocusU"], t["ctfDefocusV"], t["ctfDefocusAngle"] = c.T
+        t["ctfVoltage"] = np.full(len(t), acq.getVoltage())
+        t["ctfSphericalAberration"] = np.full(len(t), acq.getSphericalAberration())
+        t["ctfQ0"] = np.full(len(t), acq.getAmplitudeContrast())
+    return t
+
+
+def set_particle_values(p, row_angles=None, row_shifts=None, amplitudes=None, cost=None):
+    """Write alignment / NMA attributes onto one Particle."""
+    if row_angles is not None:
+        p.setTransform(emobj.Transform(matrix_from_geometry(row_angles, row_shifts)))
+    if amplitudes is not None:
+        setattr(p, NMA_ATTR, pwobj.CsvList(pType=float))
+        getattr(p, NMA_ATTR).set([float(x) for x in amplitudes])
+    if cost is not None:
+        setattr(p, COST_ATTR, pwobj.Float(float(cost)))
+
+
+def fill_particles(out_set, in_set, table, with_alignment=True):
+    """Copy ``in_set`` into ``out_set`` with the values of ``table`` (matched by
+    itemId = objId); rows absent from the table are skipped."""
+    index = {int(i): k for k, i in enumerate(table["itemId"])}
+    out_set.copyInfo(in_set)
+    if with_alignment and "angleRot" in table:
+        out_set.setAlignmentProj()
+    ang = table.angles() if "angleRot" in table else None
+    sh = table.shifts()
+    for p in in_set.iterItems(orderBy="id"):
+        k = index.get(p.getObjId())
+        if k is None:
+            continue
+        q = p.clone()
+        set_particle_values(q, None if ang is None else ang[k], sh[k],
+                            table["nmaDisplacements"][k] if "nmaDisplacements" in table else None,
+                            table["cost"][k] if "cost" in table else None)
+        out_set.append(q)
+
+
+def modes_to_set(protocol, modes_xmd, pdb):
+    """ContinuousFlex-layout folder -> SetOfNormalModes output."""
+    from ..io.metadata import read_xmd
+    folder = os.path.dirname(modes_xmd)
+    t = read_xmd(modes_xmd)
+    nm = protocol._createSetOfNormalModes()
+    for f, col, score in zip(t["nmaModefile"], t["nmaCollectivity"], t["nmaScore"]):
+        nm.append(emobj.NormalMode(modeFile=os.path.join(folder, f), collectivity=float(col),
+                                   score=float(score)))
+    nm.setPdb(pdb)
+    return nm
+
+
+def modes_from_set(modes_set, ref_coords):
+    """SetOfNormalModes (ours or ContinuousFlex's) -> core NormalModes; vec.N
+    files are read, numbering from the file names (vec.N -> mode N)."""
+    from ..core.nma import NormalModes, collectivity
+    vecs, nums, cols = [], [], []
+    for m in modes_set.iterItems(orderBy="id"):
+        v = np.loadtxt(m.getModeFile()).reshape(-1, 3)
+        vecs.append(v / np.linalg.norm(v))
+        base = os.path.basename(m.getModeFile())
+        nums.append(int(base.split(".")[-1]) if base.split(".")[-1].isdigit() else len(nums) + 1)
+        cols.append(m.getCollectivity() or 0.0)
+    vectors = np.array(vecs)
+    if vectors.shape[1] != len(ref_coords):
+        raise ValueError(f"the normal modes move {vectors.shape[1]} atoms, the reference has "
+                         f"{len(ref_coords)}")
+    return NormalModes(vectors, np.full(len(nums), np.nan), np.array(nums), np.array(cols),
+                       np.asarray(ref_coords, float))

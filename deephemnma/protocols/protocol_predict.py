@@ -1,0 +1,80 @@
+"""Predict parameters of new particles with a trained network (Stage 2, set 2)."""
+import pyworkflow.protocol.params as params
+
+from .base import DeepHEMNMABase, run_command
+from .convert import fill_particles, particles_to_table
+
+
+class DeepHEMNMAProtPredict(DeepHEMNMABase):
+    """Infer normal-mode amplitudes, orientations and shifts of particles with a
+    trained DeepHEMNMA model. Optionally merges the training particles (with
+    their HEMNMA values) into the output, the paper's combined space."""
+    _label = "predict"
+    _possibleOutputs = {"outputParticles": "SetOfParticles"}
+
+    def _defineParams(self, form):
+        form.addSection("Input")
+        form.addParam("inputModel", params.PointerParam, pointerClass="DeepHEMNMAModel",
+                      label="Trained model", important=True)
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      label="Particles", important=True)
+        form.addParam("mergeParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      allowsNull=True, label="Merge with (optional)",
+                      help="e.g. the HEMNMA-aligned training particles.")
+        form.addParam("batchSize", params.IntParam, default=256, label="Batch size",
+                      expertLevel=params.LEVEL_ADVANCED)
+        self._addComputeParams(form, threads=2)
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.predictStep)
+        self._insertFunctionStep(self.createOutputStep)
+
+    def predictStep(self):
+        from ..io.metadata import write_xmd
+        parts = self.inputParticles.get()
+        write_xmd(self._extra("input.xmd"), particles_to_table(parts))
+        run_command(["predict", "--model", self.inputModel.get().getFileName(),
+                     "--particles", self._extra("input.xmd"), "--out",
+                     self._extra("predicted.xmd"), "--pixel-size", parts.getSamplingRate(),
+                     "--batch-size", self.batchSize.get(), "--device", self._device()])
+
+    def createOutputStep(self):
+        from ..io.metadata import read_metadata
+        out = self._createSetOfParticles()
+        fill_particles(out, self.inputParticles.get(), read_metadata(self._extra("predicted.xmd")))
+        merge = self.mergeParticles.get()
+        if merge is not None:
+            offset = max(p.getObjId() for p in out.iterItems()) if out.getSize() else 0
+            for p in merge.iterItems(orderBy="id"):
+                q = p.clone()
+                q.setObjId(p.getObjId() + offset)
+                out.append(q)
+        self._defineOutputs(outputParticles=out)
+        self._defineSourceRelation(self.inputParticles, out)
+
+    def _validate(self):
+        errors = []
+        m, parts = self.inputModel.get(), self.inputParticles.get()
+        if parts is not None and parts.getSize() == 0:
+            errors.append("the input particle set is empty")
+        if m is not None and parts is not None and parts.getSize():
+            if parts.getXDim() != m.getImageSize():
+                errors.append(f"the model was trained on {m.getImageSize()} px images, these "
+                              f"particles are {parts.getXDim()} px: downscale them first")
+            ps = m.getSamplingRate()
+            if ps and abs(parts.getSamplingRate() - ps) > 0.01 * ps:
+                errors.append(f"the model was trained at {ps} Å/px, these particles are "
+                              f"{parts.getSamplingRate()} Å/px")
+        merge = self.mergeParticles.get()
+        if merge is not None and merge.getSize():
+            errors += [e for e in self._validateParticlesNma(merge) if "alignment" not in e]
+        return errors
+
+    def _summary(self):
+        if not hasattr(self, "outputParticles"):
+            return ["Not run yet."]
+        return [f"{self.outputParticles.getSize()} particles with predicted parameters."]
+
+    def _methods(self):
+        return ["Parameters were predicted with the trained DeepHEMNMA network "
+                "[Hamitouche2022]."]

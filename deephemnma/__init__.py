@@ -3,22 +3,21 @@ heterogeneity in cryo-EM (Hamitouche & Jonic, Front. Mol. Biosci. 2022).
 
 The numerics live in :mod:`deephemnma.core` (no Scipion imports) and the file
 formats in :mod:`deephemnma.io`. This top-level module is also the Scipion plugin
-(entry point ``pyworkflow.plugin: deephemnma = deephemnma``); the Scipion part is
-only defined when Scipion (pwem) is importable, so the command-line tool and the
-core work without it.
+(entry point ``pyworkflow.plugin: deephemnma = deephemnma``). ``Plugin`` is
+created on first access, so the command-line tool and the core import neither
+pyworkflow nor pwem (and a script can configure Scipion's environment first).
 """
 from .version import __version__  # noqa: F401
 
 _logo = "deephemnma_logo.png"
 _references = ["Hamitouche2022", "Jin2014", "Harastani2020", "He2016"]
+_plugin_class = None
 
-try:  # Scipion is optional for the core and the CLI
-    import pwem as _pwem
-except ImportError:  # pragma: no cover - exercised only without Scipion
-    _pwem = None
 
-if _pwem is not None:
-    class Plugin(_pwem.Plugin):
+def _make_plugin():
+    import pwem
+
+    class Plugin(pwem.Plugin):
         """Scipion plugin object. Everything runs embedded (PyTorch, ProDy,
         scikit-learn) in the Python that runs Scipion: no binaries to install."""
         _homeVar = "DEEPHEMNMA_HOME"
@@ -33,3 +32,14 @@ if _pwem is not None:
         @classmethod
         def defineBinaries(cls, env):
             pass  # nothing to build: the numerics are Python packages
+
+    return Plugin
+
+
+def __getattr__(name):
+    global _plugin_class
+    if name == "Plugin":
+        if _plugin_class is None:
+            _plugin_class = _make_plugin()
+        return _plugin_class
+    raise AttributeError(f"module 'deephemnma' has no attribute '{name}'")

@@ -2,7 +2,6 @@
 with a clear reason when it is absent (a user's checkout has no shared/)."""
 import os
 import pathlib
-import sys
 import tempfile
 
 os.environ.setdefault("DEEPHEMNMA_QUIET", "1")
@@ -11,19 +10,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 def _scipion_env():
     """A private, headless Scipion home for the tests (pyworkflow reads these
-    variables when first imported, which importing deephemnma does)."""
-    if os.environ.get("SCIPION_HOME") and os.path.exists(
-            os.path.join(os.environ["SCIPION_HOME"], "config", "hosts.conf")):
-        return
-    home = tempfile.mkdtemp(prefix="deephemnma_scipion_")
-    os.makedirs(os.path.join(home, "config"), exist_ok=True)
-    for k, v in {"SCIPION_HOME": home, "SCIPION_USER_DATA": os.path.join(home, "data"),
-                 "SCIPION_TESTS": os.path.join(home, "tests"), "SCIPION_TEST_NOSYNC": "1",
-                 "SCIPION_NOTIFY": "False", "SCIPION_PYTHON": sys.executable,
-                 "SCIPION_DOMAIN": "pwem"}.items():
-        os.environ[k] = v
-    from pyworkflow.protocol import HostConfig
-    HostConfig.writeBasic(os.path.join(home, "config", "hosts.conf"))
+    variables when first imported)."""
+    from deephemnma.scipion_env import setup
+    setup(tempfile.mkdtemp(prefix="deephemnma_scipion_"))
 
 
 _scipion_env()

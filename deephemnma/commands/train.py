@@ -22,6 +22,9 @@ def add_args(p):
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--patience", type=int, default=8)
     p.add_argument("--augment", action="store_true", help="label-consistent in-plane rotations")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="downscale images to this size (px) before the network")
+    p.add_argument("--dropout", type=float, default=0.5, help="MLP dropout (paper: 0.5)")
     p.add_argument("--mahalanobis", type=float, default=None, help="drop label outliers (3.2)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init-model", default=None, help="fine-tune from this model")
@@ -40,7 +43,8 @@ def main(args):
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                       patience=args.patience, augment=args.augment, mahalanobis=args.mahalanobis,
-                      seed=args.seed, device=args.device)
+                      seed=args.seed, device=args.device,
+                      input_size=args.input_size, dropout=args.dropout)
     modes = parse_mode_list(args.mode_list) if args.mode_list else None
     res = train(imgs, t, args.out, cfg, modes, args.pixel_size, resume=args.resume,
                 init_model=args.init_model)

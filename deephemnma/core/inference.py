@@ -39,7 +39,7 @@ class Predictor:
         for i in range(0, len(images), self.batch_size):
             x = torch.as_tensor(np.asarray(images[i:i + self.batch_size]), dtype=torch.float32,
                                 device=self.device)
-            x = normalize_images(x)
+            x = normalize_images(x, self.meta.get("input_size"))
             raw = {}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 for net in self.nets.values():

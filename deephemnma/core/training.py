@@ -27,7 +27,7 @@ import torch
 from ..errors import InputError
 from ..utils import Progress, atomic_path, resolve_device
 from . import rotations
-from .image import rotate_images
+from .image import downscale, rotate_images
 from .network import DeepHEMNMANet
 
 __all__ = ["TrainConfig", "LabelCodec", "split_indices", "augment_batch", "train",
@@ -50,10 +50,14 @@ class TrainConfig:
     device: str = "auto"
     dropout: float = 0.5
     max_resident_gb: float = 4.0
+    input_size: int = None               # Fourier-downscale images to this size first
 
 
-def normalize_images(x):
-    """Per-image zero mean, unit std (B, N, N) torch."""
+def normalize_images(x, size=None):
+    """Optional antialiased downscaling to ``size`` px, then per-image zero
+    mean and unit std (B, N, N) torch."""
+    if size and size < x.shape[-1]:
+        x = downscale(x, size)
     mu = x.mean((-2, -1), keepdim=True)
     sd = x.std((-2, -1), keepdim=True).clamp_min(1e-6)
     return (x - mu) / sd
@@ -220,7 +224,10 @@ def train(images, table, out_dir, config=None, mode_numbers=None, pixel_size=Non
                for k, v in targets_np.items()}
     data = _Data(images, device, cfg.max_resident_gb)
     box = images.shape[-1]
-    meta = {"architecture": cfg.architecture, "image_size": int(box),
+    if cfg.input_size and (cfg.input_size > box or cfg.input_size % 2):
+        raise InputError(f"input size {cfg.input_size} must be even and <= the image size {box}")
+    insize = cfg.input_size or box
+    meta = {"architecture": cfg.architecture, "image_size": int(box), "input_size": int(insize),
             "pixel_size": float(pixel_size) if pixel_size else 0.0,
             "mode_numbers": [int(m) for m in (mode_numbers if mode_numbers is not None
                                               else range(7, 7 + M))],
@@ -284,7 +291,7 @@ def train(images, table, out_dir, config=None, mode_numbers=None, pixel_size=Non
                                              enabled=use_bf16):
             for i in range(0, len(idx), 256):
                 b = idx[i:i + 256]
-                x = normalize_images(data.get(b))
+                x = normalize_images(data.get(b), insize)
                 _, t = batch_targets(b, None, x)
                 for k, v in nets.items():
                     l, parts = _loss({h: y.float() for h, y in v(x).items()}, t)
@@ -305,7 +312,7 @@ def train(images, table, out_dir, config=None, mode_numbers=None, pixel_size=Non
         for s in range(steps_per_epoch):
             b = np.sort(perm[s * cfg.batch_size:(s + 1) * cfg.batch_size])
             b = b[rank::world]
-            x = normalize_images(data.get(b))
+            x = normalize_images(data.get(b), insize)
             x, t = batch_targets(b, rng if cfg.augment else None, x)
             if device.type == "cuda":
                 x = x[:, None].contiguous(memory_format=torch.channels_last)

@@ -27,6 +27,11 @@ class DeepHEMNMABase(EMProtocol):
     def _extra(self, *p):
         return self._getExtraPath(*p)
 
+    @staticmethod
+    def _modesFolder(modes_set):
+        """Folder holding modes.xmd and modes/vec.N of a SetOfNormalModes."""
+        return os.path.dirname(os.path.dirname(modes_set.getFirstItem().getModeFile()))
+
     def _citations(self):
         return ["Hamitouche2022", "Jin2014", "Harastani2020"]
 

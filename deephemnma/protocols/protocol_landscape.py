@@ -65,8 +65,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         elif g == 3:
             argv += ["--kmeans", self.kmeans.get()]
         if self.inputModes.get() is not None and self.inputReference.get() is not None:
-            modes_dir = os.path.dirname(os.path.dirname(self.inputModes.get().getFirstItem()
-                                                        .getModeFile()))
+            modes_dir = self._modesFolder(self.inputModes.get())
             argv += ["--structure", self.inputReference.get().getFileName(), "--modes", modes_dir]
         run_command(argv)
 

@@ -45,8 +45,7 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         self._insertFunctionStep(self.createOutputStep)
 
     def simulateStep(self):
-        modes_dir = os.path.dirname(os.path.dirname(self.inputModes.get().getFirstItem()
-                                                    .getModeFile()))
+        modes_dir = self._modesFolder(self.inputModes.get())
         argv = ["simulate", "--structure", self.inputReference.get().getFileName(),
                 "--modes", modes_dir, "--mode-list", self.modeList.get(),
                 "--out", self._extra("data"), "-n", self.numberOfImages.get(),

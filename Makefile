@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench clean oracles
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	MPLBACKEND=Agg $(PY) benchmarks/run_all.py
+
+# Test oracles that are not runtime dependencies: Debian's RELION (GPL), unpacked
+# locally (no system install). Tests that need it skip when it is absent.
+oracles:
+	mkdir -p .oracles/debs
+	cd .oracles/debs && apt-get download relion libfftw3-double3 libfftw3-single3
+	for d in .oracles/debs/*.deb; do dpkg-deb -x $$d .oracles/relion; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output bench_output

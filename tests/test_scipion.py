@@ -71,8 +71,8 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.assertTrue(first.endswith("vec.1") and os.path.exists(first))
 
         syn = self.newProtocol(P.DeepHEMNMAProtSynthesize, inputModes=nma.outputModes,
-                               inputReference=nma.outputReference, numberOfImages=120, box=32,
-                               samplingRate=2.6, snr=1.0, seed=1)
+                               inputReference=nma.outputReference, numberOfImages=120, box=48,
+                               samplingRate=1.8, snr=0.0, seed=1)
         self.launchProtocol(syn)
         parts = syn.outputParticles
         self.assertEqual(parts.getSize(), 120)
@@ -85,7 +85,7 @@ class TestDeepHEMNMAWorkflow(BaseTest):
 
         ali = self.newProtocol(P.DeepHEMNMAProtAlign, inputParticles=split.outputParticles01,
                                inputModes=nma.outputModes, inputReference=nma.outputReference,
-                               angularStep=20.0, coarseIters=15, fineIters=8, useGpu=False)
+                               angularStep=15.0, coarseIters=30, fineIters=20, useGpu=False)
         self.launchProtocol(ali)
         out = ali.outputParticles
         self.assertEqual(out.getSize(), 60)
@@ -94,13 +94,16 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         gt = np.array([[float(v) for v in x._deephemnma_gtAmplitudes] for x in out])
         cost = np.array([float(x._xmipp_cost) for x in out])
         self.assertTrue(np.isfinite(cost).all() and (cost >= 0).all() and (cost <= 2).all())
-        self.assertGreater(np.corrcoef(est[:, 0], gt[:, 0])[0, 1], 0.5)
+        # better than predicting the mean amplitudes, for every mode
+        mae = np.abs(est - gt).mean(0)
+        base = np.abs(gt - gt.mean(0)).mean(0)
+        self.assertTrue((mae < 0.6 * base).all(), f"HEMNMA MAE {mae} vs mean {base}")
 
         tr = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=out,
                               inputModes=nma.outputModes, epochs=2, batchSize=16, useGpu=False)
         self.launchProtocol(tr)
         model = tr.outputModel
-        self.assertEqual(model.getImageSize(), 32)
+        self.assertEqual(model.getImageSize(), 48)
         self.assertEqual(model.getModeNumbers(), [7, 8, 9])
         self.assertTrue(os.path.exists(tr._getExtraPath("model", "curves.csv")))
 

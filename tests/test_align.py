@@ -116,3 +116,32 @@ def test_cli_resume_and_corrupt_image(ref, tmp_path, monkeypatch):
     bad[bad.index("--pixel-size") + 1] = "0.3"
     bad[bad.index("--out") + 1] = str(tmp_path / "b.xmd")
     assert main(bad) == 2
+
+
+def test_torchrun_two_processes_equal_single(ref, tmp_path):
+    """The same command under torchrun (2 CPU processes, gloo) shards the chunks
+    and merges them in input order: identical to a single-process run."""
+    import os
+    import subprocess
+    import sys
+    s, modes = ref
+    simulate_to_folder(tmp_path / "d", s, modes, 6, box=BOX, pixel_size=PS, snr=None, seed=5,
+                       quiet=True, amplitude_scale=150)
+    common = ["align", "--particles", str(tmp_path / "d" / "particles.xmd"),
+              "--modes", str(tmp_path / "d"), "--structure", str(tmp_path / "d" / "reference.pdb"),
+              "--pixel-size", str(PS), "--chunk", "2", "--angular-step", "20",
+              "--coarse-iters", "10", "--fine-iters", "5", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", DEEPHEMNMA_QUIET="1")
+    subprocess.run([sys.executable, "-m", "deephemnma"] + common + ["--out", str(tmp_path / "a.xmd")],
+                   env=env, check=True, capture_output=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", "29517", "-m", "deephemnma"] + common +
+                       ["--out", str(tmp_path / "b.xmd")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = read_metadata(tmp_path / "a.xmd"), read_metadata(tmp_path / "b.xmd")
+    assert list(a["itemId"]) == list(b["itemId"]) == [1, 2, 3, 4, 5, 6]
+    for c in ("angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "cost"):
+        assert np.allclose(a[c], b[c], atol=1e-4), c
+    assert np.allclose(a["nmaDisplacements"], b["nmaDisplacements"], atol=1e-3)
+    assert not (tmp_path / "b.xmd.parts").exists()

@@ -33,11 +33,14 @@ def _pad(images, P):
     return out
 
 
-def reconstruct(images, angles, shifts=None, ctf=None, pixel_size=1.0, pad=2, snr=None,
+def reconstruct(images, angles, shifts=None, ctf=None, pixel_size=1.0, pad=1, snr=None,
                 batch=256, device="cpu", flipped=False, progress=None, max_freq=None):
     """images (n, N, N) array/Stack-like; angles (n, 3) Xmipp Euler degrees;
     shifts (n, 2) px; ctf CTFParams or None -> volume (N, N, N) numpy [z, y, x].
 
+    ``pad``: Fourier oversampling of the insertion grid. 1 (default) already
+    gives FSC > 0.99 up to ~0.95 Nyquist on noiseless AK projections and is
+    5-13x faster on CPU than 2, which is slightly better at Nyquist.
     ``flipped``: images were phase-flipped (use |CTF| in the Wiener weights).
     ``snr``: Wiener constant (default: 1/mean weight, i.e. mild regularisation
     where few images contribute). ``max_freq`` in 1/Å (default Nyquist)."""

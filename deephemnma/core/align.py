@@ -44,6 +44,7 @@ class AlignOptions:
     search_amplitude: float = 150.0    # deformed references at +-this along each mode (0: none)
     max_shift: float = 3.0             # Å, global search half-range
     n_candidates: int = 4
+    fine_candidates: int = 1           # best coarse candidates refined at the finer levels
     coarse_iters: int = 40
     fine_iters: int = 25
     lr_rotation: float = 0.03          # radians per step (Adam)
@@ -254,14 +255,21 @@ class Aligner:
                              device=self.device)
         A, sh, am, cost = self._refine(rep(levels[c0]), rep(absctf[c0]) if absctf[c0] is not None
                                        else None, A0, sh, am, c0, o.coarse_iters)
-        best = cost.view(B, K).argmin(1)
-        pick = torch.arange(B, device=self.device) * K + best
+        F = max(1, min(o.fine_candidates, K))
+        best = cost.view(B, K).topk(F, dim=1, largest=False).indices       # (B, F)
+        pick = (torch.arange(B, device=self.device)[:, None] * K + best).reshape(-1)
         A, sh, am, cost = A[pick], sh[pick], am[pick], cost[pick]
         prev = c0
+        repF = lambda t: None if t is None else t.repeat_interleave(F, 0)  # noqa: E731
         for b in self.pyramid[1:]:
             sh = sh * (b / prev)
-            A, sh, am, cost = self._refine(levels[b], absctf[b], A, sh, am, b, o.fine_iters)
+            A, sh, am, cost = self._refine(repF(levels[b]), repF(absctf[b]), A, sh, am, b,
+                                           o.fine_iters)
             prev = b
+        if F > 1:
+            best = cost.view(B, F).argmin(1)
+            pick = torch.arange(B, device=self.device) * F + best
+            A, sh, am, cost = A[pick], sh[pick], am[pick], cost[pick]
         sh = sh * (self.box / prev)
         return {"angles": rotations.matrix_to_euler(A.double()).cpu().numpy(),
                 "shifts": sh.double().cpu().numpy(),

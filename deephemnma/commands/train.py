@@ -32,8 +32,19 @@ def add_args(p):
     p.add_argument("--device", default="auto")
 
 
+def _init_distributed():
+    """Under torchrun: one process group (gloo on CPU, nccl on CUDA)."""
+    import torch
+    import torch.distributed as dist
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+
+
 def main(args):
     from ..core.nma import parse_mode_list
+    _init_distributed()
     from ..core.training import TrainConfig, train
     from ..io.metadata import read_metadata
     from ..io.stacks import load_images

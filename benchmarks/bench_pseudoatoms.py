@@ -25,7 +25,7 @@ def main():
     s, _ = read_structure(os.path.join(args.shared, "continuousflex", "AK.pdb")).center()
     print("| map | box | voxel Å | sigma Å | pseudoatoms | error % | time s |")
     print("|---|---|---|---|---|---|---|")
-    for box, vs, blur, sigma in ((80, 1.0, 1.5, 2.0), (128, 0.65, 1.0, 1.3)):
+    for box, vs, blur, sigma in ((80, 1.0, 2.0, 2.0), (128, 0.65, 1.5, 1.5)):
         vol = atoms_to_volume(torch.tensor(s.coords), torch.tensor(s.weights), box, vs,
                               blur).numpy()
         t0 = time.perf_counter()

@@ -98,6 +98,13 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         mae = np.abs(est - gt).mean(0)
         base = np.abs(gt - gt.mean(0)).mean(0)
         self.assertTrue((mae < 0.6 * base).all(), f"HEMNMA MAE {mae} vs mean {base}")
+        # the accuracy viewer reports the same errors (computed here independently)
+        from deephemnma.viewers import DeepHEMNMAAccuracyViewer
+        acc = DeepHEMNMAAccuracyViewer(project=self.proj, protocol=ali).accuracy()
+        res, _, _, png = acc
+        self.assertEqual(res["n"], 60)
+        self.assertAlmostEqual(res["amplitude_mae_mean"]["mean"], mae.mean(), places=3)
+        self.assertTrue(os.path.getsize(png) > 10000)
 
         tr = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=out,
                               inputModes=nma.outputModes, epochs=2, batchSize=16, useGpu=False)
@@ -126,6 +133,17 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.assertTrue(hasattr(land, "outputVolume01"))
         self.assertTrue(os.path.exists(land._getExtraPath("landscape", "density.png")))
         self.assertTrue(os.path.exists(land._getExtraPath("landscape", "axis_1.pdb")))
+        # interactive selection: a mask on the landscape becomes a new subset output
+        from deephemnma.viewers import DeepHEMNMALandscapeViewer
+        v = DeepHEMNMALandscapeViewer(project=self.proj, protocol=land)
+        t, c = v._coords()
+        mask = c[:, 0] > np.median(c[:, 0])
+        sub = v.createSubset(mask)
+        self.assertEqual(sub.getSize(), int(mask.sum()))
+        land2 = self.proj.getProtocol(land.getObjId())
+        self.assertTrue(hasattr(land2, "outputSelection1"))
+        ids = {p.getObjId() for p in land2.outputSelection1}
+        self.assertEqual(ids, {int(i) for i in t["itemId"][mask]})
 
     def test_validation_messages(self):
         from pwem.protocols import ProtImportPdb
@@ -148,3 +166,122 @@ def test_reads_continuousflex_particles(tmp_path):
     a, s = geometry_from_matrix(matrix_from_geometry(t.angles()[0], t.shifts()[0]))
     from deephemnma.core.rotations import angular_distance, euler_to_matrix
     assert angular_distance(euler_to_matrix(a), euler_to_matrix(t.angles()[0])) < 1e-4
+
+
+class TestContinuousFlexInputs(BaseTest):
+    """Objects as ContinuousFlex writes them: a SetOfNormalModes pointing to
+    modes/vec.N text files (arbitrary scale, one 'x y z' line per atom) and
+    particles carrying its HEMNMA output (_xmipp_nmaDisplacements, _xmipp_cost,
+    projection alignment), here Xmipp's real answer for smallstack_img.stk,
+    imported from a Scipion sqlite. Our training and landscape accept them."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+
+    def test_train_and_landscape_on_continuousflex_objects(self):
+        import pwem.objects as emobj
+        import pyworkflow.object as pwobj
+        from pwem.protocols import EMProtocol, ProtImportParticles, ProtImportPdb
+        from deephemnma.core.nma import compute_modes
+        from deephemnma.core.structure import read_structure
+        from deephemnma.io.metadata import read_metadata
+        from deephemnma.protocols.convert import matrix_from_geometry
+        from deephemnma.viewers import DeepHEMNMAAccuracyViewer
+        ak = str(shared_file("continuousflex", "AK.pdb"))
+        stk = str(shared_file("continuousflex", "smallstack_img.stk"))
+        xmd = read_metadata(shared_file("continuousflex", "images_PM_atoms_smallstack.xmd"))
+        imp = self.newProtocol(ProtImportPdb, inputPdbData=1, pdbFile=ak)
+        self.launchProtocol(imp)
+
+        # ContinuousFlex's NMA output: modes/vec.N + a SetOfNormalModes with its pdb
+        holder = self.newProtocol(EMProtocol)
+        holder.setObjLabel("ContinuousFlex NMA (as written by FlexProtNMA)")
+        self.proj._storeProtocol(holder)
+        folder = holder._getExtraPath("modes")
+        os.makedirs(folder)
+        nm = compute_modes(read_structure(ak), n_modes=8, cutoff=8.0)
+        modes = emobj.SetOfNormalModes(filename=holder._getPath("modes.sqlite"))
+        for k, num in enumerate(nm.numbers):
+            fn = os.path.join(folder, f"vec.{num}")
+            np.savetxt(fn, 3.7 * nm.vectors[k], fmt="%12.6f")
+            modes.append(emobj.NormalMode(modeFile=fn, collectivity=0.5))
+        modes.setPdb(imp.outputPdb)
+        holder._defineOutputs(outputModes=modes)
+        holder.setStatus(pwobj.STATUS_FINISHED if hasattr(pwobj, "STATUS_FINISHED")
+                         else "finished")
+        self.proj._storeProtocol(holder)
+
+        # ContinuousFlex's HEMNMA output particles (128 px at 1 Å/px; Xmipp's
+        # shifts were in the 64 px images it aligned)
+        sqlite = os.path.join(self.proj.getTmpPath(), "cflex_particles.sqlite")
+        parts = emobj.SetOfParticles(filename=sqlite)
+        parts.setSamplingRate(1.0)
+        parts.setAlignmentProj()
+        acq = emobj.Acquisition(voltage=200, sphericalAberration=2.0, amplitudeContrast=0.1,
+                                magnification=60000)
+        parts.setAcquisition(acq)
+        for k in range(len(xmd)):
+            p = emobj.Particle(location=(int(xmd["itemId"][k]), stk))
+            p.setAcquisition(acq)
+            p.setTransform(emobj.Transform(matrix_from_geometry(
+                xmd.angles()[k], 2 * xmd.shifts()[k])))
+            p._xmipp_nmaDisplacements = pwobj.CsvList(pType=float)
+            p._xmipp_nmaDisplacements.set(list(xmd["nmaDisplacements"][k]))
+            p._xmipp_cost = pwobj.Float(float(xmd["cost"][k]))
+            parts.append(p)
+        parts.write()
+        parts.close()
+        ip = self.newProtocol(ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_SCIPION,
+                              sqliteFile=sqlite, samplingRate=1.0, magnification=60000)
+        self.launchProtocol(ip)
+        cparts = ip.outputParticles
+        self.assertEqual(cparts.getSize(), 10)
+
+        # modes 7-8 only, as Xmipp used
+        sub = emobj.SetOfNormalModes(filename=holder._getPath("modes78.sqlite"))
+        for m in holder.outputModes:
+            if m.getModeFile().endswith(("vec.7", "vec.8")):
+                sub.append(m.clone())
+        sub.setPdb(imp.outputPdb)
+        holder._defineOutputs(outputModes78=sub)
+        self.proj._storeProtocol(holder)
+
+        tr = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=cparts,
+                              inputModes=holder.outputModes78, epochs=2, batchSize=4,
+                              useGpu=False)
+        self.launchProtocol(tr)
+        model = tr.outputModel
+        self.assertEqual(model.getModeNumbers(), [7, 8])
+        self.assertEqual(model.getImageSize(), 128)
+        # the stored label statistics are those of Xmipp's amplitudes
+        from deephemnma.io.models import load_model
+        _, meta = load_model(model.getFileName(), "cpu")
+        split = np.load(tr._getExtraPath("model", "split.npz"))
+        q = xmd["nmaDisplacements"][split["train"]]    # objIds follow the xmd's rows
+        self.assertTrue(np.allclose(meta["amplitude_mean"], q.mean(0), atol=1e-3))
+
+        land = self.newProtocol(P.DeepHEMNMAProtLandscape, inputParticles=cparts,
+                                inputModes=holder.outputModes78, inputReference=imp.outputPdb,
+                                grouping=2, expression="PC1 * PC1 < 150 * 150", reconstruct=False,
+                                useGpu=False)
+        self.launchProtocol(land)
+        pcs = read_metadata(land._getExtraPath("landscape", "landscape.xmd"))
+        self.assertEqual(len(pcs), 10)
+        # PC1 = projection on the leading singular vector of the centred
+        # amplitudes (numpy SVD here), up to sign
+        q = xmd["nmaDisplacements"]
+        qc = q - q.mean(0)
+        v1 = np.linalg.svd(qc, full_matrices=False)[2][0]
+        pc1 = pcs["PC1"][np.argsort(pcs["itemId"])]
+        self.assertTrue(np.allclose(np.abs(pc1), np.abs(qc @ v1), rtol=1e-4, atol=1e-3))
+        # the group |PC1| < 150 leaves out Xmipp's failed image 4 (amplitude 446,
+        # 4th row, hence objId 4) only
+        group = read_metadata(land._getExtraPath("landscape", "group_01.xmd"))
+        self.assertEqual(sorted(int(i) for i in group["itemId"]), [1, 2, 3, 5, 6, 7, 8, 9, 10])
+        # no ground truth on real particles: the accuracy viewer says so
+        prd = self.newProtocol(P.DeepHEMNMAProtPredict, inputModel=model, inputParticles=cparts,
+                               useGpu=False)
+        self.launchProtocol(prd)
+        self.assertEqual(prd.outputParticles.getSize(), 10)
+        self.assertIsNone(DeepHEMNMAAccuracyViewer(project=self.proj, protocol=prd).accuracy())

@@ -27,10 +27,18 @@ class DeepHEMNMABase(EMProtocol):
     def _extra(self, *p):
         return self._getExtraPath(*p)
 
-    @staticmethod
-    def _modesFolder(modes_set):
-        """Folder holding modes.xmd and modes/vec.N of a SetOfNormalModes."""
-        return os.path.dirname(os.path.dirname(modes_set.getFirstItem().getModeFile()))
+    def _modesFolder(self, modes_set, structure_file=None):
+        """Writes the modes of a SetOfNormalModes (ours, ContinuousFlex's, or a
+        subset of either: only its items) in ContinuousFlex's layout
+        (modes.xmd + modes/vec.N) under extra/input_modes, and returns that
+        folder for the deephemnma commands."""
+        from ..core.nma import write_continuousflex
+        from .convert import modes_from_set
+        folder = self._extra("input_modes")
+        if not os.path.exists(os.path.join(folder, "modes.xmd")):
+            coords = _mode_atoms(modes_set, structure_file)
+            write_continuousflex(modes_from_set(modes_set, coords), folder)
+        return folder
 
     def _citations(self):
         return ["Hamitouche2022", "Jin2014", "Harastani2020"]
@@ -56,6 +64,30 @@ class DeepHEMNMABase(EMProtocol):
                 errors.append(f"the particles have {k} amplitudes but the normal modes set "
                               f"has only {len(flex)} flexible modes")
         return errors
+
+
+def _mode_atoms(modes_set, structure_file=None):
+    """Coordinates of the atoms the modes move: ours keep them beside the
+    modes (reference_coords.txt); otherwise the atoms of the reference
+    structure in the first selection whose atom count matches."""
+    import numpy as np
+    from ..core.structure import read_structure
+    first = modes_set.getFirstItem().getModeFile()
+    n = len(np.loadtxt(first).reshape(-1, 3))
+    ours = os.path.join(os.path.dirname(os.path.dirname(first)), "reference_coords.txt")
+    if os.path.exists(ours):
+        c = np.loadtxt(ours).reshape(-1, 3)
+        if len(c) == n:
+            return c
+    pdb = structure_file or modes_set.getPdb().getFileName()
+    counts = []
+    for sel in ("heavy", "all", "ca", "ca+p"):
+        c = read_structure(pdb, sel).coords
+        if len(c) == n:
+            return c
+        counts.append(f"{sel}: {len(c)}")
+    raise ValueError(f"the normal modes move {n} atoms but no selection of {pdb} has that "
+                     f"many ({', '.join(counts)})")
 
 
 def _is_rigid(mode):

@@ -80,6 +80,26 @@ def particles_to_table(parts, need_alignment=False):
     return t
 
 
+GT_ATTRS = ("_deephemnma_gtAngles", "_deephemnma_gtShifts", "_deephemnma_gtAmplitudes")
+
+
+def truth_table(parts):
+    """Ground truth kept on synthetic particles (``_deephemnma_gt*``) -> Table,
+    or None when the particles carry none."""
+    first = parts.getFirstItem()
+    if first is None or not all(hasattr(first, a) for a in GT_ATTRS):
+        return None
+    ids, vals = [], {a: [] for a in GT_ATTRS}
+    for p in parts.iterItems(orderBy="id"):
+        ids.append(p.getObjId())
+        for a in GT_ATTRS:
+            vals[a].append([float(x) for x in getattr(p, a)])
+    ang, sh, q = (np.array(vals[a]) for a in GT_ATTRS)
+    return Table({"itemId": np.array(ids), "angleRot": ang[:, 0], "angleTilt": ang[:, 1],
+                  "anglePsi": ang[:, 2], "shiftX": sh[:, 0], "shiftY": sh[:, 1],
+                  "nmaDisplacements": q})
+
+
 def set_particle_values(p, row_angles=None, row_shifts=None, amplitudes=None, cost=None):
     """Write alignment / NMA attributes onto one Particle."""
     if row_angles is not None:

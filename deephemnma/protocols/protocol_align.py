@@ -52,7 +52,8 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         from ..io.metadata import write_xmd
         parts = self.inputParticles.get()
         write_xmd(self._extra("input.xmd"), particles_to_table(parts))
-        modes_dir = self._modesFolder(self.inputModes.get())
+        modes_dir = self._modesFolder(self.inputModes.get(),
+                                      self.inputReference.get().getFileName())
         argv = ["align", "--particles", self._extra("input.xmd"), "--modes", modes_dir,
                 "--structure", self.inputReference.get().getFileName(),
                 "--mode-list", self.modeList.get(), "--pixel-size", parts.getSamplingRate(),

@@ -65,7 +65,8 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         elif g == 3:
             argv += ["--kmeans", self.kmeans.get()]
         if self.inputModes.get() is not None and self.inputReference.get() is not None:
-            modes_dir = self._modesFolder(self.inputModes.get())
+            modes_dir = self._modesFolder(self.inputModes.get(),
+                                      self.inputReference.get().getFileName())
             argv += ["--structure", self.inputReference.get().getFileName(), "--modes", modes_dir]
         run_command(argv)
 

@@ -5,8 +5,7 @@ import numpy as np
 import pyworkflow.protocol.params as params
 
 from .base import DeepHEMNMABase, run_command
-
-GT_ATTRS = ("_deephemnma_gtAngles", "_deephemnma_gtShifts", "_deephemnma_gtAmplitudes")
+from .convert import GT_ATTRS
 
 
 class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
@@ -45,7 +44,8 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         self._insertFunctionStep(self.createOutputStep)
 
     def simulateStep(self):
-        modes_dir = self._modesFolder(self.inputModes.get())
+        modes_dir = self._modesFolder(self.inputModes.get(),
+                                      self.inputReference.get().getFileName())
         argv = ["simulate", "--structure", self.inputReference.get().getFileName(),
                 "--modes", modes_dir, "--mode-list", self.modeList.get(),
                 "--out", self._extra("data"), "-n", self.numberOfImages.get(),

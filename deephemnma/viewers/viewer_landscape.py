@@ -7,6 +7,7 @@ import numpy as np
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 
 from ..protocols.protocol_landscape import DeepHEMNMAProtLandscape
+from .common import Shower
 
 
 class DeepHEMNMALandscapeViewer(Viewer):
@@ -42,7 +43,7 @@ class DeepHEMNMALandscapeViewer(Viewer):
             from matplotlib.path import Path
             self.createSubset(Path(verts).contains_points(np.column_stack([c[:, 0], y])))
         self._lasso = LassoSelector(ax, on_select)
-        return [_Shower(fig)]
+        return [Shower(fig)]
 
     def createSubset(self, mask):
         """Register the selected particles as a new output of the protocol
@@ -57,11 +58,3 @@ class DeepHEMNMALandscapeViewer(Viewer):
         prot._store()
         return sub
 
-
-class _Shower:
-    def __init__(self, fig):
-        self.fig = fig
-
-    def show(self):
-        import matplotlib.pyplot as plt
-        plt.show()

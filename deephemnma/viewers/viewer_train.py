@@ -4,6 +4,7 @@ import os
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 
 from ..protocols.protocol_train import DeepHEMNMAProtTrain
+from .common import Shower
 
 
 class DeepHEMNMATrainViewer(Viewer):
@@ -22,13 +23,5 @@ class DeepHEMNMATrainViewer(Viewer):
         ax.imshow(mpimg.imread(png))
         ax.axis("off")
         fig.canvas.manager.set_window_title("DeepHEMNMA training")
-        return [_Shower(fig)]
+        return [Shower(fig)]
 
-
-class _Shower:
-    def __init__(self, fig):
-        self.fig = fig
-
-    def show(self):
-        import matplotlib.pyplot as plt
-        plt.show()

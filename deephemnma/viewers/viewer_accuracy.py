@@ -1,0 +1,66 @@
+"""Accuracy against the ground truth kept on synthetic particles: estimated vs
+true amplitudes per mode, angular and shift error histograms, and the table of
+:func:`deephemnma.core.metrics.evaluate` (the paper's Table 1 quantities)."""
+import numpy as np
+from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
+
+from ..protocols.protocol_align import DeepHEMNMAProtAlign
+from ..protocols.protocol_predict import DeepHEMNMAProtPredict
+from .common import Shower
+
+
+class DeepHEMNMAAccuracyViewer(Viewer):
+    _label = "accuracy against ground truth"
+    _targets = [DeepHEMNMAProtAlign, DeepHEMNMAProtPredict]
+    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+
+    def accuracy(self):
+        """-> (metrics dict, estimated Table, true Table, png path), or None when
+        the particles carry no ground truth. Writes extra/accuracy.{png,json,md}."""
+        from ..core.metrics import (angular_errors, evaluate, format_table, match_rows,
+                                    save_json, shift_errors)
+        from ..protocols.convert import particles_to_table, truth_table
+        parts = self.protocol.outputParticles
+        truth = truth_table(parts)
+        if truth is None:
+            return None
+        est = particles_to_table(parts)
+        ps = parts.getSamplingRate()
+        res = evaluate(est, truth, ps)
+        ie, it = match_rows(est, truth)
+        e, t = est.subset(ie), truth.subset(it)
+        import matplotlib.pyplot as plt
+        qe, qt = e["nmaDisplacements"], t["nmaDisplacements"]
+        m = qe.shape[1]
+        fig, axes = plt.subplots(1, m + 2, figsize=(3.2 * (m + 2), 3.4))
+        for k in range(m):
+            ax = axes[k]
+            ax.scatter(qt[:, k], qe[:, k], s=3, alpha=0.4)
+            lim = [min(qt[:, k].min(), qe[:, k].min()), max(qt[:, k].max(), qe[:, k].max())]
+            ax.plot(lim, lim, "k--", lw=0.8)
+            ax.set_xlabel("true amplitude")
+            ax.set_ylabel("estimated")
+            ax.set_title(f"mode {k + 1}: MAE {np.abs(qe[:, k] - qt[:, k]).mean():.1f}")
+        a = angular_errors(e.angles(), t.angles())
+        axes[m].hist(a, bins=50)
+        axes[m].set_xlabel("angular error (deg)")
+        axes[m].set_title(f"angles: median {np.median(a):.2f} deg")
+        s = shift_errors(e.shifts(), t.shifts(), ps)
+        axes[m + 1].hist(s, bins=40, label=["x", "y"])
+        axes[m + 1].set_xlabel("shift error (Å)")
+        axes[m + 1].legend()
+        fig.tight_layout()
+        png = self.protocol._getExtraPath("accuracy.png")
+        fig.savefig(png, dpi=90)
+        save_json(res, self.protocol._getExtraPath("accuracy.json"))
+        with open(self.protocol._getExtraPath("accuracy.md"), "w") as f:
+            f.write(format_table(res, "vs ground truth") + "\n")
+        self._fig = fig
+        return res, e, t, png
+
+    def _visualize(self, obj, **kwargs):
+        out = self.accuracy()
+        if out is None:
+            return [self.errorMessage("These particles carry no ground truth "
+                                      "(only synthesized particles do).")]
+        return [Shower(self._fig)]

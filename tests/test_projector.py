@@ -121,3 +121,19 @@ def test_downscale_and_normalize(ak):
     bg = 1 - circular_mask(64, int(0.9 * 32))
     vals = n[0][bg.bool()]
     assert abs(vals.mean()) < 1e-5 and vals.std() == pytest.approx(1.0, rel=1e-2)
+
+
+def test_local_volume_equals_dense():
+    """atoms_to_volume_local (stamps within 4 sigma) == atoms_to_volume (dense),
+    values and gradients, including atoms near and beyond the box edge."""
+    from deephemnma.core.projector import atoms_to_volume, atoms_to_volume_local
+    g = torch.Generator().manual_seed(0)
+    c = ((torch.rand(800, 3, generator=g, dtype=torch.float64) - 0.5) * 90).requires_grad_(True)
+    w = torch.rand(800, generator=g, dtype=torch.float64)
+    for sigma in (0.8, 2.0, 5.0):
+        a = atoms_to_volume(c, w, 40, 2.0, sigma)
+        b = atoms_to_volume_local(c, w, 40, 2.0, sigma)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-3
+        ga = torch.autograd.grad((a * a).sum(), c)[0]
+        gb = torch.autograd.grad((b * b).sum(), c)[0]
+        assert float((ga - gb).abs().max() / ga.abs().max()) < 1e-3

@@ -131,6 +131,9 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.assertGreaterEqual(len(groups), 2)
         self.assertTrue(all(g.getSize() >= 20 for g in groups))
         self.assertTrue(hasattr(land, "outputVolume01"))
+        # each group map is compared with the map of its centroid model
+        fscs = [x for x in land.summary() if "centroid model" in x]
+        self.assertEqual(len(fscs), len(groups))
         self.assertTrue(os.path.exists(land._getExtraPath("landscape", "density.png")))
         self.assertTrue(os.path.exists(land._getExtraPath("landscape", "axis_1.pdb")))
         # interactive selection: a mask on the landscape becomes a new subset output

@@ -6,6 +6,7 @@ def add_args(p):
     p.add_argument("map2")
     p.add_argument("--pixel-size", type=float, default=None, help="default: from the header")
     p.add_argument("--png", default=None, help="write the FSC curve here")
+    p.add_argument("--json", default=None, help="write the resolutions and curve here")
 
 
 def main(args):
@@ -19,6 +20,12 @@ def main(args):
         raise InputError(f"{args.map1}: no voxel size in the header; give --pixel-size")
     r = fsc_resolution(a, b, ps)
     print(f"FSC 0.5: {r['res_0.5']:.2f} Å   FSC 0.143: {r['res_0.143']:.2f} Å")
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump({"res_0.5": float(r["res_0.5"]), "res_0.143": float(r["res_0.143"]),
+                       "freq": [float(x) for x in r["freq"]],
+                       "fsc": [float(x) for x in r["fsc"]]}, f)
     if args.png:
         import matplotlib
         matplotlib.use("Agg")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .projector import atoms_to_volume
+from .projector import atoms_to_volume_local
 
 __all__ = ["volume_to_pseudoatoms", "relative_error"]
 
@@ -103,7 +103,7 @@ def volume_to_pseudoatoms(vol, voxel_size, sigma=None, target_error=0.05, thresh
         inside = seed_t[idx[:, 2], idx[:, 1], idx[:, 0]]
         keep = (weights > 0.01 * weights.max()) & inside
         coords, weights = coords[keep], weights[keep]
-        approx = atoms_to_volume(coords, weights, box, voxel_size, sigma).detach()
+        approx = atoms_to_volume_local(coords, weights, box, voxel_size, sigma).detach()
         err = float(torch.linalg.norm((target - approx)[mask_t]) /
                     torch.linalg.norm(target[mask_t]))
         if progress is not None:
@@ -129,7 +129,7 @@ def _refine(coords, weights, target, mask, box, voxel_size, sigma, iters):
     norm = float((target[mask] ** 2).sum())
     for _ in range(iters):
         opt.zero_grad()
-        approx = atoms_to_volume(c, torch.exp(lw), box, voxel_size, sigma)
+        approx = atoms_to_volume_local(c, torch.exp(lw), box, voxel_size, sigma)
         loss = ((approx - target)[mask] ** 2).sum() / norm
         loss.backward()
         opt.step()

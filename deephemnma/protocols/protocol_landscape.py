@@ -79,6 +79,16 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             if self.imagesFlipped.get():
                 argv.append("--flipped")
             run_command(argv)
+            # the map of the group's centroid model, and the FSC between the two
+            centroid = g.replace("group_", "centroid_").replace(".xmd", ".pdb")
+            if os.path.exists(centroid):
+                from ..io.stacks import read_volume
+                box = read_volume(vol)[0].shape[0]
+                cmap = centroid.replace(".pdb", ".mrc")
+                run_command(["model-map", "--structure", centroid, "--out", cmap,
+                             "--box", box, "--pixel-size", ps, "--selection", "all"])
+                run_command(["fsc", vol, cmap, "--png", g.replace("group_", "fsc_")[:-4] + ".png",
+                             "--json", g.replace("group_", "fsc_")[:-4] + ".json"])
 
     def createOutputStep(self):
         import pwem.objects as emobj
@@ -127,9 +137,16 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
     def _summary(self):
         if not hasattr(self, "outputParticles"):
             return ["Not run yet."]
+        import json
         groups = [a for a in dir(self) if a.startswith("outputGroup")]
-        return [f"Landscape of {self.outputParticles.getSize()} particles; {len(groups)} "
-                "group(s). Density plot: extra/landscape/density.png"]
+        lines = [f"Landscape of {self.outputParticles.getSize()} particles; {len(groups)} "
+                 "group(s). Density plot: extra/landscape/density.png"]
+        for f in sorted(glob.glob(self._extra("landscape", "fsc_*.json"))):
+            with open(f) as fh:
+                r = json.load(fh)
+            lines.append(f"group {os.path.basename(f)[4:-5]}: FSC with its centroid model's map "
+                         f"{r['res_0.5']:.2f} Å (0.5), {r['res_0.143']:.2f} Å (0.143)")
+        return lines
 
     def _methods(self):
         return ["Normal-mode amplitudes were projected by PCA and groups of images were "

@@ -28,6 +28,7 @@ def main():
                     help="network input size (images are Fourier-downscaled)")
     ap.add_argument("--dropout", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--coord-channels", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
@@ -52,7 +53,8 @@ def main():
     cfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
                       batch_size=args.batch_size, val_fraction=0.1, test_fraction=0.1,
                       device=args.device, patience=100, input_size=args.input_size,
-                      dropout=args.dropout, lr=args.lr)
+                      dropout=args.dropout, lr=args.lr,
+                      coord_channels=args.coord_channels)
     t0 = time.perf_counter()
     res = train(imgs, truth, out, cfg, list(modes.numbers), ps, quiet=True)
     t_train = time.perf_counter() - t0
@@ -86,6 +88,7 @@ def main():
     r_base = evaluate(base, truth_te, ps, s.coords, modes.vectors, list(modes.numbers))
     print(f"\n## Inferred vs ground truth ({args.architecture} network, {args.box} px images "
           f"seen at {args.input_size} px, dropout {args.dropout}, lr {args.lr}, "
+          f"batch {args.batch_size}, coordinate channels {args.coord_channels}, "
           f"{res['train']} training images, {res['epochs_run']} epochs, {t_train:.0f} s "
           f"training on {args.device})\n")
     print(format_table({"network": r_net, "predict-the-mean": r_base}))

@@ -59,6 +59,23 @@ def test_heads_quaternion_round_trip():
     assert d.max() < 1e-6
 
 
+def test_coord_channels_round_trip(tmp_path):
+    """Coordinate channels: a 3-channel stem (torchvision's shape), and a model
+    saved with them loads with them and predicts the same."""
+    torch.manual_seed(0)
+    net = DeepHEMNMANet({"shifts": 2}, dropout=0.0, coord_channels=True).eval()
+    assert net.trunk.conv1.weight.shape == (64, 3, 7, 7)
+    save_model(tmp_path / "m.pt", {"shifts": net}, {"x": 1})
+    nets, _ = load_model(tmp_path / "m.pt")
+    assert nets["shifts"].coord_channels
+    xb = torch.randn(3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(nets["shifts"](xb)["shifts"], net(xb)["shifts"], atol=1e-6)
+        # the same image moved by 4 px gives another answer
+        assert not torch.allclose(net(xb)["shifts"], net(torch.roll(xb, 4, -1))["shifts"],
+                                  atol=1e-4)
+
+
 def test_split_no_leakage():
     groups = np.repeat(np.arange(100), 3)            # 3 copies of each particle
     tr, va, te = split_indices(300, 0.1, 0.2, seed=1, groups=groups)

@@ -25,6 +25,9 @@ def add_args(p):
     p.add_argument("--input-size", type=int, default=None,
                    help="downscale images to this size (px) before the network")
     p.add_argument("--dropout", type=float, default=0.5, help="MLP dropout (paper: 0.5)")
+    p.add_argument("--coord-channels", action="store_true",
+                   help="add x/y coordinate channels to the image (CoordConv): helps the "
+                        "network read shifts; default: the paper's 1-channel input")
     p.add_argument("--mahalanobis", type=float, default=None, help="drop label outliers (3.2)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init-model", default=None, help="fine-tune from this model")
@@ -55,7 +58,8 @@ def main(args):
                       val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                       patience=args.patience, augment=args.augment, mahalanobis=args.mahalanobis,
                       seed=args.seed, device=args.device,
-                      input_size=args.input_size, dropout=args.dropout)
+                      input_size=args.input_size, dropout=args.dropout,
+                      coord_channels=args.coord_channels)
     modes = parse_mode_list(args.mode_list) if args.mode_list else None
     res = train(imgs, t, args.out, cfg, modes, args.pixel_size, resume=args.resume,
                 init_model=args.init_model)

@@ -83,17 +83,12 @@ def volume_to_pseudoatoms(vol, voxel_size, sigma=None, target_error=0.05, thresh
         if k <= 0:
             break
         resid = ((target - approx) * seed_t).flatten()
-        # seed at residual maxima, at least ~sigma apart (greedy non-maximum suppression)
-        cand = torch.topk(resid, min(len(resid), 20 * k)).indices.cpu().numpy()
-        pts = _voxel_coords(np.unravel_index(cand, v.shape), box, voxel_size)
-        chosen = []
-        for p, c in zip(pts, cand):
-            if all(np.sum((p - q) ** 2) > (1.5 * sigma) ** 2 for q, _ in chosen[-200:]):
-                chosen.append((p, c))
-            if len(chosen) == k:
-                break
-        new_c = torch.as_tensor(np.array([p for p, _ in chosen]), dtype=torch.float32, device=dev)
-        new_w = resid[torch.as_tensor([c for _, c in chosen], device=dev)].clamp_min(0) * peak_w
+        chosen = _seed(resid, v.shape, k, 1.5 * sigma / voxel_size)
+        if len(chosen) == 0:
+            break                        # no positive residual left to seed
+        pts = _voxel_coords(np.unravel_index(chosen, v.shape), box, voxel_size)
+        new_c = torch.as_tensor(pts, dtype=torch.float32, device=dev)
+        new_w = resid[torch.as_tensor(chosen, device=dev)].clamp_min(0) * peak_w
         coords = torch.cat([coords, new_c])
         weights = torch.cat([weights, new_w])
         coords, weights = _refine(coords, weights, target, mask_t, box, voxel_size, sigma, iters)
@@ -119,6 +114,33 @@ def volume_to_pseudoatoms(vol, voxel_size, sigma=None, target_error=0.05, thresh
                          "(max_atoms), a smaller sigma, or a larger target error")
     return (coords.cpu().numpy().astype(np.float64), weights.cpu().numpy().astype(np.float64),
             approx.cpu().numpy(), err)
+
+
+def _seed(resid, shape, k, min_dist):
+    """Up to ``k`` voxel indices at the largest positive residuals, at least
+    ``min_dist`` voxels apart (greedy non-maximum suppression on a grid of
+    blocked voxels: O(candidates + k d^3))."""
+    cand = torch.topk(resid, min(len(resid), 20 * k)).indices.cpu().numpy()
+    cand = cand[resid[torch.as_tensor(cand, device=resid.device)].cpu().numpy() > 0]
+    zz, yy, xx = np.unravel_index(cand, shape)
+    blocked = np.zeros(shape, bool)
+    r = int(np.floor(min_dist))
+    off = np.arange(-r, r + 1)
+    oz, oy, ox = np.meshgrid(off, off, off, indexing="ij")
+    ball = (oz ** 2 + oy ** 2 + ox ** 2) < min_dist ** 2
+    ball_idx = [a[ball] for a in (oz, oy, ox)]
+    chosen = []
+    for c, z, y, x in zip(cand, zz, yy, xx):
+        if blocked[z, y, x]:
+            continue
+        chosen.append(c)
+        if len(chosen) == k:
+            break
+        bz, by, bx = z + ball_idx[0], y + ball_idx[1], x + ball_idx[2]
+        ok = ((bz >= 0) & (bz < shape[0]) & (by >= 0) & (by < shape[1]) & (bx >= 0) &
+              (bx < shape[2]))
+        blocked[bz[ok], by[ok], bx[ok]] = True
+    return np.array(chosen, dtype=np.int64)
 
 
 def _refine(coords, weights, target, mask, box, voxel_size, sigma, iters):

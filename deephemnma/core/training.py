@@ -51,6 +51,7 @@ class TrainConfig:
     dropout: float = 0.5
     max_resident_gb: float = 4.0
     input_size: int = None               # Fourier-downscale images to this size first
+    coord_channels: bool = False         # x/y coordinate channels (see core.network)
 
 
 def normalize_images(x, size=None):
@@ -234,12 +235,16 @@ def train(images, table, out_dir, config=None, mode_numbers=None, pixel_size=Non
             "normalization": "per-image mean/std", "train_config": dataclasses.asdict(cfg),
             **codec.to_meta()}
     spec = _heads_for(cfg.architecture, M)
-    nets = {k: DeepHEMNMANet(h, cfg.dropout).to(device) for k, h in spec.items()}
+    nets = {k: DeepHEMNMANet(h, cfg.dropout, cfg.coord_channels).to(device)
+            for k, h in spec.items()}
     if init_model is not None:
         from ..io.models import load_model
         src, _ = load_model(init_model)
         for k in nets:
             if k in src:
+                if src[k].coord_channels != nets[k].coord_channels:    # follow the model
+                    nets[k] = DeepHEMNMANet(spec[k], cfg.dropout,
+                                            src[k].coord_channels).to(device)
                 nets[k].load_state_dict(src[k].state_dict())
         log(f"fine-tuning from {init_model}")
     if device.type == "cuda":

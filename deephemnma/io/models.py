@@ -30,6 +30,7 @@ def save_model(path, nets, meta):
     payload = {"format": FORMAT, "format_version": 1,
                "meta": dict(meta, version=__version__),
                "nets": {k: {"heads": dict(n.heads_spec),
+                            "coord_channels": bool(getattr(n, "coord_channels", False)),
                             "state_dict": {p: t.detach().cpu() for p, t in
                                            n.state_dict().items()}}
                         for k, n in nets.items()}}
@@ -52,7 +53,8 @@ def load_model(path, device="cpu"):
         raise InputError(f"{path}: not a deephemnma model file (no '{FORMAT}' marker)")
     nets = {}
     for name, spec in payload["nets"].items():
-        net = DeepHEMNMANet(spec["heads"])
+        net = DeepHEMNMANet(spec["heads"], coord_channels=bool(spec.get("coord_channels",
+                                                                        False)))
         net.load_state_dict(spec["state_dict"])
         nets[name] = net.to(device).eval()
     return nets, payload["meta"]

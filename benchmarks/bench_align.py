@@ -15,15 +15,9 @@ import time
 
 import numpy as np
 
+from synthetic import noise_label, synthetic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def synthetic(s, modes, n, box, ps, seed):
-    from deephemnma.core.simulate import simulate
-    from deephemnma.io.metadata import Table
-    ch = list(simulate(s.coords, s.weights, modes.vectors, n, box=box, pixel_size=ps, snr=0.1,
-                       seed=seed, phase_flip=True))
-    return np.concatenate([c[1] for c in ch]), Table.concatenate([c[2] for c in ch])
 
 
 def run(aligner, imgs, ctf, batch=32):
@@ -41,6 +35,8 @@ def main():
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("--box", type=int, default=64,
                     help="accuracy table at this size (128: the paper's 0.65 Å/px)")
+    ap.add_argument("--noise", choices=["paper", "output"], default="paper",
+                    help="paper: SNR 0.1 at 256 px then downscaled; output: SNR 0.1 at --box")
     ap.add_argument("--only-accuracy", action="store_true", help="skip tables 2 and 3")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
@@ -57,8 +53,8 @@ def main():
     s, modes = load_reference(ak)
 
     # 1. accuracy ---------------------------------------------------------
-    box, ps = args.box, 1.3 * 64 / args.box
-    imgs, truth = synthetic(s, modes, args.n, box, ps, seed=100)
+    box = args.box
+    imgs, truth, ps = synthetic(s, modes, args.n, box, seed=100, noise=args.noise)
     al = Aligner(s.coords, s.weights, modes.vectors, box, ps,
                  AlignOptions(images_flipped=True, device=args.device))
     t0 = time.perf_counter()
@@ -70,8 +66,8 @@ def main():
                  "nmaDisplacements": r["amplitudes"]})
     res = evaluate(est, truth, ps, s.coords, modes.vectors, list(modes.numbers))
     ang = angular_errors(est.angles(), truth.angles())
-    print(f"## 1. HEMNMA vs ground truth: {args.n} images, {box} px, {ps:.2f} Å/px, SNR 0.1, "
-          f"CTF, phase flip ({args.n / dt:.2f} images/s on {args.device})\n")
+    print(f"## 1. HEMNMA vs ground truth: {args.n} images, {box} px, {ps:.2f} Å/px, "
+          f"{noise_label(args.noise, box)}, CTF, phase flip ({args.n / dt:.2f} images/s on {args.device})\n")
     print(format_table(res, f"ours ({box} px)"))
     print(f"\nangular error median {np.median(ang):.2f} deg; fraction < 5 deg: "
           f"{(ang < 5).mean():.2f}")
@@ -119,7 +115,7 @@ def main():
     print("|---|---|---|---|")
     print(f"| {box} | {args.n} | {args.n / dt:.2f} | {args.device} |")
     n128 = 16
-    imgs, truth = synthetic(s, modes, n128, 128, 0.65, seed=5)
+    imgs, truth, _ = synthetic(s, modes, n128, 128, seed=5, noise=args.noise)
     al3 = Aligner(s.coords, s.weights, modes.vectors, 128, 0.65,
                   AlignOptions(images_flipped=True, device=args.device))
     al3._reference_bank()

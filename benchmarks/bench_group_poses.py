@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from synthetic import noise_label, synthetic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -27,6 +29,8 @@ def main():
     ap.add_argument("--rmax", type=float, default=0.55)
     ap.add_argument("--model", default=None)
     ap.add_argument("--no-hemnma", action="store_true")
+    ap.add_argument("--noise", choices=["paper", "output"], default="paper",
+                    help="paper: SNR 0.1 at 256 px then downscaled; output: SNR 0.1 at 64 px")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
@@ -36,14 +40,9 @@ def main():
     from deephemnma.core.ctf import CTFParams
     from deephemnma.core.projector import atoms_to_volume
     from deephemnma.core.reconstruct import fsc_resolution, reconstruct
-    from deephemnma.core.simulate import simulate
-    from deephemnma.io.metadata import Table
-    box, ps = 64, 1.3
+    box = 64
     s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
-    ch = list(simulate(s.coords, s.weights, modes.vectors, args.n, box=box, pixel_size=ps,
-                       snr=0.1, seed=2024, phase_flip=True))
-    imgs = np.concatenate([c[1] for c in ch])
-    truth = Table.concatenate([c[2] for c in ch])
+    imgs, truth, ps = synthetic(s, modes, args.n, box, seed=2024, noise=args.noise)
     r = -truth["nmaDisplacements"][:, 0] / 200.0
     sel = np.nonzero((r >= args.rmin) & (r <= args.rmax))[0]
     imgs, truth = imgs[sel], truth.subset(sel)
@@ -70,7 +69,7 @@ def main():
         p = Predictor(nets, meta, args.device).predict(imgs)
         poses["network (predicted)"] = (p["angles"], p["shifts"], None)
     print(f"## Group reconstruction, noisy synthetic AK: r in [{args.rmin}, {args.rmax}], "
-          f"{len(sel)} images, {box} px at {ps} Å/px, SNR 0.1, CTF, phase flip\n")
+          f"{len(sel)} images, {box} px at {ps} Å/px, {noise_label(args.noise, box)}, CTF, phase flip\n")
     print("| poses | mean angular error deg | median deg | shift error Å | FSC 0.5 Å | "
           "FSC 0.143 Å |")
     print("|---|---|---|---|---|---|")

@@ -14,6 +14,8 @@ import time
 import numpy as np
 import torch
 
+from synthetic import noise_label, synthetic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -29,6 +31,8 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--coord-channels", action="store_true")
+    ap.add_argument("--noise", choices=["paper", "output"], default="paper",
+                    help="paper: SNR 0.1 at 256 px then downscaled; output: SNR 0.1 at --box")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
@@ -36,18 +40,13 @@ def main():
     from deephemnma.core.inference import Predictor
     from deephemnma.core.metrics import evaluate, format_table
     from deephemnma.core.network import DeepHEMNMANet
-    from deephemnma.core.simulate import simulate
     from deephemnma.core.training import TrainConfig, train
     from deephemnma.io.metadata import Table
     from deephemnma.io.models import load_model
 
-    ps = 1.3 * 64 / args.box
     s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
     t0 = time.perf_counter()
-    ch = list(simulate(s.coords, s.weights, modes.vectors, args.n, box=args.box, pixel_size=ps,
-                       snr=0.1, seed=7, phase_flip=True))
-    imgs = np.concatenate([c[1] for c in ch])
-    truth = Table.concatenate([c[2] for c in ch])
+    imgs, truth, ps = synthetic(s, modes, args.n, args.box, seed=7, noise=args.noise)
     print(f"simulated {args.n} images {args.box} px in {time.perf_counter() - t0:.0f} s")
     out = tempfile.mkdtemp()
     cfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
@@ -87,7 +86,7 @@ def main():
     r_net = evaluate(est, truth_te, ps, s.coords, modes.vectors, list(modes.numbers))
     r_base = evaluate(base, truth_te, ps, s.coords, modes.vectors, list(modes.numbers))
     print(f"\n## Inferred vs ground truth ({args.architecture} network, {args.box} px images "
-          f"seen at {args.input_size} px, dropout {args.dropout}, lr {args.lr}, "
+          f"seen at {args.input_size} px, {noise_label(args.noise, args.box)}, dropout {args.dropout}, lr {args.lr}, "
           f"batch {args.batch_size}, coordinate channels {args.coord_channels}, "
           f"{res['train']} training images, {res['epochs_run']} epochs, {t_train:.0f} s "
           f"training on {args.device})\n")

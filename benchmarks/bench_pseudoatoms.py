@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--sigma-3j9g", type=float, nargs="+", default=[0.5, 1.0],
+    ap.add_argument("--sigma-3j9g", type=float, nargs="+", default=[0.4, 0.5, 1.0],
                     help="pseudoatom sigma(s) for the 3j9g map, in voxels")
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
@@ -38,8 +38,9 @@ def main():
         except Exception as e:
             print(f"| AK | {box} | {vs} | {sigma} | failed: {e} | | "
                   f"{time.perf_counter() - t0:.0f} |", flush=True)
-    # a real map: cryojax's potential of 3j9g at 4.4 Å voxels (much of its power
-    # is near Nyquist, so the pseudoatoms must be small: sigma 0.5 voxel)
+    # a real map: cryojax's potential of 3j9g at 4.4 Å voxels (it is a sampled
+    # atomic potential with much of its power at the voxel scale, so the
+    # pseudoatoms must be small: 0.4 voxel reaches 5 %, 0.5 stalls above)
     from deephemnma.io.stacks import read_volume
     path = os.path.join(args.shared, "oracles", "3j9g_potential_ps4_4.mrc")
     if os.path.exists(path):
@@ -47,13 +48,28 @@ def main():
         for sv in args.sigma_3j9g:
             t0 = time.perf_counter()
             try:
-                c, w, _, err = volume_to_pseudoatoms(vol, vs, sigma=sv * vs, device=args.device)
+                c, w, _, err = volume_to_pseudoatoms(vol, vs, sigma=sv * vs, device=args.device,
+                                                 max_atoms=30000)
                 print(f"| 3j9g potential (cryojax) | {vol.shape[0]} | {vs:.1f} | {sv * vs:.2f} | "
                       f"{len(c)} | {100 * err:.2f} | {time.perf_counter() - t0:.0f} |",
                       flush=True)
             except Exception as e:
                 print(f"| 3j9g | {vol.shape[0]} | {vs:.1f} | {sv * vs:.2f} | failed: {e} | | "
                       f"{time.perf_counter() - t0:.0f} |", flush=True)
+
+    # modes 7-9 of the pseudoatomic model vs the atomic model's (AK at 2 Å
+    # voxels, pseudoatoms of 2.5 Å, HEMNMA's percentile-5 cutoff; CA, 12 Å)
+    from deephemnma.core.nma import compute_modes, mode_overlap
+    vol = atoms_to_volume(torch.tensor(s.coords), torch.tensor(s.weights), 40, 2.0, 2.0).numpy()
+    c, w, _, err = volume_to_pseudoatoms(vol, 2.0, sigma=2.5, device=args.device)
+    ca = read_structure(os.path.join(args.shared, "continuousflex", "AK.pdb"), "ca").center()[0]
+    ov = mode_overlap(ca.coords, compute_modes(ca, 9, cutoff=12.0, method="anm").vectors[6:9],
+                      c, compute_modes(c, 9, percentile=5.0, method="anm").vectors[6:9])
+    print(f"\nmode overlap |cos| (rows: atomic CA modes 7-9; columns: modes 7-9 of {len(c)} "
+          f"pseudoatoms, {100 * err:.1f} % error, of AK at 2 Å voxels):\n")
+    print("| | pseudo 7 | pseudo 8 | pseudo 9 |\n|---|---|---|---|")
+    for i in range(3):
+        print(f"| atomic {7 + i} | " + " | ".join(f"{x:.2f}" for x in ov[i]) + " |")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..io.metadata import Table, read_xmd, write_xmd
 from ..utils import atomic_path
 
-__all__ = ["NormalModes", "anm_hessian", "percentile_cutoff", "compute_modes",
+__all__ = ["NormalModes", "anm_hessian", "percentile_cutoff", "compute_modes", "mode_overlap",
            "collectivity", "write_continuousflex", "read_continuousflex",
            "parse_mode_list"]
 
@@ -237,6 +237,21 @@ def compute_modes(structure, n_modes=20, cutoff=8.0, percentile=None, method="rt
     vectors = vectors * sign[:, None, None]
     return NormalModes(vectors=vectors, eigenvalues=w, numbers=np.arange(1, n_modes + 1),
                        collectivity=collectivity(vectors), ref_coords=coords.copy())
+
+
+def mode_overlap(coords_a, vectors_a, coords_b, vectors_b, k=4):
+    """|cosine| overlap matrix (Ma, Mb) between the modes of two models of the
+    same molecule with different nodes (e.g. atoms and pseudoatoms): the
+    displacements of model b are interpolated at the nodes of model a (mean of
+    the ``k`` nearest nodes of b) before comparing."""
+    from scipy.spatial import cKDTree
+    _, nearest = cKDTree(np.asarray(coords_b)).query(np.asarray(coords_a), k=k)
+    nearest = nearest.reshape(len(coords_a), -1)
+    a = np.asarray(vectors_a).reshape(len(vectors_a), -1)
+    b = np.stack([np.asarray(v)[nearest].mean(1).ravel() for v in vectors_b])
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.abs(a @ b.T)
 
 
 def write_continuousflex(modes, folder):

@@ -9,8 +9,13 @@ Gaussian atoms, and degraded by the CTF and noise:
 * rendering happens at ``render_factor`` times the output sampling (the paper
   renders 256 px at 0.325 Å and downscales to 128 px at 0.65 Å) and the images
   are then downscaled by Fourier cropping (antialiased);
-* noise: SNR = var(signal) / var(noise) over the whole output box, where the
-  signal is the CTF-modulated noiseless projection. Following Sorzano et al.
+* noise: SNR = var(signal) / var(noise) over the whole box, where the
+  signal is the CTF-modulated noiseless projection. By default the SNR holds
+  in the output images; with ``snr_at_render=True`` it holds at the rendering
+  sampling and the noisy images are downscaled afterwards, as in the paper
+  (SNR 0.1 in 256 px images at 0.325 Å/px, then downscaled to 128 px): the
+  downscaling averages the noise, so the output SNR is then ~``render_factor``^2
+  times higher (about 0.4 at 128 px, 1.6 at 64 px with a 256 px rendering). Following Sorzano et al.
   (2007), a fraction ``noise_before_ctf`` (default 0.5) of the final noise
   variance is "structural" noise added before the CTF (and modulated by it),
   the rest is white shot noise added after it;
@@ -65,7 +70,7 @@ def simulate(coords, weights, vectors, n, box=128, pixel_size=0.65, amplitudes="
              snr=0.1, ctf=True, defocus=5000.0, voltage=200.0, cs=2.0, q0=0.1,
              shift_range=1.625, render_factor=2, phase_flip=False, noise_before_ctf=0.5,
              sigma=1.0, seed=0, device="cpu", chunk=512, start=0, progress=None,
-             amplitude_scale=200.0):
+             amplitude_scale=200.0, snr_at_render=False):
     """Generator of chunks ``(start_index, images float32 (b, box, box), Table)``.
 
     ``coords`` (N, 3) centred reference (Å), ``weights`` (N,), ``vectors``
@@ -110,7 +115,16 @@ def simulate(coords, weights, vectors, n, box=128, pixel_size=0.65, amplitudes="
         gens = [torch.Generator().manual_seed(int(x)) for x in noise_seeds[s:e]]
         clean = apply_ctf(img, ctfp, rps) if ctf else img
         clean_small = downscale(clean, box)
-        if snr is not None:
+        if snr is not None and snr_at_render:
+            var_noise = clean.var(dim=(-2, -1), keepdim=True) / snr
+            n1 = torch.stack([torch.randn(rb, rb, generator=g) for g in gens]).to(img.device)
+            n2 = torch.stack([torch.randn(rb, rb, generator=g) for g in gens]).to(img.device)
+            n1 = apply_ctf(n1, ctfp, rps) if ctf else n1
+            f = noise_before_ctf
+            n1 = n1 / n1.std(dim=(-2, -1), keepdim=True) * torch.sqrt(f * var_noise)
+            n2 = n2 * torch.sqrt((1 - f) * var_noise)
+            out = downscale(clean + n1 + n2, box)
+        elif snr is not None:
             var_noise = clean_small.var(dim=(-2, -1), keepdim=True) / snr
             n1 = torch.stack([torch.randn(rb, rb, generator=g) for g in gens]).to(img.device)
             n2 = torch.stack([torch.randn(box, box, generator=g) for g in gens]).to(img.device)

@@ -10,8 +10,6 @@ images themselves (16x harder at 64 px than the paper's chain).
 """
 import numpy as np
 
-PAPER_RENDER_PIXEL = 0.325      # Å/px at which the paper's SNR is defined
-
 
 def pixel_size_for(box):
     """Å/px keeping the paper's field of view (128 px at 0.65 Å/px)."""
@@ -20,11 +18,11 @@ def pixel_size_for(box):
 
 def synthetic(structure, modes, n, box, seed, noise="paper", **kw):
     """(images (n, box, box) phase-flipped, ground-truth Table, pixel size)."""
-    from deephemnma.core.simulate import simulate
+    from deephemnma.core.simulate import render_factor_for, simulate
     from deephemnma.io.metadata import Table
     ps = pixel_size_for(box)
     if noise == "paper":
-        kw.update(render_factor=int(round(ps / PAPER_RENDER_PIXEL)), snr_at_render=True)
+        kw.update(render_factor=render_factor_for(ps), snr_at_render=True)
     elif noise != "output":
         raise ValueError(f"noise must be 'paper' or 'output', got {noise!r}")
     ch = list(simulate(structure.coords, structure.weights, modes.vectors, n, box=box,

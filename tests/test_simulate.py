@@ -54,6 +54,27 @@ def test_snr_and_helix_law(ref):
     assert np.array_equal(again, noisy) and np.array_equal(t2["angleRot"], t["angleRot"])
 
 
+def test_snr_at_render_is_the_papers_chain(ref):
+    """snr_at_render: noise at SNR 0.1 in the rendered (4x finer) images, then
+    downscaling, which divides white noise variance by 16: the output noise
+    variance must be var(rendered clean image) / 0.1 / 16."""
+    from deephemnma.core.simulate import render_factor_for
+    s, modes = ref
+    assert render_factor_for(1.3) == 4 and render_factor_for(0.65) == 2
+    kw = dict(seed=8, ctf=False)
+    noisy, _ = _all(simulate(s.coords, s.weights, modes.vectors, 30, 48, 1.6, snr=0.1,
+                             render_factor=4, snr_at_render=True, **kw))
+    clean, _ = _all(simulate(s.coords, s.weights, modes.vectors, 30, 48, 1.6, snr=None,
+                             render_factor=4, **kw))
+    fine, _ = _all(simulate(s.coords, s.weights, modes.vectors, 30, 192, 0.4, snr=None,
+                            render_factor=1, **kw))
+    expected = fine.var(axis=(1, 2)) / 0.1 / 16
+    measured = (noisy - clean).var(axis=(1, 2))
+    assert np.mean(measured / expected) == pytest.approx(1.0, rel=0.05)
+    # the output SNR is ~16x the nominal one (not 0.1)
+    assert 1.0 < np.mean(clean.var(axis=(1, 2)) / measured) < 2.5
+
+
 def test_bad_input(ref):
     s, modes = ref
     with pytest.raises(InputError, match="3 modes"):

@@ -32,12 +32,13 @@ def add_args(p):
     p.add_argument("--cs", type=float, default=2.0)
     p.add_argument("--q0", type=float, default=0.1, help="amplitude contrast")
     p.add_argument("--shift-range", type=float, default=1.625, help="shifts U[-r, r] in Å")
-    p.add_argument("--render-factor", type=int, default=2,
-                   help="render at this many times the sampling, then downscale")
+    p.add_argument("--render-factor", type=int, default=None,
+                   help="render at this many times the sampling, then downscale (default 2; "
+                        "with --snr-at-render, the factor closest to 0.325 Å/px)")
     p.add_argument("--snr-at-render", action="store_true",
                    help="the SNR holds in the rendered images, before downscaling, as in "
-                        "the paper (SNR 0.1 at 256 px, 0.325 Å/px): --render-factor 2 for "
-                        "128 px at 0.65 Å/px, 4 for 64 px at 1.3 Å/px")
+                        "the paper (SNR 0.1 at 256 px, 0.325 Å/px; the output images then "
+                        "have SNR ~0.4 at 0.65 Å/px, ~1.6 at 1.3 Å/px)")
     p.add_argument("--phase-flip", action="store_true", help="phase-flip the output images")
     p.add_argument("--sigma", type=float, default=1.0, help="atom Gaussian std (Å)")
     p.add_argument("--seed", type=int, default=0)
@@ -63,17 +64,21 @@ def load_reference(structure_path, selection="heavy", modes_path=None, mode_list
 
 
 def main(args):
-    from ..core.simulate import simulate_to_folder
+    from ..core.simulate import render_factor_for, simulate_to_folder
     if os.path.exists(os.path.join(args.out, "particles.xmd")):
         raise InputError(f"{args.out} already holds particles.xmd; choose another --out")
     s, modes = load_reference(args.structure, args.selection, args.modes, args.mode_list)
+    rf = args.render_factor if args.render_factor is not None else (
+        render_factor_for(args.pixel_size) if args.snr_at_render else 2)
+    if rf < 1:
+        raise InputError(f"--render-factor must be >= 1, got {rf}")
     t0 = time.perf_counter()
     table = simulate_to_folder(
         args.out, s, modes, args.number, box=args.box, pixel_size=args.pixel_size,
         amplitudes=args.law, amplitude_scale=args.amplitude_scale,
         snr=None if args.no_noise else args.snr, ctf=not args.no_ctf, defocus=args.defocus,
         voltage=args.voltage, cs=args.cs, q0=args.q0, shift_range=args.shift_range,
-        render_factor=args.render_factor, phase_flip=args.phase_flip, sigma=args.sigma,
+        render_factor=rf, phase_flip=args.phase_flip, sigma=args.sigma,
         seed=args.seed, device=args.device, snr_at_render=args.snr_at_render)
     dt = time.perf_counter() - t0
     q = table["nmaDisplacements"]

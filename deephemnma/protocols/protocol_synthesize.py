@@ -33,6 +33,13 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         form.addParam("samplingRate", params.FloatParam, default=1.3, label="Pixel size (Å)")
         form.addParam("snr", params.FloatParam, default=0.1, label="SNR",
                       help="Signal variance / noise variance; 0 for no noise.")
+        form.addParam("snrAtRender", params.BooleanParam, default=True,
+                      label="SNR before downscaling (the paper's)?",
+                      help="Yes: as in the paper, the images are rendered at 0.325 Å/px, the "
+                           "noise is added there at this SNR, and the images are then "
+                           "downscaled to the pixel size asked for (which averages the noise: "
+                           "SNR 0.1 becomes ~0.4 at 0.65 Å/px, ~1.6 at 1.3 Å/px). No: the "
+                           "output images themselves have this SNR (rendered at 2x).")
         form.addParam("defocus", params.FloatParam, default=5000.0, label="Defocus (Å)",
                       help="Underfocus; 0 for no CTF.")
         form.addParam("seed", params.IntParam, default=0, label="Random seed",
@@ -56,11 +63,17 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
             argv.append("--no-noise")
         else:
             argv += ["--snr", self.snr.get()]
+            if self.snrAtRender.get():
+                argv += ["--snr-at-render", "--render-factor", self._renderFactor()]
         if self.defocus.get() <= 0:
             argv.append("--no-ctf")
         else:
             argv += ["--defocus", self.defocus.get()]
         run_command(argv)
+
+    def _renderFactor(self):
+        from ..core.simulate import render_factor_for
+        return render_factor_for(self.samplingRate.get())
 
     def createOutputStep(self):
         import pwem.objects as emobj
@@ -114,7 +127,10 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         if not hasattr(self, "outputParticles"):
             return ["Not run yet."]
         return [f"{self.outputParticles.getSize()} synthetic particles, {self.box.get()} px at "
-                f"{self.samplingRate.get()} Å/px, SNR {self.snr.get()}."]
+                f"{self.samplingRate.get()} Å/px, SNR {self.snr.get()}" +
+                (f" at {self.samplingRate.get() / self._renderFactor():.3g} Å/px before "
+                 "downscaling (the paper's)." if self.snrAtRender.get() and self.snr.get() > 0
+                 else " in the output images.")]
 
     def _methods(self):
         return ["Synthetic particles were generated following [Hamitouche2022]."]

@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--coord-channels", action="store_true")
+    ap.add_argument("--out", default=None, help="keep the trained model in this folder "
+                    "(e.g. for bench_group_poses.py --model OUT/model.pt)")
     ap.add_argument("--noise", choices=["paper", "output"], default="paper",
                     help="paper: SNR 0.1 at 256 px then downscaled; output: SNR 0.1 at --box")
     ap.add_argument("--device", default="cpu")
@@ -48,7 +50,7 @@ def main():
     t0 = time.perf_counter()
     imgs, truth, ps = synthetic(s, modes, args.n, args.box, seed=7, noise=args.noise)
     print(f"simulated {args.n} images {args.box} px in {time.perf_counter() - t0:.0f} s")
-    out = tempfile.mkdtemp()
+    out = args.out or tempfile.mkdtemp()
     cfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
                       batch_size=args.batch_size, val_fraction=0.1, test_fraction=0.1,
                       device=args.device, patience=100, input_size=args.input_size,

@@ -137,7 +137,8 @@ def main(argv=None):
 
     from deephemnma.core.metrics import format_table
     print("\n## DeepHEMNMA demo: synthetic AK, modes 7-9, "
-          f"{args.box} px at {ps:.2f} Å/px, SNR 0.1, CTF\n")
+          f"{args.box} px at {ps:.2f} Å/px, SNR 0.1 at 0.325 Å/px before downscaling "
+          "(the paper's chain), CTF\n")
     keys = ["amplitude_mae_mean", "mode_7", "mode_8", "mode_9", "angles_deg", "shift_x_A",
             "shift_y_A"]
     table = {k: {kk: v for kk, v in r.items() if kk == "n" or kk in keys}

@@ -1,0 +1,75 @@
+"""Peak memory of `deephemnma predict` vs the number of images (issue 3: it
+must not grow with N). A small model is trained for one epoch on simulated AK
+images (32 px), stacks of N images (the simulated ones tiled, memory-mapped
+.mrcs + .xmd) are written, and `deephemnma predict` runs on each in its own
+process; its peak resident memory (ru_maxrss) and rate are printed.
+
+    python benchmarks/bench_predict_memory.py [--sizes 10000 200000]
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHILD = ("import resource, sys; from deephemnma.cli import main; rc = main(sys.argv[1:]); "
+         "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 200000])
+    ap.add_argument("--box", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
+    args = ap.parse_args()
+    from deephemnma.cli import main as cli
+    from deephemnma.io.metadata import Table, image_ref, read_metadata, write_xmd
+    from deephemnma.io.stacks import StackWriter, load_images
+    work = tempfile.mkdtemp(prefix="bench_predict_")
+    sim = os.path.join(work, "sim")
+    ps = 1.3 * 64 / args.box
+    assert cli(["simulate", "--structure", os.path.join(args.shared, "continuousflex", "AK.pdb"),
+                "--out", sim, "-n", "512", "--box", str(args.box), "--pixel-size", str(ps),
+                "--phase-flip"]) == 0
+    assert cli(["train", "--particles", os.path.join(sim, "particles.xmd"), "--out",
+                os.path.join(work, "model"), "--epochs", "1", "--batch-size", "64",
+                "--device", args.device]) == 0
+    t = read_metadata(os.path.join(sim, "particles.xmd"))
+    base = load_images(t, sim)
+    print(f"\n## Peak memory of `deephemnma predict` ({args.box} px, joint ResNet-34, "
+          f"batch 256, chunks of 4096, {args.device})\n")
+    print("| images | stack GB | peak RSS GB | images/s |")
+    print("|---|---|---|---|")
+    for n in args.sizes:
+        folder = os.path.join(work, f"n{n}")
+        w = StackWriter(os.path.join(folder, "particles.mrcs"), n, args.box, ps)
+        for s in range(0, n, len(base)):
+            w.write(s, base[:min(len(base), n - s)])
+        w.close()
+        write_xmd(os.path.join(folder, "particles.xmd"), Table({
+            "image": np.array([image_ref(i, "particles.mrcs") for i in range(1, n + 1)],
+                              dtype=object),
+            "itemId": np.arange(1, n + 1)}))
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, "-c", CHILD, "predict", "--model",
+                            os.path.join(work, "model", "model.pt"), "--particles",
+                            os.path.join(folder, "particles.xmd"), "--out",
+                            os.path.join(folder, "pred.xmd"), "--device", args.device],
+                           capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        if p.returncode:
+            sys.exit(p.stdout + p.stderr)
+        kb = int(p.stdout.split("MAXRSS_KB")[1].split()[0])
+        gb = n * args.box ** 2 * 4 / 1024 ** 3
+        print(f"| {n} | {gb:.2f} | {kb / 1024 ** 2:.2f} | {n / dt:.0f} |", flush=True)
+        import shutil
+        shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    main()

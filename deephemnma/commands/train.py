@@ -15,8 +15,9 @@ def add_args(p):
     p.add_argument("--mode-list", default=None, help="HEMNMA numbers of the amplitudes (7-9)")
     p.add_argument("--architecture", choices=["joint", "separate"], default="joint")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4,
+                   help="Adam learning rate (one-cycle schedule); 1e-3 diverged in bench_network")
     p.add_argument("--weight-decay", type=float, default=1e-5)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)

@@ -26,8 +26,8 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                       help="joint: one network with three heads; separate: the paper's three "
                            "networks (amplitudes, orientation, shifts).")
         form.addParam("epochs", params.IntParam, default=30, label="Epochs")
-        form.addParam("batchSize", params.IntParam, default=64, label="Batch size")
-        form.addParam("learningRate", params.FloatParam, default=1e-3, label="Learning rate",
+        form.addParam("batchSize", params.IntParam, default=32, label="Batch size")
+        form.addParam("learningRate", params.FloatParam, default=3e-4, label="Learning rate",
                       expertLevel=params.LEVEL_ADVANCED)
         form.addParam("valFraction", params.FloatParam, default=0.1, label="Validation fraction")
         form.addParam("augment", params.BooleanParam, default=False,

@@ -2,7 +2,7 @@
 must not grow with N). A small model is trained for one epoch on simulated AK
 images (32 px), stacks of N images (the simulated ones tiled, memory-mapped
 .mrcs + .xmd) are written, and `deephemnma predict` runs on each in its own
-process; its peak resident memory (ru_maxrss) and rate are printed.
+process; its peak resident memory (VmHWM) and rate are printed.
 
     python benchmarks/bench_predict_memory.py [--sizes 10000 200000]
 """
@@ -16,8 +16,11 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CHILD = ("import resource, sys; from deephemnma.cli import main; rc = main(sys.argv[1:]); "
-         "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+# VmHWM (the peak RSS of this process's own address space): ru_maxrss would also count the
+# parent's memory at fork time, which Linux carries across exec.
+CHILD = ("import sys; from deephemnma.cli import main; rc = main(sys.argv[1:]); "
+         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+         "print('MAXRSS_KB', hwm.split()[1]); sys.exit(rc)")
 
 
 def main():

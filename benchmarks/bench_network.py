@@ -96,7 +96,7 @@ def main():
     print("\npaper (Table 1, 128 px, 14,055 training images, 400 epochs): amplitude MAE 7.5, "
           "angles 2.5 deg, shifts 0.2 Å; RMSD 0.4 / 0.9 / 0.3 Å")
     # throughput ----------------------------------------------------------
-    print("\n## Throughput (images/s, one joint network, all parameters)\n")
+    print("\n## Throughput (images/s, one joint network, all parameters, at the full box)\n")
     print("| box | training | inference | device |")
     print("|---|---|---|---|")
     for box in (64, 128):
@@ -119,7 +119,8 @@ def main():
             net(xb)
             inf_rate = 256 / (time.perf_counter() - t0)
         print(f"| {box} | {tr_rate:.0f} | {inf_rate:.0f} | {args.device} |")
-    print(f"\nend-to-end predict of {len(te)} test images (incl. conversion): "
+    print(f"\nend-to-end predict of {len(te)} test images with the trained {args.architecture} "
+          f"model (incl. conversion): "
           f"{len(te) / t_inf:.0f} images/s")
 
 

@@ -3,7 +3,8 @@
 One group of the paper's synthetic AK (helix parameter r in [0.45, 0.55]:
 ~900 images, the paper's smallest group; the paper's noise chain, CTF
 5000 Å, phase flip; poses estimated at 64 px, 1.3 Å/px, maps from the 128 px
-images at 0.65 Å/px with shifts x 2, as the paper does from 128 to 256 px) is reconstructed (Fourier direct inversion, Wiener CTF)
+images at 0.65 Å/px with shifts x 2, as the paper does from 128 to 256 px)
+is reconstructed (Fourier direct inversion, Wiener CTF)
 with its ground-truth poses, with the poses our HEMNMA alignment estimates,
 and, with --model, with the poses a trained network predicts (e.g. the model
 bench_network.py trained on the same protocol at the same pixel size). The
@@ -42,9 +43,9 @@ def main():
     from deephemnma.core import rotations as R
     from deephemnma.core.align import AlignOptions, Aligner
     from deephemnma.core.ctf import CTFParams
+    from deephemnma.core.image import downscale
     from deephemnma.core.projector import atoms_to_volume
     from deephemnma.core.reconstruct import fsc_resolution, reconstruct
-    from deephemnma.core.image import downscale
     box, rbox = 64, args.recon_box
     s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
     big, truth, rps = synthetic(s, modes, args.n, rbox, seed=2024, noise=args.noise)

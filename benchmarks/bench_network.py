@@ -20,16 +20,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
+    from deephemnma.core.training import TrainConfig
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=7500)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--box", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--architecture", default="joint")
     ap.add_argument("--input-size", type=int, default=32,
                     help="network input size (images are Fourier-downscaled)")
     ap.add_argument("--dropout", type=float, default=0.5)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--coord-channels", action="store_true")
     ap.add_argument("--out", default=None, help="keep the trained model in this folder "
                     "(e.g. for bench_group_poses.py --model OUT/model.pt)")

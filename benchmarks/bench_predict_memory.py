@@ -8,6 +8,7 @@ process; its peak resident memory (VmHWM) and rate are printed.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,8 +71,8 @@ def main():
         kb = int(p.stdout.split("MAXRSS_KB")[1].split()[0])
         gb = n * args.box ** 2 * 4 / 1024 ** 3
         print(f"| {n} | {gb:.2f} | {kb / 1024 ** 2:.2f} | {n / dt:.0f} |", flush=True)
-        import shutil
         shutil.rmtree(folder)
+    shutil.rmtree(work)
 
 
 if __name__ == "__main__":

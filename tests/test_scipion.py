@@ -80,7 +80,9 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.assertEqual(len(p._xmipp_nmaDisplacements), 3)
         self.assertTrue(parts.hasAlignmentProj() and parts.hasCTF())
 
-        split = self.newProtocol(ProtSplitSet, inputSet=parts, numberOfSets=2, randomize=True)
+        # not randomized: ProtSplitSet shuffles without a seed, which made the
+        # landscape's groups differ from run to run (images are random already)
+        split = self.newProtocol(ProtSplitSet, inputSet=parts, numberOfSets=2, randomize=False)
         self.launchProtocol(split)
 
         ali = self.newProtocol(P.DeepHEMNMAProtAlign, inputParticles=split.outputParticles01,
@@ -125,11 +127,13 @@ class TestDeepHEMNMAWorkflow(BaseTest):
 
         land = self.newProtocol(P.DeepHEMNMAProtLandscape, inputParticles=pr.outputParticles,
                                 inputModes=nma.outputModes, inputReference=nma.outputReference,
-                                grouping=1, minGroupSize=20, reconstruct=True, useGpu=False)
+                                grouping=1, minGroupSize=10, reconstruct=True, useGpu=False)
         self.launchProtocol(land)
+        # a 2-epoch network predicts nearly the mean: half the points form one clump,
+        # so the equal-width split can only promise small groups on the other side
         groups = [getattr(land, a) for a in dir(land) if a.startswith("outputGroup")]
         self.assertGreaterEqual(len(groups), 2)
-        self.assertTrue(all(g.getSize() >= 20 for g in groups))
+        self.assertTrue(all(g.getSize() >= 10 for g in groups))
         self.assertTrue(hasattr(land, "outputVolume01"))
         # each group map is compared with the map of its centroid model
         fscs = [x for x in land.summary() if "centroid model" in x]

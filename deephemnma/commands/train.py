@@ -9,30 +9,32 @@ import os
 
 
 def add_args(p):
+    from ..core.config import TrainConfig
+    d = TrainConfig()
     p.add_argument("--particles", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--pixel-size", type=float, default=None)
     p.add_argument("--mode-list", default=None, help="HEMNMA numbers of the amplitudes (7-9)")
-    p.add_argument("--architecture", choices=["joint", "separate"], default="joint")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-4,
+    p.add_argument("--architecture", choices=["joint", "separate"], default=d.architecture)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr,
                    help="Adam learning rate (one-cycle schedule); 1e-3 diverged in bench_network")
-    p.add_argument("--weight-decay", type=float, default=1e-5)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.1)
-    p.add_argument("--patience", type=int, default=8)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--augment", action="store_true", help="label-consistent in-plane rotations")
     p.add_argument("--input-size", type=int, default=None,
                    help="downscale images to this size (px) before the network")
-    p.add_argument("--dropout", type=float, default=0.5, help="MLP dropout (paper: 0.5)")
+    p.add_argument("--dropout", type=float, default=d.dropout, help="MLP dropout (paper: 0.5)")
     p.add_argument("--coord-channels", action="store_true",
                    help="add x/y coordinate channels to the image (CoordConv): helps the "
                         "network read shifts; default: the paper's 1-channel input")
     p.add_argument("--mahalanobis", type=float, default=None, help="drop label outliers (3.2)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init-model", default=None, help="fine-tune from this model")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default="auto")
 
 

@@ -27,32 +27,12 @@ import torch
 from ..errors import InputError
 from ..utils import Progress, atomic_path, resolve_device
 from . import rotations
+from .config import TrainConfig
 from .image import downscale, rotate_images
 from .network import DeepHEMNMANet
 
 __all__ = ["TrainConfig", "LabelCodec", "split_indices", "augment_batch", "train",
            "normalize_images"]
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    architecture: str = "joint"          # 'joint' or 'separate' (the paper's 3 networks)
-    epochs: int = 30
-    # batch 32 and lr 3e-4 measured by bench_network.py (lr 1e-3 collapsed to the mean)
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 1e-5
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    patience: int = 8
-    augment: bool = False
-    mahalanobis: float = None            # e.g. 3.2
-    seed: int = 0
-    device: str = "auto"
-    dropout: float = 0.5
-    max_resident_gb: float = 4.0
-    input_size: int = None               # Fourier-downscale images to this size first
-    coord_channels: bool = False         # x/y coordinate channels (see core.network)
 
 
 def normalize_images(x, size=None):

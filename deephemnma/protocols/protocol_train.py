@@ -3,6 +3,7 @@ import os
 
 import pyworkflow.protocol.params as params
 
+from ..core.config import TrainConfig
 from .base import DeepHEMNMABase, run_command
 from .convert import particles_to_table
 
@@ -13,23 +14,26 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
     ContinuousFlex's). Output: a trained model object and training curves."""
     _label = "train network"
     _possibleOutputs = {"outputModel": "DeepHEMNMAModel"}
+    ARCHITECTURES = ["joint", "separate"]
 
     def _defineParams(self, form):
+        d = TrainConfig()
         form.addSection("Input")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
                       label="Particles with NMA labels", important=True)
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
                       label="Normal modes", allowsNull=True,
                       help="Gives the mode numbers stored in the model (default 7, 8, ...).")
-        form.addParam("architecture", params.EnumParam, choices=["joint", "separate"],
-                      default=0, label="Architecture",
+        form.addParam("architecture", params.EnumParam, choices=self.ARCHITECTURES,
+                      default=self.ARCHITECTURES.index(d.architecture), label="Architecture",
                       help="joint: one network with three heads; separate: the paper's three "
                            "networks (amplitudes, orientation, shifts).")
-        form.addParam("epochs", params.IntParam, default=30, label="Epochs")
-        form.addParam("batchSize", params.IntParam, default=32, label="Batch size")
-        form.addParam("learningRate", params.FloatParam, default=3e-4, label="Learning rate",
+        form.addParam("epochs", params.IntParam, default=d.epochs, label="Epochs")
+        form.addParam("batchSize", params.IntParam, default=d.batch_size, label="Batch size")
+        form.addParam("learningRate", params.FloatParam, default=d.lr, label="Learning rate",
                       expertLevel=params.LEVEL_ADVANCED)
-        form.addParam("valFraction", params.FloatParam, default=0.1, label="Validation fraction")
+        form.addParam("valFraction", params.FloatParam, default=d.val_fraction,
+                      label="Validation fraction")
         form.addParam("augment", params.BooleanParam, default=False,
                       label="In-plane rotation augmentation",
                       help="Label-consistent: psi and shifts are rotated with the image.")
@@ -60,7 +64,7 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         argv = ["train", "--particles", self._extra("train.xmd"), "--out", self._extra("model"),
                 "--pixel-size", parts.getSamplingRate(),
                 "--mode-list", ",".join(str(m) for m in self._modeNumbers()),
-                "--architecture", ["joint", "separate"][self.architecture.get()],
+                "--architecture", self.ARCHITECTURES[self.architecture.get()],
                 "--epochs", self.epochs.get(), "--batch-size", self.batchSize.get(),
                 "--lr", self.learningRate.get(), "--val-fraction", self.valFraction.get(),
                 "--test-fraction", 0.0, "--device", self._device()]

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from deephemnma.errors import InputError
-from deephemnma.io.metadata import (Table, image_ref, parse_image_ref, read_metadata,
+from deephemnma.io.metadata import (Table, concatenate_xmd, count_rows, image_ref, iter_metadata,
+                                    parse_image_ref, read_metadata,
                                     write_star, write_xmd)
 from deephemnma.io.stacks import (StackWriter, load_images, open_stack, read_volume,
                                   write_stack, write_volume)
@@ -76,6 +77,43 @@ def test_star_write_read_round_trip(tmp_path):
     assert np.allclose(back["shiftX"], t["shiftX"]) and np.allclose(back["shiftY"], t["shiftY"])
     assert np.allclose(back["angleRot"], t["angleRot"])
     assert np.allclose(back["samplingRate"], 1.5) and np.allclose(back["ctfVoltage"], 200)
+
+
+@pytest.mark.parametrize("name", ["relion31.star", "empiar_10076_7.star"])
+def test_streamed_chunks_equal_whole_table(name):
+    """iter_metadata (RELION: optics merged into every chunk, itemIds continued)
+    yields the rows read_metadata reads, in order."""
+    path = shared_file("particles", name)
+    whole = read_metadata(path)
+    chunks = list(iter_metadata(path, chunk=2))
+    assert [len(c) for c in chunks] == [2] * (len(whole) // 2) + [len(whole) % 2] * (len(whole) % 2)
+    joined = Table.concatenate(chunks)
+    assert joined.columns == whole.columns and count_rows(path) == len(whole)
+    for c in whole.columns:
+        assert np.array_equal(joined[c], whole[c]), c
+
+
+def test_streamed_xmd_chunks_and_join(tmp_path):
+    t = Table({"itemId": np.arange(1, 12), "image": [image_ref(i, "s.mrcs") for i in range(1, 12)],
+               "anglePsi": np.linspace(-3, 3, 11), "nmaDisplacements": np.arange(33.).reshape(11, 3)})
+    header = tmp_path / "two_blocks.xmd"            # a small first block is passed over
+    write_xmd(tmp_path / "info.xmd", Table({"note": ["x"]}), block="info")
+    write_xmd(tmp_path / "rows.xmd", t, block="particles")
+    header.write_text((tmp_path / "info.xmd").read_text() + (tmp_path / "rows.xmd").read_text())
+    chunks = list(iter_metadata(header, chunk=4))
+    assert [len(c) for c in chunks] == [4, 4, 3]
+    for k, c in enumerate(chunks):
+        write_xmd(tmp_path / f"part{k}.xmd", c)
+    concatenate_xmd([tmp_path / f"part{k}.xmd" for k in range(3)], tmp_path / "all.xmd")
+    back = read_metadata(tmp_path / "all.xmd")
+    assert np.array_equal(back["nmaDisplacements"], t["nmaDisplacements"])
+    assert np.allclose(back["anglePsi"], t["anglePsi"]) and list(back["image"]) == list(t["image"])
+    write_xmd(tmp_path / "other.xmd", Table({"itemId": [1], "cost": [0.5]}))
+    with pytest.raises(InputError, match="differ"):
+        concatenate_xmd([tmp_path / "part0.xmd", tmp_path / "other.xmd"], tmp_path / "bad.xmd")
+    assert not (tmp_path / "bad.xmd").exists()
+    with pytest.raises(InputError, match="no particle block"):
+        list(iter_metadata(tmp_path / "info.xmd"))
 
 
 def test_bad_metadata(tmp_path):

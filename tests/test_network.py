@@ -11,7 +11,7 @@ from deephemnma.core.projector import project
 from deephemnma.core.training import (LabelCodec, TrainConfig, augment_batch, split_indices,
                                       train)
 from deephemnma.errors import InputError
-from deephemnma.io.metadata import Table
+from deephemnma.io.metadata import Table, image_ref, read_metadata, write_xmd
 from deephemnma.io.models import load_model, save_model
 
 from conftest import shared_file
@@ -146,6 +146,49 @@ def test_overfit_resume_model_file_and_predict(tiny_data, tmp_path):
     assert p["amplitudes"].shape == (20, 3) and p["angles"].shape == (20, 3)
     with pytest.raises(InputError, match="32 px"):
         Predictor(nets, meta).check(64)
+    _predict_command_streams_and_resumes(tmp_path, imgs[:50], p, nets, meta)
+
+
+def _predict_command_streams_and_resumes(tmp_path, imgs, direct, nets, meta):
+    """`deephemnma predict` in chunks of 16: killed during the third chunk, the
+    same command finishes only what is left; the .xmd equals one in-memory pass."""
+    from deephemnma.cli import main as cli
+    from deephemnma.core import inference
+    from deephemnma.io.stacks import StackWriter
+    w = StackWriter(tmp_path / "s.mrcs", len(imgs), 32, 2.6)
+    w.write(0, imgs)
+    w.close()
+    write_xmd(tmp_path / "s.xmd", Table({"image": [image_ref(i, "s.mrcs")
+                                                   for i in range(1, len(imgs) + 1)]}))
+    argv = ["predict", "--model", str(tmp_path / "m" / "model.pt"), "--particles",
+            str(tmp_path / "s.xmd"), "--out", str(tmp_path / "p.xmd"), "--chunk", "16",
+            "--batch-size", "8", "--device", "cpu"]
+    calls = []
+    real = inference.Predictor.predict
+
+    def killed_at_third(self, x):
+        calls.append(len(x))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, x)
+    inference.Predictor.predict = killed_at_third
+    try:
+        assert cli(argv) == 130
+        assert not (tmp_path / "p.xmd").exists()
+        calls.clear()
+        inference.Predictor.predict = lambda self, x: calls.append(len(x)) or real(self, x)
+        assert cli(argv) == 0
+    finally:
+        inference.Predictor.predict = real
+    assert calls == [16, 2]                         # chunks 1 and 2 were not redone
+    assert not (tmp_path / "p.xmd.parts").exists()
+    out = read_metadata(tmp_path / "p.xmd")
+    assert list(out["itemId"]) == list(range(1, len(imgs) + 1))
+    full = Predictor(nets, meta).predict(imgs)
+    assert np.allclose(full["amplitudes"][:20], direct["amplitudes"], atol=1e-4)
+    assert np.allclose(out["nmaDisplacements"], full["amplitudes"], atol=1e-4)
+    assert np.allclose(out.angles(), full["angles"], atol=1e-3)
+    assert np.allclose(out.shifts(), full["shifts"], atol=1e-5)
 
 
 def test_bad_inputs(tiny_data, tmp_path):

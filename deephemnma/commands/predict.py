@@ -4,9 +4,12 @@ Streams the images (constant memory) and writes an .xmd in the conventions of
 HEMNMA alignment. Chunks are kept in OUT.parts/ so an interrupted run resumes.
 """
 import os
+import shutil
 import time
 
 import numpy as np
+
+from ..errors import InputError
 
 
 def add_args(p):
@@ -21,38 +24,48 @@ def add_args(p):
 
 def main(args):
     from ..core.inference import Predictor
-    from ..io.metadata import read_metadata, write_xmd
+    from ..io.metadata import concatenate_xmd, count_rows, iter_metadata, write_xmd
     from ..io.models import load_model
     from ..io.stacks import load_images
     from ..utils import Progress, resolve_device
     device = resolve_device(args.device)
     nets, meta = load_model(args.model, device)
     pred = Predictor(nets, meta, device, args.batch_size)
-    t = read_metadata(args.particles)
     root = os.path.dirname(os.path.abspath(args.particles))
-    first = load_images(t, root, [0])
-    pred.check(first.shape[-1], args.pixel_size)
+    n = count_rows(args.particles)
+    if n == 0:
+        raise InputError(f"{args.particles}: no particles")
     parts = args.out + ".parts"
+    stamp = os.path.join(parts, "run.txt")
+    key = f"{os.path.abspath(args.particles)} {n} {args.chunk}\n"
+    if os.path.exists(stamp) and open(stamp).read() != key:
+        shutil.rmtree(parts)          # parts of another input or chunk size: start over
     os.makedirs(parts, exist_ok=True)
-    n = len(t)
+    with open(stamp, "w") as fh:
+        fh.write(key)
     prog = Progress(n, "predict")
     t0 = time.perf_counter()
-    for c in range(0, n, args.chunk):
-        f = os.path.join(parts, f"{c:012d}.npz")
-        idx = np.arange(c, min(n, c + args.chunk))
-        if os.path.exists(f):
-            prog.update(len(idx))
-            continue
-        r = pred.predict(load_images(t, root, idx))
-        np.savez(f + ".tmp.npz", **r)
-        os.replace(f + ".tmp.npz", f)
-        prog.update(len(idx))
-    res = {}
-    for c in range(0, n, args.chunk):
-        z = np.load(os.path.join(parts, f"{c:012d}.npz"))
-        for k in z.files:
-            res.setdefault(k, []).append(z[k])
-    res = {k: np.concatenate(v) for k, v in res.items()}
+    files = []
+    # the particle table streams by in chunks (constant memory); each chunk's
+    # predictions are an .xmd under OUT.parts/, kept until the end so that the
+    # same command, run again after an interruption, continues
+    for k, t in enumerate(iter_metadata(args.particles, args.chunk)):
+        f = os.path.join(parts, f"{k:09d}.xmd")
+        files.append(f)
+        if k == 0:
+            pred.check(load_images(t, root, [0]).shape[-1], args.pixel_size)
+        if not os.path.exists(f):
+            write_xmd(f, _with_predictions(t, pred.predict(load_images(t, root)),
+                                           first_item=k * args.chunk + 1))
+        prog.update(len(t))
+    concatenate_xmd(files, args.out)
+    shutil.rmtree(parts)
+    dt = time.perf_counter() - t0
+    print(f"predicted {n} images in {dt:.1f} s ({n / max(dt, 1e-9):.0f} images/s) -> {args.out}")
+
+
+def _with_predictions(t, res, first_item):
+    """The particle rows with the predicted angles, shifts and amplitudes."""
     out = t.copy()
     if "angles" in res:
         out["angleRot"], out["angleTilt"], out["anglePsi"] = res["angles"].T
@@ -61,9 +74,5 @@ def main(args):
     if "amplitudes" in res:
         out["nmaDisplacements"] = res["amplitudes"]
     if "itemId" not in out:
-        out["itemId"] = np.arange(1, n + 1)
-    write_xmd(args.out, out)
-    import shutil
-    shutil.rmtree(parts)
-    dt = time.perf_counter() - t0
-    print(f"predicted {n} images in {dt:.1f} s ({n / max(dt, 1e-9):.0f} images/s) -> {args.out}")
+        out["itemId"] = np.arange(first_item, first_item + len(t))
+    return out

@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import InputError
 from ..utils import atomic_path
 
-__all__ = ["Table", "read_metadata", "read_xmd", "read_star", "write_xmd",
+__all__ = ["Table", "read_metadata", "iter_metadata", "count_rows", "read_xmd", "read_star",
+           "write_xmd", "concatenate_xmd",
            "write_star", "parse_image_ref", "image_ref"]
 
 VECTOR_LABELS = {"nmaDisplacements"}
@@ -154,22 +155,25 @@ def _tokenize(line):
     return line.split()
 
 
-def _parse_star_blocks(path):
-    """Return {block_name: (labels, rows)}; each row is a list of strings."""
+def _star_events(path, chunk=None):
+    """Stream a STAR/XMD file: yield ``(block, labels, rows)`` with ``rows`` a list
+    of at most ``chunk`` rows (all of them when None), each a list of strings. A
+    loop block yields one or more events (one, with no rows, when it is empty); a
+    key-value block yields one event with one row."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"metadata file not found: {path}")
-    blocks = {}
     name = None
-    labels, rows, in_loop, header = [], [], False, False
+    labels, rows, in_loop, header, sent = [], [], False, False, False
     single = {}
+    found = False
 
     def flush():
         if name is None:
             return
-        if labels:
-            blocks[name] = (labels[:], rows[:])
-        elif single:
-            blocks[name] = (list(single), [list(single.values())])
+        if labels and (rows or not sent):
+            yield name, labels[:], rows
+        elif not labels and single:
+            yield name, list(single), [list(single.values())]
 
     with open(path, "r", errors="replace") as f:
         for raw in f:
@@ -177,9 +181,11 @@ def _parse_star_blocks(path):
             if not line or line.startswith("#"):
                 continue
             if line.startswith("data_"):
-                flush()
+                for ev in flush():
+                    found = True
+                    yield ev
                 name = line[5:]
-                labels, rows, in_loop, header = [], [], False, False
+                labels, rows, in_loop, header, sent = [], [], False, False, False
                 single = {}
                 continue
             if name is None:
@@ -204,9 +210,22 @@ def _parse_star_blocks(path):
                     raise InputError(f"{path}: row has {len(values)} values for "
                                      f"{len(labels)} columns: '{line[:80]}'")
                 rows.append(values)
-    flush()
-    if not blocks:
+                if chunk and len(rows) == chunk:
+                    found = sent = True
+                    yield name, labels[:], rows
+                    rows = []
+    for ev in flush():
+        found = True
+        yield ev
+    if not found:
         raise InputError(f"{path}: no metadata block found (empty or not STAR/XMD)")
+
+
+def _parse_star_blocks(path):
+    """Return {block_name: (labels, rows)}; each row is a list of strings."""
+    blocks = {}
+    for name, labels, rows in _star_events(path):
+        blocks[name] = (labels, rows)
     return blocks
 
 
@@ -239,10 +258,7 @@ def read_xmd(path, block=None):
         if block not in blocks:
             raise InputError(f"{path}: no block 'data_{block}' (has {', '.join(blocks)})")
         return _block_to_table(*blocks[block])
-    for labels, rows in blocks.values():
-        if len(rows) > 1 or "image" in labels:
-            return _block_to_table(labels, rows)
-    return _block_to_table(*next(iter(blocks.values())))
+    return _block_to_table(*blocks[_particle_block(blocks, relion=False)])
 
 
 def read_star(path):
@@ -252,21 +268,38 @@ def read_star(path):
     pixel size); optics values (voltage, Cs, Q0, pixel size) are copied into
     each row. Unknown RELION labels are kept with their ``rln`` names."""
     blocks = _parse_star_blocks(os.fspath(path))
-    optics = None
-    if "optics" in blocks:
-        optics = _block_to_table(*blocks["optics"])
-    pblock = "particles" if "particles" in blocks else next(
-        (b for b in blocks if b != "optics"), None)
+    optics = _block_to_table(*blocks["optics"]) if "optics" in blocks else None
+    pblock = _particle_block(blocks, relion=True)
     if pblock is None:
         raise InputError(f"{path}: no particle block")
-    raw = _block_to_table(*blocks[pblock])
+    return _from_relion(_block_to_table(*blocks[pblock]), optics, path)
+
+
+def _particle_block(blocks, relion):
+    """Name of the particle block among ``blocks`` (names -> (labels, rows))."""
+    if relion:
+        if "particles" in blocks:
+            return "particles"
+        return next((b for b in blocks if b != "optics"), None)
+    for name, (labels, rows) in blocks.items():
+        if len(rows) > 1 or "image" in labels:
+            return name
+    return next(iter(blocks))
+
+
+def _from_relion(raw, optics, path, first_item=1):
+    """A RELION particle Table -> Xmipp names (``first_item``: itemId of row 0
+    when the file has none)."""
     t = Table()
     for lab, vals in raw.items():
         t[_RELION_TO_XMIPP.get(lab, lab)] = vals
     if optics is not None:
         og = t["opticsGroup"] if "opticsGroup" in t else np.ones(len(t), np.int64)
         index = {int(g): i for i, g in enumerate(optics["rlnOpticsGroup"])}
-        rows = np.array([index[int(g)] for g in og])
+        missing = sorted({int(g) for g in og} - set(index))
+        if missing:
+            raise InputError(f"{path}: optics group(s) {missing} not in the optics block")
+        rows = np.array([index[int(g)] for g in og], dtype=np.int64)
         for lab, vals in optics.items():
             name = _RELION_TO_XMIPP.get(lab, lab)
             if name not in t and lab not in ("rlnOpticsGroup", "rlnOpticsGroupName"):
@@ -281,8 +314,15 @@ def read_star(path):
     if "samplingRate" not in t and "rlnDetectorPixelSize" in t and "rlnMagnification" in t:
         t["samplingRate"] = t["rlnDetectorPixelSize"] * 1e4 / t["rlnMagnification"]
     if "itemId" not in t:
-        t["itemId"] = np.arange(1, len(t) + 1)
+        t["itemId"] = np.arange(first_item, first_item + len(t))
     return t
+
+
+def _is_relion(path):
+    if not path.endswith(".star"):
+        return False
+    with open(path, errors="replace") as f:
+        return "XMIPP_STAR" not in f.read(200)
 
 
 def read_metadata(path, block=None):
@@ -291,12 +331,48 @@ def read_metadata(path, block=None):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"metadata file not found: {path}")
-    if path.endswith(".star"):
-        with open(path, errors="replace") as f:
-            head = f.read(200)
-        if "XMIPP_STAR" not in head:
-            return read_star(path)
+    if _is_relion(path):
+        return read_star(path)
     return read_xmd(path, block)
+
+
+def iter_metadata(path, chunk=4096):
+    """The particle table of an ``.xmd`` / ``.star`` file as consecutive Tables of
+    at most ``chunk`` rows, read as the file streams by: memory does not grow
+    with the number of particles. The particle block is the first one with an
+    ``image`` column (``.xmd``) or ``data_particles`` (RELION)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"metadata file not found: {path}")
+    relion = _is_relion(path)
+    optics, optics_rows, chosen, start = None, [], None, 0
+    for name, labels, rows in _star_events(path, chunk):
+        if relion and name == "optics":
+            optics_rows += rows
+            optics = _block_to_table(labels, optics_rows)
+            continue
+        if chosen is None:
+            if not (("rlnImageName" if relion else "image") in labels
+                    or (relion and name == "particles")):
+                continue
+            chosen = name
+        elif name != chosen:
+            break
+        if not rows:
+            continue
+        t = _block_to_table(labels, rows)
+        if relion:
+            t = _from_relion(t, optics, path, first_item=start + 1)
+        start += len(t)
+        yield t
+    if chosen is None:
+        raise InputError(f"{path}: no particle block with an image column")
+
+
+def count_rows(path):
+    """Number of rows of the particle block that :func:`iter_metadata` yields,
+    without keeping them."""
+    return sum(len(t) for t in iter_metadata(path, 65536))
 
 
 # --------------------------------------------------------------------------
@@ -316,17 +392,46 @@ def _fmt_column(label, arr):
     return [_fmt(v) for v in arr]
 
 
+def _xmd_header(labels, block="noname"):
+    return ("# XMIPP_STAR_1 * \n# \n" + f"data_{block}\nloop_\n"
+            + "".join(f" _{lab}\n" for lab in labels))
+
+
 def write_xmd(path, table, block="noname"):
     """Write a Table as an Xmipp metadata file (atomic)."""
     path = os.fspath(path)
     cols = [(lab, _fmt_column(lab, np.asarray(arr))) for lab, arr in table.items()]
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write("# XMIPP_STAR_1 * \n# \n")
-        f.write(f"data_{block}\nloop_\n")
-        for lab, _ in cols:
-            f.write(f" _{lab}\n")
+        f.write(_xmd_header(table.columns, block))
         for i in range(len(table)):
             f.write(" ".join(c[i] for _, c in cols) + "\n")
+
+
+def concatenate_xmd(paths, out, block="noname"):
+    """Join single-block ``.xmd`` files with the same columns into ``out``
+    (atomic), line by line: memory does not grow with the number of rows."""
+    labels = None
+    with atomic_path(os.fspath(out)) as tmp, open(tmp, "w") as f:
+        for path in paths:
+            mine, rows = [], False
+            with open(path, errors="replace") as src:
+                for raw in src:
+                    line = raw.strip()
+                    if rows:
+                        if line and not line.startswith("#"):
+                            f.write(line + "\n")
+                    elif line.startswith("_"):
+                        mine.append(line.split()[0][1:])
+                    elif line and not line.startswith(("#", "data_", "loop_")):
+                        if labels is None:
+                            labels = mine
+                            f.write(_xmd_header(labels, block))
+                        elif mine != labels:
+                            raise InputError(f"{path}: columns {mine} differ from {labels}")
+                        rows = True
+                        f.write(line + "\n")
+        if labels is None:
+            raise InputError("no rows to join")
 
 
 def write_star(path, table, pixel_size, image_size=None):

@@ -147,6 +147,39 @@ def test_overfit_resume_model_file_and_predict(tiny_data, tmp_path):
     with pytest.raises(InputError, match="32 px"):
         Predictor(nets, meta).check(64)
     _predict_command_streams_and_resumes(tmp_path, imgs[:50], p, nets, meta)
+    _predict_rescales_larger_images(tmp_path, imgs[:20], nets, meta)
+
+
+def _predict_rescales_larger_images(tmp_path, imgs, nets, meta):
+    """64 px images of the same field as the 32 px model (2.6 Å/px): refused
+    without --rescale; with it, Fourier-cropped to 32 px and shifts returned in
+    64 px pixels (twice the model's)."""
+    from deephemnma.cli import main as cli
+    from deephemnma.core.image import downscale
+    from deephemnma.io.stacks import StackWriter
+    F = np.fft.fftshift(np.fft.fft2(imgs), axes=(-2, -1))
+    big = np.zeros((len(imgs), 64, 64), complex)
+    big[:, 16:48, 16:48] = F
+    up = np.fft.ifft2(np.fft.ifftshift(big, axes=(-2, -1))).real.astype(np.float32) * 4
+    back = downscale(torch.from_numpy(up), 32).numpy()
+    assert np.corrcoef(back.ravel(), imgs.ravel())[0, 1] > 0.99      # the same images
+    w = StackWriter(tmp_path / "big.mrcs", len(up), 64, 1.3)
+    w.write(0, up)
+    w.close()
+    write_xmd(tmp_path / "big.xmd", Table({"image": [image_ref(i, "big.mrcs")
+                                                     for i in range(1, len(up) + 1)]}))
+    argv = ["predict", "--model", str(tmp_path / "m" / "model.pt"), "--particles",
+            str(tmp_path / "big.xmd"), "--out", str(tmp_path / "big_pred.xmd"), "--device", "cpu"]
+    assert cli(argv + ["--pixel-size", "1.3"]) == 2          # refused: 64 px for a 32 px model
+    assert cli(argv + ["--pixel-size", "2.6", "--rescale"]) == 2     # not the same field
+    assert not (tmp_path / "big_pred.xmd").exists()
+    assert cli(argv + ["--pixel-size", "1.3", "--rescale"]) == 0
+    out = read_metadata(tmp_path / "big_pred.xmd")
+    ref = Predictor(nets, meta).predict(back)
+    assert np.allclose(out["nmaDisplacements"], ref["amplitudes"], atol=1e-3)
+    assert np.allclose(out.angles(), ref["angles"], atol=1e-2)
+    assert np.allclose(out.shifts(), 2 * ref["shifts"], atol=1e-4)
+    assert np.abs(ref["shifts"]).max() > 1e-3                 # the factor 2 is visible
 
 
 def _predict_command_streams_and_resumes(tmp_path, imgs, direct, nets, meta):

@@ -17,6 +17,10 @@ def add_args(p):
     p.add_argument("--particles", required=True)
     p.add_argument("--out", required=True, help="output .xmd")
     p.add_argument("--pixel-size", type=float, default=None)
+    p.add_argument("--rescale", action="store_true",
+                   help="Fourier-crop images larger than the model's box to it (same physical "
+                        "size, e.g. 128 px images for a 64 px model); shifts come back in "
+                        "the images' pixels")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--device", default="auto")
@@ -53,7 +57,7 @@ def main(args):
         f = os.path.join(parts, f"{k:09d}.xmd")
         files.append(f)
         if k == 0:
-            pred.check(load_images(t, root, [0]).shape[-1], args.pixel_size)
+            pred.check(load_images(t, root, [0]).shape[-1], args.pixel_size, args.rescale)
         if not os.path.exists(f):
             write_xmd(f, _with_predictions(t, pred.predict(load_images(t, root)),
                                            first_item=k * args.chunk + 1))

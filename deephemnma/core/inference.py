@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .image import downscale
 from .training import LabelCodec, normalize_images
 
 __all__ = ["Predictor"]
@@ -20,25 +21,40 @@ class Predictor:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.box = int(meta["image_size"])
+        self.scale = 1.0                 # input px per model px (see check)
 
-    def check(self, box, pixel_size=None):
-        if box != self.box:
-            raise InputError(f"the model was trained on {self.box} px images, these are {box} px "
-                             "(downscale them, or use --rescale)")
+    def check(self, box, pixel_size=None, rescale=False):
+        """Refuse images the model cannot read; with ``rescale``, larger images of
+        the same physical size are Fourier-cropped to the model's box (and the
+        predicted shifts scaled back to their pixels)."""
         ps = self.meta.get("pixel_size") or 0
-        if pixel_size and ps and abs(pixel_size - ps) > 0.01 * ps:
+        self.scale = 1.0
+        if box != self.box:
+            if not rescale:
+                raise InputError(f"the model was trained on {self.box} px images, these are "
+                                 f"{box} px (--rescale Fourier-crops larger images to "
+                                 f"{self.box} px)")
+            if box < self.box:
+                raise InputError(f"these images are {box} px, smaller than the model's "
+                                 f"{self.box} px: --rescale only downscales")
+            self.scale = box / self.box
+        if pixel_size and ps and abs(pixel_size * self.scale - ps) > 0.01 * ps:
+            seen = (f" ({pixel_size * self.scale:.4g} Å/px once cropped to {self.box} px)"
+                    if self.scale != 1 else "")
             raise InputError(f"the model was trained at {ps} Å/px, these images are "
-                             f"{pixel_size} Å/px")
+                             f"{pixel_size} Å/px{seen}")
 
     @torch.no_grad()
     def predict(self, images):
-        """images (B, N, N) numpy/torch -> dict angles (B, 3), shifts (B, 2) px,
-        amplitudes (B, M) numpy."""
+        """images (B, N, N) numpy/torch -> dict angles (B, 3), shifts (B, 2) in
+        pixels of these images, amplitudes (B, M) numpy."""
         out = {}
         use_bf16 = self.device.type == "cuda"
         for i in range(0, len(images), self.batch_size):
             x = torch.as_tensor(np.asarray(images[i:i + self.batch_size]), dtype=torch.float32,
                                 device=self.device)
+            if self.scale != 1:
+                x = downscale(x, self.box)
             x = normalize_images(x, self.meta.get("input_size"))
             raw = {}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -48,5 +64,5 @@ class Predictor:
             if "orientation" in raw:
                 raw["orientation"] /= np.linalg.norm(raw["orientation"], axis=1, keepdims=True)
             for k, v in self.codec.decode(raw).items():
-                out.setdefault(k, []).append(v)
+                out.setdefault(k, []).append(v * self.scale if k == "shifts" else v)
         return {k: np.concatenate(v) for k, v in out.items()}

@@ -21,6 +21,11 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
         form.addParam("mergeParticles", params.PointerParam, pointerClass="SetOfParticles",
                       allowsNull=True, label="Merge with (optional)",
                       help="e.g. the HEMNMA-aligned training particles.")
+        form.addParam("rescale", params.BooleanParam, default=True,
+                      label="Downscale larger particles to the model's box",
+                      help="Particles of the same physical size as the training images but "
+                           "with more pixels are Fourier-cropped to the model's box; the "
+                           "predicted shifts are returned in the particles' pixels.")
         form.addParam("batchSize", params.IntParam, default=256, label="Batch size",
                       expertLevel=params.LEVEL_ADVANCED)
         self._addComputeParams(form, threads=2)
@@ -36,7 +41,8 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
         run_command(["predict", "--model", self.inputModel.get().getFileName(),
                      "--particles", self._extra("input.xmd"), "--out",
                      self._extra("predicted.xmd"), "--pixel-size", parts.getSamplingRate(),
-                     "--batch-size", self.batchSize.get(), "--device", self._device()])
+                     "--batch-size", self.batchSize.get(), "--device", self._device()]
+                    + (["--rescale"] if self.rescale.get() else []))
 
     def createOutputStep(self):
         from ..io.metadata import read_metadata
@@ -58,13 +64,19 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
         if parts is not None and parts.getSize() == 0:
             errors.append("the input particle set is empty")
         if m is not None and parts is not None and parts.getSize():
-            if parts.getXDim() != m.getImageSize():
-                errors.append(f"the model was trained on {m.getImageSize()} px images, these "
-                              f"particles are {parts.getXDim()} px: downscale them first")
+            box, mbox = parts.getXDim(), m.getImageSize()
+            scale = box / mbox if self.rescale.get() else 1.0
+            if box != mbox and not self.rescale.get():
+                errors.append(f"the model was trained on {mbox} px images, these particles "
+                              f"are {box} px: downscale them, or set 'Downscale larger "
+                              "particles to the model's box'")
+            elif box < mbox:
+                errors.append(f"these particles are {box} px, smaller than the model's "
+                              f"{mbox} px")
             ps = m.getSamplingRate()
-            if ps and abs(parts.getSamplingRate() - ps) > 0.01 * ps:
-                errors.append(f"the model was trained at {ps} Å/px, these particles are "
-                              f"{parts.getSamplingRate()} Å/px")
+            if ps and abs(parts.getSamplingRate() * scale - ps) > 0.01 * ps:
+                errors.append(f"the model was trained at {ps} Å/px on {mbox} px images, these "
+                              f"particles are {parts.getSamplingRate()} Å/px on {box} px")
         merge = self.mergeParticles.get()
         if merge is not None and merge.getSize():
             errors += [e for e in self._validateParticlesNma(merge) if "alignment" not in e]

@@ -235,6 +235,8 @@ def test_bad_inputs(tiny_data, tmp_path):
     with pytest.raises(InputError, match="batch size"):
         train(imgs[:40], t.subset(np.arange(40)), tmp_path / "y",
               TrainConfig(epochs=1, batch_size=64), quiet=True)
+    with pytest.raises(InputError, match="dropout"):
+        train(imgs, t, tmp_path / "d", TrainConfig(epochs=1, dropout=1.5), quiet=True)
     with pytest.raises(InputError, match="modes"):
         train(imgs, t, tmp_path / "z", TrainConfig(epochs=1), mode_numbers=[7, 8], quiet=True)
     (tmp_path / "junk.pt").write_bytes(b"not a model")

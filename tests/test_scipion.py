@@ -108,11 +108,21 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.assertAlmostEqual(res["amplitude_mae_mean"]["mean"], mae.mean(), places=3)
         self.assertTrue(os.path.getsize(png) > 10000)
 
+        bad = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=out, inputSize=47,
+                               dropout=1.0)
+        errors = bad.validate()
+        self.assertTrue(any("input size 47" in e for e in errors), errors)
+        self.assertTrue(any("dropout" in e for e in errors), errors)
         tr = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=out,
-                              inputModes=nma.outputModes, epochs=2, batchSize=16, useGpu=False)
+                              inputModes=nma.outputModes, epochs=2, batchSize=16, inputSize=32,
+                              coordChannels=True, dropout=0.0, useGpu=False)
         self.launchProtocol(tr)
         model = tr.outputModel
         self.assertEqual(model.getImageSize(), 48)
+        from deephemnma.io.models import load_model
+        meta = load_model(model.getFileName())[1]
+        self.assertEqual((meta["input_size"], meta["train_config"]["coord_channels"],
+                          meta["train_config"]["dropout"]), (32, True, 0.0))
         self.assertEqual(model.getModeNumbers(), [7, 8, 9])
         self.assertTrue(os.path.exists(tr._getExtraPath("model", "curves.csv")))
 

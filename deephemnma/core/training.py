@@ -206,6 +206,8 @@ def train(images, table, out_dir, config=None, mode_numbers=None, pixel_size=Non
                for k, v in targets_np.items()}
     data = _Data(images, device, cfg.max_resident_gb)
     box = images.shape[-1]
+    if not 0 <= cfg.dropout < 1:
+        raise InputError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.input_size and (cfg.input_size > box or cfg.input_size % 2):
         raise InputError(f"input size {cfg.input_size} must be even and <= the image size {box}")
     insize = cfg.input_size or box

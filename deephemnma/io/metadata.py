@@ -342,10 +342,28 @@ def iter_metadata(path, chunk=4096):
     with the number of particles. The particle block is the first one with an
     ``image`` column (``.xmd``) or ``data_particles`` (RELION)."""
     path = os.fspath(path)
+    start = 0
+    for labels, rows, relion, optics in _particle_rows(path, chunk):
+        t = _block_to_table(labels, rows)
+        if relion:
+            t = _from_relion(t, optics, path, first_item=start + 1)
+        start += len(t)
+        yield t
+
+
+def count_rows(path):
+    """Number of rows of the particle block that :func:`iter_metadata` yields
+    (parsed, not converted or kept)."""
+    return sum(len(rows) for _, rows, _, _ in _particle_rows(os.fspath(path), 65536))
+
+
+def _particle_rows(path, chunk):
+    """(labels, rows, relion, optics Table or None) for each chunk of the
+    particle block (see :func:`iter_metadata`)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"metadata file not found: {path}")
     relion = _is_relion(path)
-    optics, optics_rows, chosen, start = None, [], None, 0
+    optics, optics_rows, chosen = None, [], None
     for name, labels, rows in _star_events(path, chunk):
         if relion and name == "optics":
             optics_rows += rows
@@ -358,21 +376,10 @@ def iter_metadata(path, chunk=4096):
             chosen = name
         elif name != chosen:
             break
-        if not rows:
-            continue
-        t = _block_to_table(labels, rows)
-        if relion:
-            t = _from_relion(t, optics, path, first_item=start + 1)
-        start += len(t)
-        yield t
+        if rows:
+            yield labels, rows, relion, optics
     if chosen is None:
         raise InputError(f"{path}: no particle block with an image column")
-
-
-def count_rows(path):
-    """Number of rows of the particle block that :func:`iter_metadata` yields,
-    without keeping them."""
-    return sum(len(t) for t in iter_metadata(path, 65536))
 
 
 # --------------------------------------------------------------------------

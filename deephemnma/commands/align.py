@@ -16,6 +16,8 @@ from ..errors import InputError
 
 
 def add_args(p):
+    from ..core.config import AlignOptions
+    d = AlignOptions()
     p.add_argument("--particles", required=True, help=".xmd/.star referencing the images")
     p.add_argument("--modes", required=True, help="modes folder / modes.xmd (ContinuousFlex)")
     p.add_argument("--structure", required=True, help="the reference the modes belong to")
@@ -24,12 +26,12 @@ def add_args(p):
     p.add_argument("--pixel-size", type=float, required=True, help="Å/px of the images")
     p.add_argument("--out", required=True, help="output .xmd")
     p.add_argument("--pyramid", default=None, help="e.g. 32,64 (default box/2,box)")
-    p.add_argument("--angular-step", type=float, default=12.0)
-    p.add_argument("--search-amplitude", type=float, default=150.0)
-    p.add_argument("--max-shift", type=float, default=3.0, help="Å, global search")
-    p.add_argument("--candidates", type=int, default=4)
-    p.add_argument("--coarse-iters", type=int, default=40)
-    p.add_argument("--fine-iters", type=int, default=25)
+    p.add_argument("--angular-step", type=float, default=d.angular_step)
+    p.add_argument("--search-amplitude", type=float, default=d.search_amplitude)
+    p.add_argument("--max-shift", type=float, default=d.max_shift, help="Å, global search")
+    p.add_argument("--candidates", type=int, default=d.n_candidates)
+    p.add_argument("--coarse-iters", type=int, default=d.coarse_iters)
+    p.add_argument("--fine-iters", type=int, default=d.fine_iters)
     p.add_argument("--images-flipped", action="store_true",
                    help="images are already CTF phase-flipped")
     p.add_argument("--no-ctf", action="store_true", help="ignore CTF columns")

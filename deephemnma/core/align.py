@@ -16,13 +16,12 @@ Design (all batched in torch, CPU or CUDA, one process):
    for the undeformed reference and deformed ones (+-``search_amplitude``
    along each mode), computed once and shared by all images; every image is
    compared with all of them by one matrix product, for a small grid of
-   shifts; the best ``n_candidates`` poses are kept;
+   shifts; the best ``n_candidates`` poses with distinct orientations are kept;
 3. joint continuous refinement of amplitudes, rotation (a small rotation vector
    composed with the candidate) and shifts by Adam steps on 1 - NCC, with the
    projection multiplied by |CTF| (the images being phase-flipped), from the
    candidates at the coarse level, then the best candidate at the full level.
 """
-import dataclasses
 import math
 
 import numpy as np
@@ -30,31 +29,12 @@ import torch
 
 from ..errors import InputError
 from . import rotations
+from .config import AlignOptions
 from .ctf import ctf_image, phase_flip
 from .image import circular_mask, downscale, rotate_images
 from .projector import Projector
 
 __all__ = ["AlignOptions", "Aligner", "fibonacci_orientations", "check_images"]
-
-
-@dataclasses.dataclass
-class AlignOptions:
-    pyramid: tuple = None              # box sizes, coarse to fine (default box//2, box)
-    angular_step: float = 12.0         # degrees, global search
-    search_amplitude: float = 150.0    # deformed references at +-this along each mode (0: none)
-    max_shift: float = 3.0             # Å, global search half-range
-    n_candidates: int = 4
-    fine_candidates: int = 1           # best coarse candidates refined at the finer levels
-    coarse_iters: int = 40
-    fine_iters: int = 25
-    lr_rotation: float = 0.03          # radians per step (Adam)
-    lr_shift: float = 0.3              # pixels of the level
-    lr_amplitude: float = 8.0          # amplitude units
-    mask_radius: float = 0.45          # fraction of the box
-    sigma: float = 1.0                 # atom Gaussian std (Å)
-    batch_size: int = 64
-    images_flipped: bool = False       # images already phase flipped
-    device: str = "cpu"
 
 
 def fibonacci_orientations(step_deg):
@@ -157,14 +137,21 @@ class Aligner:
         bank = torch.cat(bank)                                      # (R, b, b)
         ang = np.column_stack([np.repeat(dirs[:, :2], len(psis), 0),
                                np.tile(psis, len(dirs))])
-        self._refs = (torch.fft.rfft2(bank), np.tile(ang, (len(amps), 1)),
-                      np.repeat(amps, len(ang), 0))
+        ang = np.tile(ang, (len(amps), 1))
+        quat = torch.as_tensor(rotations.euler_to_quaternion(ang), dtype=torch.float32,
+                               device=self.device)
+        self._refs = (torch.fft.rfft2(bank), ang, np.repeat(amps, len(ang) // len(amps), 0),
+                      quat)
         return self._refs
 
     def _global_search(self, coarse, absctf):
-        """Top candidates (angles, shifts px at the coarse level, amplitudes)."""
+        """Top candidates (angles, shifts px at the coarse level, amplitudes):
+        the best score of every reference over the shift grid, then the
+        ``n_candidates`` best references whose orientations are pairwise more
+        than ``candidate_separation`` x ``angular_step`` apart (near-duplicates
+        of one pose would waste the refinement on a single basin)."""
         o, b = self.opt, self.pyramid[0]
-        fbank, ang, amps = self._reference_bank()
+        fbank, ang, amps, quat = self._reference_bank()
         # the images are phase-flipped (|CTF| x projection): filter the bank by
         # the batch's mean |CTF| so that both carry the same spectral weights
         filt = fbank if absctf is None else fbank * absctf.mean(0)
@@ -173,24 +160,30 @@ class Aligner:
         r = int(math.floor(o.max_shift / ps))
         offs = [(dx, dy) for dx in range(-r, r + 1) for dy in range(-r, r + 1)]
         B = coarse.shape[0]
-        best_score = torch.full((B, o.n_candidates), -2.0, device=self.device)
-        best_idx = torch.zeros((B, o.n_candidates), dtype=torch.long, device=self.device)
-        best_off = torch.zeros((B, o.n_candidates), dtype=torch.long, device=self.device)
+        best = torch.full((B, refs.shape[0]), -2.0, device=self.device)
+        best_off = torch.zeros((B, refs.shape[0]), dtype=torch.long, device=self.device)
         for j, (dx, dy) in enumerate(offs):
             # image(x) = P(x + shift): undo a candidate shift by rolling by +shift
             shifted = torch.roll(coarse, shifts=(dy, dx), dims=(-2, -1))
             x = _normalize_masked(shifted, self.masks[b]).flatten(1)
             score = x @ refs.T                                       # (B, R)
-            val, idx = score.topk(o.n_candidates, dim=1)
-            allv = torch.cat([best_score, val], 1)
-            alli = torch.cat([best_idx, idx], 1)
-            allo = torch.cat([best_off, torch.full_like(idx, j)], 1)
-            top = allv.topk(o.n_candidates, dim=1).indices
-            best_score = allv.gather(1, top)
-            best_idx = alli.gather(1, top)
-            best_off = allo.gather(1, top)
-        bi = best_idx.cpu().numpy()
-        sh = np.array(offs, dtype=np.float64)[best_off.cpu().numpy()]   # (B, K, 2)
+            better = score > best
+            best = torch.where(better, score, best)
+            best_off[better] = j
+        K = o.n_candidates
+        T = min(refs.shape[0], 64 * K)
+        top = best.topk(T, dim=1).indices                            # (B, T) by score
+        q = quat[top]                                                # (B, T, 4)
+        cos_half = math.cos(math.radians(o.candidate_separation * o.angular_step) / 2)
+        near = (q @ q.transpose(1, 2)).abs() > cos_half              # (B, T, T)
+        keep = torch.zeros((B, T), dtype=torch.bool, device=self.device)
+        for t in range(T):                                           # greedy, best first
+            keep[:, t] = ~(near[:, t, :t] & keep[:, :t]).any(1) & (keep.sum(1) < K)
+        # the kept ones in score order, then (if fewer than K) the best others
+        order = (~keep).long() * T + torch.arange(T, device=self.device)
+        sel = top.gather(1, order.argsort(1)[:, :K])                 # (B, K)
+        bi = sel.cpu().numpy()
+        sh = np.array(offs, dtype=np.float64)[best_off.gather(1, sel).cpu().numpy()]
         return ang[bi], sh, amps[bi]
 
     def _refine(self, images, absctf, A0, shifts, amps, level, iters):
@@ -253,8 +246,8 @@ class Aligner:
         sh = torch.as_tensor(cand_sh.reshape(-1, 2), dtype=torch.float32, device=self.device)
         am = torch.as_tensor(cand_amp.reshape(-1, self.M), dtype=torch.float32,
                              device=self.device)
-        A, sh, am, cost = self._refine(rep(levels[c0]), rep(absctf[c0]) if absctf[c0] is not None
-                                       else None, A0, sh, am, c0, o.coarse_iters)
+        A, sh, am, cost = self._refine(rep(levels[c0]), rep(absctf[c0]), A0, sh, am, c0,
+                                       o.coarse_iters)
         F = max(1, min(o.fine_candidates, K))
         best = cost.view(B, K).topk(F, dim=1, largest=False).indices       # (B, F)
         pick = (torch.arange(B, device=self.device)[:, None] * K + best).reshape(-1)

@@ -1,8 +1,8 @@
-"""Training settings (no torch import: the command line and the Scipion form
-read their defaults from here without loading torch)."""
+"""Settings of HEMNMA alignment and of training (no torch import: the command
+line and the Scipion forms read their defaults from here without loading torch)."""
 import dataclasses
 
-__all__ = ["TrainConfig"]
+__all__ = ["AlignOptions", "TrainConfig"]
 
 
 @dataclasses.dataclass
@@ -24,3 +24,24 @@ class TrainConfig:
     max_resident_gb: float = 4.0
     input_size: int = None               # Fourier-downscale images to this size first
     coord_channels: bool = False         # x/y coordinate channels (see core.network)
+
+
+@dataclasses.dataclass
+class AlignOptions:
+    pyramid: tuple = None              # box sizes, coarse to fine (default box//2, box)
+    angular_step: float = 12.0         # degrees, global search
+    search_amplitude: float = 150.0    # deformed references at +-this along each mode (0: none)
+    max_shift: float = 3.0             # Å, global search half-range
+    n_candidates: int = 4
+    candidate_separation: float = 1.5  # candidates differ in orientation by > this x angular_step
+    fine_candidates: int = 1           # best coarse candidates refined at the finer levels
+    coarse_iters: int = 40
+    fine_iters: int = 25
+    lr_rotation: float = 0.03          # radians per step (Adam)
+    lr_shift: float = 0.3              # pixels of the level
+    lr_amplitude: float = 8.0          # amplitude units
+    mask_radius: float = 0.45          # fraction of the box
+    sigma: float = 1.0                 # atom Gaussian std (Å)
+    batch_size: int = 64
+    images_flipped: bool = False       # images already phase flipped
+    device: str = "cpu"

@@ -3,6 +3,7 @@ import os
 
 import pyworkflow.protocol.params as params
 
+from ..core.config import AlignOptions
 from .base import DeepHEMNMABase, run_command
 from .convert import fill_particles, particles_to_table
 
@@ -28,15 +29,17 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       help="HEMNMA numbers, e.g. 7-9 or 7,8,11.")
         form.addParam("imagesFlipped", params.BooleanParam, default=False,
                       label="Images already phase-flipped?")
+        d = AlignOptions()
         form.addSection("Search")
-        form.addParam("angularStep", params.FloatParam, default=12.0,
+        form.addParam("angularStep", params.FloatParam, default=d.angular_step,
                       label="Global angular step (deg)")
-        form.addParam("maxShift", params.FloatParam, default=3.0, label="Max shift (Å)")
-        form.addParam("candidates", params.IntParam, default=4, label="Candidates refined",
+        form.addParam("maxShift", params.FloatParam, default=d.max_shift, label="Max shift (Å)")
+        form.addParam("candidates", params.IntParam, default=d.n_candidates,
+                      label="Candidates refined",
                       expertLevel=params.LEVEL_ADVANCED)
-        form.addParam("coarseIters", params.IntParam, default=40,
+        form.addParam("coarseIters", params.IntParam, default=d.coarse_iters,
                       expertLevel=params.LEVEL_ADVANCED, label="Coarse-level iterations")
-        form.addParam("fineIters", params.IntParam, default=25,
+        form.addParam("fineIters", params.IntParam, default=d.fine_iters,
                       expertLevel=params.LEVEL_ADVANCED, label="Fine-level iterations")
         form.addParam("outlierThreshold", params.FloatParam, default=3.2,
                       label="Mahalanobis threshold",

@@ -173,6 +173,7 @@ def _predict_rescales_larger_images(tmp_path, imgs, nets, meta):
     assert cli(argv + ["--pixel-size", "1.3"]) == 2          # refused: 64 px for a 32 px model
     assert cli(argv + ["--pixel-size", "2.6", "--rescale"]) == 2     # not the same field
     assert not (tmp_path / "big_pred.xmd").exists()
+    assert not (tmp_path / "big_pred.xmd.parts").exists()         # nothing half-written
     assert cli(argv + ["--pixel-size", "1.3", "--rescale"]) == 0
     out = read_metadata(tmp_path / "big_pred.xmd")
     ref = Predictor(nets, meta).predict(back)

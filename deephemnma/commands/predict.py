@@ -36,9 +36,12 @@ def main(args):
     nets, meta = load_model(args.model, device)
     pred = Predictor(nets, meta, device, args.batch_size)
     root = os.path.dirname(os.path.abspath(args.particles))
-    n = count_rows(args.particles)
-    if n == 0:
+    first = next(iter_metadata(args.particles, 1), None)
+    if first is None:
         raise InputError(f"{args.particles}: no particles")
+    # refuse images the model cannot read before anything is written
+    pred.check(load_images(first, root, [0]).shape[-1], args.pixel_size, args.rescale)
+    n = count_rows(args.particles)
     parts = args.out + ".parts"
     stamp = os.path.join(parts, "run.txt")
     key = f"{os.path.abspath(args.particles)} {n} {args.chunk}\n"
@@ -56,8 +59,6 @@ def main(args):
     for k, t in enumerate(iter_metadata(args.particles, args.chunk)):
         f = os.path.join(parts, f"{k:09d}.xmd")
         files.append(f)
-        if k == 0:
-            pred.check(load_images(t, root, [0]).shape[-1], args.pixel_size, args.rescale)
         if not os.path.exists(f):
             write_xmd(f, _with_predictions(t, pred.predict(load_images(t, root)),
                                            first_item=k * args.chunk + 1))

@@ -26,10 +26,10 @@ def main():
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--box", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    ap.add_argument("--architecture", default="joint")
+    ap.add_argument("--architecture", default=TrainConfig.architecture)
     ap.add_argument("--input-size", type=int, default=32,
                     help="network input size (images are Fourier-downscaled)")
-    ap.add_argument("--dropout", type=float, default=0.5)
+    ap.add_argument("--dropout", type=float, default=TrainConfig.dropout)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--coord-channels", action="store_true")
     ap.add_argument("--out", default=None, help="keep the trained model in this folder "

@@ -1,4 +1,6 @@
 """Network, training, model files and inference."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -150,24 +152,28 @@ def test_overfit_resume_model_file_and_predict(tiny_data, tmp_path):
     _predict_rescales_larger_images(tmp_path, imgs[:20], nets, meta)
 
 
+def _particles(stem, imgs, pixel_size):
+    """STEM.mrcs + STEM.xmd referencing its images."""
+    from deephemnma.io.stacks import write_stack
+    write_stack(f"{stem}.mrcs", imgs, pixel_size)
+    name = os.path.basename(f"{stem}.mrcs")
+    write_xmd(f"{stem}.xmd", Table({"image": [image_ref(i, name)
+                                              for i in range(1, len(imgs) + 1)]}))
+
+
 def _predict_rescales_larger_images(tmp_path, imgs, nets, meta):
     """64 px images of the same field as the 32 px model (2.6 Å/px): refused
     without --rescale; with it, Fourier-cropped to 32 px and shifts returned in
     64 px pixels (twice the model's)."""
     from deephemnma.cli import main as cli
     from deephemnma.core.image import downscale
-    from deephemnma.io.stacks import StackWriter
     F = np.fft.fftshift(np.fft.fft2(imgs), axes=(-2, -1))
     big = np.zeros((len(imgs), 64, 64), complex)
     big[:, 16:48, 16:48] = F
     up = np.fft.ifft2(np.fft.ifftshift(big, axes=(-2, -1))).real.astype(np.float32) * 4
     back = downscale(torch.from_numpy(up), 32).numpy()
     assert np.corrcoef(back.ravel(), imgs.ravel())[0, 1] > 0.99      # the same images
-    w = StackWriter(tmp_path / "big.mrcs", len(up), 64, 1.3)
-    w.write(0, up)
-    w.close()
-    write_xmd(tmp_path / "big.xmd", Table({"image": [image_ref(i, "big.mrcs")
-                                                     for i in range(1, len(up) + 1)]}))
+    _particles(tmp_path / "big", up, 1.3)
     argv = ["predict", "--model", str(tmp_path / "m" / "model.pt"), "--particles",
             str(tmp_path / "big.xmd"), "--out", str(tmp_path / "big_pred.xmd"), "--device", "cpu"]
     assert cli(argv + ["--pixel-size", "1.3"]) == 2          # refused: 64 px for a 32 px model
@@ -188,12 +194,7 @@ def _predict_command_streams_and_resumes(tmp_path, imgs, direct, nets, meta):
     same command finishes only what is left; the .xmd equals one in-memory pass."""
     from deephemnma.cli import main as cli
     from deephemnma.core import inference
-    from deephemnma.io.stacks import StackWriter
-    w = StackWriter(tmp_path / "s.mrcs", len(imgs), 32, 2.6)
-    w.write(0, imgs)
-    w.close()
-    write_xmd(tmp_path / "s.xmd", Table({"image": [image_ref(i, "s.mrcs")
-                                                   for i in range(1, len(imgs) + 1)]}))
+    _particles(tmp_path / "s", imgs, 2.6)
     argv = ["predict", "--model", str(tmp_path / "m" / "model.pt"), "--particles",
             str(tmp_path / "s.xmd"), "--out", str(tmp_path / "p.xmd"), "--chunk", "16",
             "--batch-size", "8", "--device", "cpu"]

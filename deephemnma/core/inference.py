@@ -10,7 +10,32 @@ from ..errors import InputError
 from .image import downscale
 from .training import LabelCodec, normalize_images
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "input_scale"]
+
+
+def input_scale(box, pixel_size, model_box, model_pixel_size=None, rescale=False):
+    """Input pixels per model pixel for images of ``box`` px at ``pixel_size``
+    Å/px given to a model of ``model_box`` px at ``model_pixel_size``: 1, or with
+    ``rescale`` box / model_box for larger images of the same field (they are
+    Fourier-cropped to the model's box and the predicted shifts scaled back).
+    Raises InputError for images the model cannot read."""
+    scale = 1.0
+    if box != model_box:
+        if not rescale:
+            raise InputError(f"the model was trained on {model_box} px images, these are "
+                             f"{box} px (rescaling Fourier-crops larger images of the same "
+                             f"field to {model_box} px)")
+        if box < model_box:
+            raise InputError(f"these images are {box} px, smaller than the model's "
+                             f"{model_box} px: rescaling only downscales")
+        scale = box / model_box
+    ps = model_pixel_size or 0
+    if pixel_size and ps and abs(pixel_size * scale - ps) > 0.01 * ps:
+        seen = (f" ({pixel_size * scale:.4g} Å/px once cropped to {model_box} px)"
+                if scale != 1 else "")
+        raise InputError(f"the model was trained at {ps} Å/px, these images are "
+                         f"{pixel_size} Å/px{seen}")
+    return scale
 
 
 class Predictor:
@@ -24,25 +49,8 @@ class Predictor:
         self.scale = 1.0                 # input px per model px (see check)
 
     def check(self, box, pixel_size=None, rescale=False):
-        """Refuse images the model cannot read; with ``rescale``, larger images of
-        the same physical size are Fourier-cropped to the model's box (and the
-        predicted shifts scaled back to their pixels)."""
-        ps = self.meta.get("pixel_size") or 0
-        self.scale = 1.0
-        if box != self.box:
-            if not rescale:
-                raise InputError(f"the model was trained on {self.box} px images, these are "
-                                 f"{box} px (--rescale Fourier-crops larger images to "
-                                 f"{self.box} px)")
-            if box < self.box:
-                raise InputError(f"these images are {box} px, smaller than the model's "
-                                 f"{self.box} px: --rescale only downscales")
-            self.scale = box / self.box
-        if pixel_size and ps and abs(pixel_size * self.scale - ps) > 0.01 * ps:
-            seen = (f" ({pixel_size * self.scale:.4g} Å/px once cropped to {self.box} px)"
-                    if self.scale != 1 else "")
-            raise InputError(f"the model was trained at {ps} Å/px, these images are "
-                             f"{pixel_size} Å/px{seen}")
+        """Refuse images the model cannot read (see :func:`input_scale`)."""
+        self.scale = input_scale(box, pixel_size, self.box, self.meta.get("pixel_size"), rescale)
 
     @torch.no_grad()
     def predict(self, images):

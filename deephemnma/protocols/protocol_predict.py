@@ -64,19 +64,13 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
         if parts is not None and parts.getSize() == 0:
             errors.append("the input particle set is empty")
         if m is not None and parts is not None and parts.getSize():
-            box, mbox = parts.getXDim(), m.getImageSize()
-            scale = box / mbox if self.rescale.get() else 1.0
-            if box != mbox and not self.rescale.get():
-                errors.append(f"the model was trained on {mbox} px images, these particles "
-                              f"are {box} px: downscale them, or set 'Downscale larger "
-                              "particles to the model's box'")
-            elif box < mbox:
-                errors.append(f"these particles are {box} px, smaller than the model's "
-                              f"{mbox} px")
-            ps = m.getSamplingRate()
-            if ps and abs(parts.getSamplingRate() * scale - ps) > 0.01 * ps:
-                errors.append(f"the model was trained at {ps} Å/px on {mbox} px images, these "
-                              f"particles are {parts.getSamplingRate()} Å/px on {box} px")
+            from ..core.inference import input_scale
+            from ..errors import InputError
+            try:
+                input_scale(parts.getXDim(), parts.getSamplingRate(), m.getImageSize(),
+                            m.getSamplingRate(), self.rescale.get())
+            except InputError as e:
+                errors.append(str(e))
         merge = self.mergeParticles.get()
         if merge is not None and merge.getSize():
             errors += [e for e in self._validateParticlesNma(merge) if "alignment" not in e]

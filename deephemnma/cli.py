@@ -7,9 +7,11 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from . import commands as _commands
 from .errors import InputError
+from .utils import end_progress_lines
 from .version import __version__
 
 
@@ -38,12 +40,17 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")      # library warnings are not for the user
     try:
         result = args._main(args)
-    except (InputError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"deephemnma {args.command}: error: {e}", file=sys.stderr)
+    except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as e:
+        end_progress_lines()
+        message = " ".join(str(e).split())      # one line, whatever the message
+        print(f"deephemnma {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        end_progress_lines()
         print(f"deephemnma {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)

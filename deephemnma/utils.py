@@ -19,10 +19,18 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        # mkstemp creates 0600: give the output the user's umask, as open() would
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class Progress:
@@ -67,13 +75,28 @@ class Progress:
         msg = (f"\r{self.label} {self.n}/{self.total} "
                f"{rate:8.1f} {self.unit}/s  ETA {eta} {extra}")
         self.stream.write(msg)
+        _open_lines.add(self.stream)
         if self.n >= self.total:
             self.stream.write("\n")
+            _open_lines.discard(self.stream)
         self.stream.flush()
 
     def close(self):
-        if not self.quiet and self.n < self.total:
+        if not self.quiet and self.stream in _open_lines:
             self.stream.write("\n")
+            _open_lines.discard(self.stream)
+
+
+_open_lines = set()   # streams whose last progress line has no newline yet
+
+
+def end_progress_lines():
+    """End any unfinished progress line, so that the next message (an error)
+    starts on its own line."""
+    for stream in list(_open_lines):
+        stream.write("\n")
+        stream.flush()
+    _open_lines.clear()
 
 
 def resolve_device(device=None):

@@ -67,6 +67,34 @@ class NormalModes:
         return x0 + np.tensordot(q, self.vectors, axes=([-1], [0]))
 
 
+N_RIGID = 6   # HEMNMA numbering: modes 1-6 are the rigid-body motions, 7 the first flexible
+
+
+def is_rigid(number):
+    """True for HEMNMA mode numbers 1-6 (rigid-body motions)."""
+    return int(number) <= N_RIGID
+
+
+def mode_number(path):
+    """HEMNMA number of a ContinuousFlex mode file ``.../vec.N`` (None when the
+    name carries none)."""
+    tail = os.path.basename(os.fspath(path)).rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def flexible_numbers(numbers, k=None, where="the normal modes"):
+    """The first ``k`` flexible mode numbers among ``numbers`` (all when k is
+    None), in increasing order: the modes that amplitudes without explicit
+    numbers belong to (HEMNMA's convention)."""
+    flex = sorted(int(n) for n in numbers if not is_rigid(n))
+    if k is not None:
+        if len(flex) < k:
+            raise InputError(f"{where}: {len(flex)} flexible modes, the particles have {k} "
+                             "amplitudes")
+        flex = flex[:k]
+    return flex
+
+
 def parse_mode_list(spec):
     """'7-9,11' -> [7, 8, 9, 11]; also accepts lists of ints."""
     if isinstance(spec, (list, tuple, np.ndarray)):
@@ -266,7 +294,7 @@ def write_continuousflex(modes, folder):
     t = Table({
         "nmaModefile": np.array([f"modes/vec.{int(n)}" for n in modes.numbers], dtype=object),
         "order_": modes.numbers.astype(np.int64),
-        "enabled": np.where(modes.numbers > 6, 1, -1).astype(np.int64),
+        "enabled": np.array([-1 if is_rigid(n) else 1 for n in modes.numbers], np.int64),
         "nmaCollectivity": modes.collectivity,
         "nmaScore": _scores(modes),
         "nmaEigenval": modes.eigenvalues,

@@ -25,6 +25,11 @@ __all__ = ["Table", "read_metadata", "iter_metadata", "count_rows", "read_xmd", 
 
 VECTOR_LABELS = {"nmaDisplacements"}
 INT_LABELS = {"itemId", "enabled", "ref", "classNumber", "opticsGroup"}
+# labels whose values must be numbers: a value that does not parse ("abc")
+# becomes NaN, so that the row is rejected alone by the stages' row checks
+FLOAT_LABELS = {"angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "cost",
+                "ctfDefocusU", "ctfDefocusV", "ctfDefocusAngle", "ctfVoltage",
+                "ctfSphericalAberration", "ctfQ0", "ctfPhaseShift", "samplingRate"}
 
 # RELION label -> (Xmipp label, scale kind)
 _RELION_TO_XMIPP = {
@@ -50,10 +55,17 @@ _XMIPP_TO_RELION = {v: k for k, v in _RELION_TO_XMIPP.items()}
 
 
 class Table:
-    """Ordered columns of equal length. ``t['angleRot']`` -> numpy array."""
+    """Ordered columns of equal length. ``t['angleRot']`` -> numpy array.
 
-    def __init__(self, columns=None):
+    ``root`` is the folder from which relative image references resolve (the
+    folder of the file the table was read from; None: the current folder, or
+    references already relative to wherever the table will be written).
+    :func:`write_xmd` and :func:`write_star` rebase them onto the folder of the
+    file they write, so every written file is usable from where it is."""
+
+    def __init__(self, columns=None, root=None):
         self._cols = {}
+        self.root = root
         for k, v in (columns or {}).items():
             self[k] = v
 
@@ -93,20 +105,54 @@ class Table:
         return self._cols.items()
 
     def copy(self):
-        return Table({k: v.copy() for k, v in self._cols.items()})
+        return Table({k: v.copy() for k, v in self._cols.items()}, self.root)
 
     def subset(self, indices):
         """Rows selected by an index array or a boolean mask."""
         idx = np.asarray(indices)
-        return Table({k: v[idx] for k, v in self._cols.items()})
+        return Table({k: v[idx] for k, v in self._cols.items()}, self.root)
 
     @staticmethod
     def concatenate(tables):
+        """Rows of several tables (the columns they all have). Tables read from
+        different folders get absolute image references."""
         tables = [t for t in tables if len(t)]
         if not tables:
             return Table()
+        roots = {t.root for t in tables}
+        if len(roots) > 1:
+            tables = [t.rebased(None, absolute=True) for t in tables]
+            roots = {None}
         cols = [c for c in tables[0].columns if all(c in t for t in tables)]
-        return Table({c: np.concatenate([t[c] for t in tables]) for c in cols})
+        return Table({c: np.concatenate([t[c] for t in tables]) for c in cols}, roots.pop())
+
+    def image_path(self, path):
+        """Where an image reference's file is (``path`` as in the table)."""
+        if os.path.isabs(path) or self.root is None:
+            return path
+        return os.path.join(self.root, path)
+
+    def rebased(self, folder, absolute=False):
+        """A copy whose relative image references resolve from ``folder``
+        (absolute ones stay; all absolute with ``absolute=True``). No-op copy
+        when the table has no root or no image column."""
+        out = self.copy()
+        if "image" not in self or (self.root is None and not absolute):
+            return out
+        folder = os.path.abspath(folder or os.getcwd())
+        cache = {}
+        refs = []
+        for ref in self["image"]:
+            ref = str(ref)
+            i, p = ref.split("@", 1) if "@" in ref else (None, ref)
+            if p not in cache:
+                full = os.path.abspath(self.image_path(p))
+                cache[p] = full if (absolute or os.path.isabs(p)) else \
+                    os.path.relpath(full, folder)
+            refs.append(cache[p] if i is None else f"{i}@{cache[p]}")
+        out["image"] = np.array(refs, dtype=object)
+        out.root = None if absolute else folder
+        return out
 
     def angles(self):
         """(n, 3) Euler angles in degrees."""
@@ -238,11 +284,20 @@ def _column(label, values):
     try:
         arr = np.array(values, dtype=np.float64)
     except ValueError:
+        if label in FLOAT_LABELS:
+            return np.array([_float_or_nan(v) for v in values], dtype=np.float64)
         return np.array(values, dtype=object)
     if label in INT_LABELS or (arr.size and np.all(arr == np.round(arr)) and
                                all("." not in v and "e" not in v.lower() for v in values[:20])):
         return arr.astype(np.int64)
     return arr
+
+
+def _float_or_nan(v):
+    try:
+        return float(v)
+    except ValueError:
+        return np.nan
 
 
 def _block_to_table(labels, rows):
@@ -331,9 +386,13 @@ def read_metadata(path, block=None):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"metadata file not found: {path}")
-    if _is_relion(path):
-        return read_star(path)
-    return read_xmd(path, block)
+    t = read_star(path) if _is_relion(path) else read_xmd(path, block)
+    t.root = _root(path)
+    return t
+
+
+def _root(path):
+    return os.path.dirname(os.path.abspath(path))
 
 
 def iter_metadata(path, chunk=4096):
@@ -347,6 +406,7 @@ def iter_metadata(path, chunk=4096):
         t = _block_to_table(labels, rows)
         if relion:
             t = _from_relion(t, optics, path, first_item=start + 1)
+        t.root = _root(path)
         start += len(t)
         yield t
 
@@ -404,9 +464,21 @@ def _xmd_header(labels, block="noname"):
             + "".join(f" _{lab}\n" for lab in labels))
 
 
-def write_xmd(path, table, block="noname"):
-    """Write a Table as an Xmipp metadata file (atomic)."""
+def _for_file(path, table, ref_dir=None, absolute=False):
+    """The table with image references that resolve from ``ref_dir`` (default:
+    the folder of ``path``), or absolute ones."""
+    if table.root is None and not absolute:
+        return table
+    return table.rebased(ref_dir or os.path.dirname(os.path.abspath(path)), absolute)
+
+
+def write_xmd(path, table, block="noname", ref_dir=None, absolute=False):
+    """Write a Table as an Xmipp metadata file (atomic). Image references are
+    rebased so that they resolve from the written file's folder (``ref_dir``:
+    from that folder instead, for parts later joined elsewhere;
+    ``absolute=True``: absolute paths)."""
     path = os.fspath(path)
+    table = _for_file(path, table, ref_dir, absolute)
     cols = [(lab, _fmt_column(lab, np.asarray(arr))) for lab, arr in table.items()]
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(_xmd_header(table.columns, block))
@@ -441,10 +513,12 @@ def concatenate_xmd(paths, out, block="noname"):
             raise InputError("no rows to join")
 
 
-def write_star(path, table, pixel_size, image_size=None):
+def write_star(path, table, pixel_size, image_size=None, absolute=False):
     """Write a RELION 3.1 particle STAR (optics block with the CTF optics and
-    pixel size; shifts written as ``rlnOriginXAngst``)."""
+    pixel size; shifts written as ``rlnOriginXAngst``). Image references are
+    rebased as in :func:`write_xmd`."""
     path = os.fspath(path)
+    table = _for_file(path, table, None, absolute)
     n = len(table)
 
     def first(label, default):

@@ -239,6 +239,8 @@ def load_images(table, root=None, indices=None):
     relative to ``root`` (usually the metadata file's folder). Returns float32
     (n, y, x) in table order (or for ``indices`` only)."""
     table.require(["image"], "image")
+    if root is None:
+        root = getattr(table, "root", None)
     refs = table["image"] if indices is None else table["image"][np.asarray(indices)]
     parsed = [parse_image_ref(r) for r in refs]
     stacks = {}

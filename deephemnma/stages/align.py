@@ -1,0 +1,207 @@
+"""HEMNMA: elastic and rigid-body alignment of particle images with normal modes.
+
+For every usable particle: the normal-mode amplitudes, Xmipp ZYZ Euler angles
+(degrees), shifts (pixels of the images) and a cost (lower is better), written
+in input order with Xmipp/ContinuousFlex names (``nmaDisplacements``,
+``angleRot``..., ``cost``). Rows with a non-finite value or an unusable image
+are left out alone and listed in ``OUT.rejected.xmd``; the others' results are
+those of a run without them.
+
+Work is done in chunks of usable rows kept in ``OUT.parts/`` under a run stamp
+(input rows, reference, modes, options, chunk size): running the same command
+again after an interruption continues; a run with other inputs or options
+starts afresh. Under torchrun each process aligns every world_size-th chunk
+and rank 0 joins them.
+"""
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from ..core.config import AlignOptions
+from . import base
+from .base import InputError, need
+
+__all__ = ["Config", "Outputs", "run"]
+
+
+@dataclasses.dataclass
+class Config(base.StageConfig, AlignOptions):
+    particles: str = None            # .xmd/.star referencing the images
+    modes: str = None                # modes folder / modes.xmd (ContinuousFlex layout)
+    structure: str = None            # the reference the modes belong to
+    out: str = None                  # output .xmd
+    pixel_size: float = None         # Å/px of the images
+    selection: str = "heavy"
+    mode_list: str = "7-9"           # HEMNMA numbers
+    use_ctf: bool = True             # use the CTF columns (phase flip, |CTF| on projections)
+    outlier_threshold: float = 0.0   # > 0: also write OUT_kept.xmd (paper: 3.2)
+    chunk: int = 256
+    absolute_paths: bool = False     # image references in the outputs absolute
+    device: str = "auto"
+
+    def validate(self):
+        from ..core.nma import parse_mode_list
+        base.existing("--particles", self.particles)
+        base.existing("--modes", self.modes, "path")
+        base.existing("--structure", self.structure)
+        base.output_path("--out", self.out, [self.particles, self.structure, self.modes])
+        base.positive("--pixel-size", self.pixel_size)
+        parse_mode_list(self.mode_list)
+        base.positive("--angular-step", self.angular_step)
+        need(self.angular_step <= 90, f"--angular-step {self.angular_step}: at most 90 degrees")
+        base.at_least("--search-amplitude", self.search_amplitude, 0)
+        base.at_least("--max-shift", self.max_shift, 0)
+        for name in ("n_candidates", "coarse_iters", "fine_iters", "chunk", "batch_size"):
+            base.at_least("--" + name.replace("_", "-").replace("n-candidates", "candidates"),
+                          getattr(self, name), 1)
+        base.at_least("--outlier-threshold", self.outlier_threshold, 0)
+        if self.pyramid is not None:
+            need(len(self.pyramid) >= 1 and all(int(b) >= 8 for b in self.pyramid),
+                 f"--pyramid {self.pyramid}: sizes of at least 8 px")
+        return self
+
+    def options(self, device):
+        """The core AlignOptions of this config, on ``device``."""
+        return AlignOptions(**{f.name: getattr(self, f.name)
+                               for f in dataclasses.fields(AlignOptions)} | {"device": device})
+
+
+@dataclasses.dataclass
+class Outputs:
+    particles: str                   # the aligned particles (.xmd)
+    n_aligned: int = 0
+    n_rejected: int = 0
+    n_kept: int = None
+    seconds: float = 0.0
+    resumed_chunks: int = 0
+
+    @property
+    def stem(self):
+        return os.path.splitext(self.particles)[0]
+
+    @property
+    def rejected(self):
+        """Rows left out (non-finite values, unusable images), with the reason."""
+        return self.stem + ".rejected.xmd"
+
+    @property
+    def kept(self):
+        """The aligned particles minus Mahalanobis outliers (with a threshold)."""
+        return self.stem + "_kept.xmd"
+
+    @property
+    def parts(self):
+        return self.particles + ".parts"
+
+
+def _dist():
+    import torch.distributed as dist
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size(), dist
+    return 0, 1, None
+
+
+def run(cfg, progress=True):
+    """Align ``cfg.particles``; returns :class:`Outputs`."""
+    from ..core.align import Aligner
+    from ..core.ctf import CTFParams
+    from ..io.metadata import read_metadata, write_xmd
+    from ..io.stacks import load_images
+    from ..utils import Progress, resolve_device
+    from .reference import check_fits, load_reference
+    cfg.validate()
+    out = Outputs(cfg.out)
+    rank, world, dist = _dist()
+    table = read_metadata(cfg.particles)
+    table.require(["image"], "image", cfg.particles)
+    need(len(table) > 0, f"{cfg.particles}: no particles")
+    if cfg.use_ctf:
+        table.require(["ctfDefocusU"], "CTF (or set use_ctf off / --no-ctf)", cfg.particles)
+    stacks = base.StackCheck(cfg.pixel_size).check(table)
+    s, modes = load_reference(cfg.structure, cfg.selection, cfg.modes, cfg.mode_list)
+    check_fits(s, stacks.box, cfg.pixel_size)
+    device = resolve_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        import torch
+        device = torch.device(f"cuda:{rank % torch.cuda.device_count()}")
+    opt = cfg.options(str(device))
+    aligner = Aligner(s.coords, s.weights, modes.vectors, stacks.box, cfg.pixel_size, opt)
+    stamp = {"rows": base.table_digest(table), "structure": base.file_digest(cfg.structure),
+             "modes": [int(n) for n in modes.numbers],
+             "vectors": base.array_digest(modes.vectors), "chunk": cfg.chunk,
+             "options": {k: v for k, v in dataclasses.asdict(opt).items() if k != "device"},
+             "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size}
+    t0 = time.perf_counter()
+    with base.cleanup_on_error(out.particles, out.rejected, out.kept):
+        store = base.ChunkStore(out.parts, stamp, "align", quiet=rank != 0)
+        rejected = base.Rejected()
+        prog = Progress(len(table), f"align[{rank}]" if world > 1 else "align",
+                        quiet=None if progress else True)
+        n_chunks = 0
+        for k, t, imgs in base.accepted_chunks([base.numbered(table)], cfg.chunk,
+                                               lambda t: load_images(t), rejected):
+            n_chunks = k + 1
+            if k % world != rank:
+                continue
+            if store.done(k, ".npz"):
+                out.resumed_chunks += 1
+            else:
+                ctf = CTFParams.from_table(t) if cfg.use_ctf else None
+                res = {"angles": [], "shifts": [], "amplitudes": [], "cost": []}
+                for b in range(0, len(t), opt.batch_size):
+                    sel = np.arange(b, min(len(t), b + opt.batch_size))
+                    r = aligner.align(imgs[sel], None if ctf is None else ctf.subset(sel))
+                    for key in res:
+                        res[key].append(r[key])
+                    prog.update(len(sel))
+                store.save_npz(k, rows=t[base.ROW], **{key: np.concatenate(v)
+                                                       for key, v in res.items()})
+                continue
+            prog.update(len(t))
+        prog.update(len(rejected))
+        prog.close()
+        if dist is not None:
+            dist.barrier()
+        if rank != 0:
+            return out
+        if not n_chunks:
+            raise InputError(f"{cfg.particles}: no usable particle ({rejected.summary()})")
+        parts = [store.load_npz(k) for k in range(n_chunks)]
+        res = {key: np.concatenate([p[key] for p in parts])
+               for key in ("rows", "angles", "shifts", "amplitudes", "cost")}
+        t = table.subset(res["rows"])
+        t["angleRot"], t["angleTilt"], t["anglePsi"] = res["angles"].T
+        t["shiftX"], t["shiftY"] = res["shifts"].T
+        t["nmaDisplacements"] = res["amplitudes"]
+        t["cost"] = res["cost"]
+        if "itemId" not in t:
+            t["itemId"] = res["rows"] + 1
+        write_xmd(out.particles, t, absolute=cfg.absolute_paths)
+        rejected.write(out.rejected)
+        out.n_aligned, out.n_rejected = len(t), len(rejected)
+        if cfg.outlier_threshold > 0:
+            from ..core.outliers import mahalanobis_filter
+            keep, d = mahalanobis_filter(t["nmaDisplacements"], cfg.outlier_threshold)
+            t["mahalanobis"] = d
+            write_xmd(out.kept, t.subset(keep), absolute=cfg.absolute_paths)
+            out.n_kept = int(keep.sum())
+        elif os.path.exists(out.kept):
+            os.remove(out.kept)
+    store.remove()
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def summary(out, cfg):
+    """Lines for the user after :func:`run`."""
+    lines = [f"aligned {out.n_aligned} images in {out.seconds:.1f} s -> {out.particles}"]
+    if out.n_rejected:
+        lines.append(f"left out {out.n_rejected} unusable row(s), listed in {out.rejected}")
+    if out.n_kept is not None:
+        lines.append(f"Mahalanobis <= {cfg.outlier_threshold}: kept {out.n_kept} of "
+                     f"{out.n_aligned} -> {out.kept}")
+    return lines

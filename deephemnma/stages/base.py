@@ -1,0 +1,396 @@
+"""What every stage shares: the config base class and its checks, cleaning up
+after errors, run stamps and the resumable chunk store, and row checks.
+
+A stage module (``deephemnma/stages/<name>.py``) defines
+
+* ``Config``: a dataclass whose fields and defaults are the stage's options
+  (the command line and the Scipion form read their defaults from it), with
+  ``validate()`` raising :class:`InputError` for every impossible value before
+  anything is written;
+* ``Outputs``: the stage's file names, derived from the output path given in the
+  config (the only place where they are spelled);
+* ``run(config, progress=True) -> Outputs`` (plus a result summary on it).
+
+Commands are argparse -> Config -> run -> print; protocols are form -> Config
+-> run. Neither holds rules of its own.
+"""
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+from ..errors import InputError
+from ..utils import atomic_path
+
+__all__ = ["StageConfig", "InputError", "need", "positive", "at_least", "fraction",
+           "existing", "output_path", "cleanup_on_error", "file_digest", "table_digest",
+           "ChunkStore", "finite_rows", "bad_images", "Rejected", "say"]
+
+
+def say(message, stream=None):
+    """One line for the user (stdout), flushed."""
+    print(message, file=stream or sys.stdout, flush=True)
+
+
+# --------------------------------------------------------------------------
+# configs
+class StageConfig:
+    """Mix-in for stage configs (dataclasses). ``validate()`` returns self."""
+
+    def validate(self):
+        return self
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def need(condition, message):
+    """Raise InputError(message) unless ``condition``."""
+    if not condition:
+        raise InputError(message)
+
+
+def _finite_number(value):
+    try:
+        return np.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def positive(name, value):
+    need(_finite_number(value) and value > 0, f"{name} must be positive, got {value}")
+
+
+def at_least(name, value, low):
+    need(_finite_number(value) and value >= low, f"{name} must be >= {low}, got {value}")
+
+
+def fraction(name, value, low=0.0, high=1.0, high_open=True):
+    ok = _finite_number(value) and value >= low and (value < high if high_open else
+                                                     value <= high)
+    need(ok, f"{name} must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
+
+
+def existing(name, path, what="file"):
+    """The path exists (a file, or a folder when ``what == 'folder'``)."""
+    need(path not in (None, ""), f"{name} is required")
+    if not os.path.exists(path):
+        raise InputError(f"{name}: {what} not found: {path}")
+    if what == "folder":
+        need(os.path.isdir(path), f"{name}: not a folder: {path}")
+    elif what != "path":
+        need(os.path.isfile(path), f"{name}: not a file: {path}")
+        need(os.path.getsize(path) > 0, f"{name}: empty file: {path}")
+
+
+def _same(a, b):
+    return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
+
+
+def output_path(name, path, inputs=(), folder=False):
+    """The output path is given, is not one of the inputs, and (for a file) is
+    not an existing folder."""
+    need(path not in (None, ""), f"{name} is required")
+    for i in inputs:
+        if i not in (None, "") and _same(path, i):
+            raise InputError(f"{name} {path} is also an input: choose another output")
+    if not folder:
+        need(not os.path.isdir(path), f"{name}: {path} is a folder; give a file name")
+    else:
+        need(not os.path.isfile(path), f"{name}: {path} is a file; give a folder")
+
+
+@contextlib.contextmanager
+def cleanup_on_error(*paths):
+    """Remove those of ``paths`` (files or folders) that did not exist before
+    the block when the block raises; an interruption (Ctrl-C, kill) keeps them,
+    so that a resumable run can continue."""
+    existed = {p: os.path.lexists(p) for p in paths if p}
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        for p, was in existed.items():
+            if not was and os.path.lexists(p):
+                if os.path.isdir(p) and not os.path.islink(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    os.remove(p)
+        raise
+
+
+# --------------------------------------------------------------------------
+# identity of inputs
+def file_digest(path, block=1 << 20):
+    """sha256 of a file's content (hex, first 16 characters)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(block), b""):
+            h.update(b)
+    return h.hexdigest()[:16]
+
+
+def array_digest(array):
+    """sha256 of an array's values (hex, first 16 characters)."""
+    a = np.ascontiguousarray(array)
+    return hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode()
+                          + a.tobytes()).hexdigest()[:16]
+
+
+def table_digest(table):
+    """sha256 of a Table's rows (every column, in order), the image references
+    resolved to absolute paths: the identity of the rows a run uses."""
+    h = hashlib.sha256()
+    if "image" in table and table.root is not None:
+        table = table.rebased(None, absolute=True)
+    for name, col in table.items():
+        h.update(name.encode())
+        a = np.asarray(col)
+        if a.dtype == object:
+            h.update("\0".join(str(v) for v in a.ravel()).encode())
+        else:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------
+# resumable chunked work
+class ChunkStore:
+    """A folder of finished chunks (``OUT.parts``) guarded by a run stamp.
+
+    The stamp is a dict naming everything that changes the results: the input
+    rows' digest, the options, the model's digest, the chunk size. A folder
+    left by a run with another stamp is removed (one line says so): a resumed
+    run never mixes inputs. Each chunk is written atomically (temporary file,
+    then rename), so a kill at any moment leaves only whole chunks; stale
+    temporary files of a killed run are removed when the store opens."""
+
+    STAMP = "stamp.json"
+
+    def __init__(self, folder, stamp, label="", quiet=False):
+        self.folder = os.fspath(folder)
+        self.stamp = json.loads(json.dumps(stamp, sort_keys=True, default=str))
+        self.resumed = 0
+        if os.path.isdir(self.folder):
+            old = self._read_stamp()
+            if old != self.stamp:
+                if not quiet:
+                    say(f"{label}: {self.folder} holds work of another input or other "
+                        "options; starting afresh", sys.stderr)
+                shutil.rmtree(self.folder)
+        os.makedirs(self.folder, exist_ok=True)
+        for tmp in glob.glob(os.path.join(self.folder, ".*.tmp*")):
+            os.remove(tmp)
+        with atomic_path(os.path.join(self.folder, self.STAMP)) as tmp, open(tmp, "w") as f:
+            json.dump(self.stamp, f, sort_keys=True)
+
+    def _read_stamp(self):
+        try:
+            with open(os.path.join(self.folder, self.STAMP)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def path(self, k, ext):
+        return os.path.join(self.folder, f"{k:09d}{ext}")
+
+    def done(self, k, ext):
+        return os.path.exists(self.path(k, ext))
+
+    def save_npz(self, k, **arrays):
+        with atomic_path(self.path(k, ".npz")) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    def load_npz(self, k):
+        with np.load(self.path(k, ".npz"), allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+
+    def remove(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# rows that cannot be used
+ROW_NUMBERS = ("angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "nmaDisplacements",
+               "ctfDefocusU", "ctfDefocusV", "ctfDefocusAngle", "ctfVoltage",
+               "ctfSphericalAberration", "ctfQ0", "ctfPhaseShift")
+
+
+def finite_rows(table, columns=ROW_NUMBERS):
+    """Boolean mask of the rows whose values in ``columns`` (those present) are
+    all finite numbers."""
+    ok = np.ones(len(table), bool)
+    for c in columns:
+        if c not in table:
+            continue
+        a = np.asarray(table[c])
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError):
+            a = np.array([_finite_number(v) for v in a.ravel()]).reshape(a.shape)
+            ok &= a.reshape(len(table), -1).all(1)
+            continue
+        ok &= np.isfinite(a.reshape(len(table), -1)).all(1)
+    return ok
+
+
+def bad_images(images):
+    """Boolean mask of unusable images: a non-finite pixel, or constant."""
+    flat = np.asarray(images).reshape(len(images), -1)
+    bad = ~np.isfinite(flat).all(1)
+    with np.errstate(invalid="ignore"):
+        bad |= ~(np.nanstd(np.where(np.isfinite(flat), flat, 0), axis=1) > 0)
+    return bad
+
+
+ROW = "_row"   # private column: a row's position in the input (never written)
+
+
+def numbered(table, start=0):
+    """A copy of ``table`` with its rows' positions in the column ROW."""
+    t = table.copy()
+    t[ROW] = np.arange(start, start + len(t))
+    return t
+
+
+def public(table):
+    """``table`` without private columns (names starting with '_')."""
+    t = table.copy()
+    for c in [c for c in t.columns if c.startswith("_")]:
+        del t[c]
+    return t
+
+
+class Rejected:
+    """Rows left out of a run, with the reason; written as an .xmd beside the
+    output (``reason`` column) and counted in the summary."""
+
+    def __init__(self):
+        self.tables = []
+
+    def add(self, table, mask, reason):
+        mask = np.asarray(mask, bool)
+        if mask.any():
+            t = table.subset(mask)
+            t["rejectReason"] = np.full(int(mask.sum()), reason, dtype=object)
+            self.tables.append(t)
+
+    def __len__(self):
+        return sum(len(t) for t in self.tables)
+
+    def write(self, path):
+        """Write the rejected rows to ``path`` (removes a stale one when none)."""
+        from ..io.metadata import Table, write_xmd
+        if not len(self):
+            if os.path.exists(path):
+                os.remove(path)
+            return None
+        write_xmd(path, public(Table.concatenate(self.tables)))
+        return path
+
+    def summary(self):
+        from collections import Counter
+        c = Counter()
+        for t in self.tables:
+            c.update(t["rejectReason"].tolist())
+        return ", ".join(f"{n} {r}" for r, n in c.items())
+
+
+def accepted_chunks(tables, chunk, load, rejected, check_rows=finite_rows):
+    """Group the usable rows of a stream of Tables into chunks of exactly
+    ``chunk`` rows (the last may be shorter): the chunks, and so every batch
+    within them, are those of a run on the input without its unusable rows, so
+    one bad row changes no other row's result.
+
+    ``load(table) -> images`` (n, y, x). Rows with a non-finite value
+    (:func:`finite_rows`) or an unusable image (:func:`bad_images`) go to
+    ``rejected``. Yields (k, Table, images)."""
+    from ..io.metadata import Table
+    buf_t, buf_i, k = [], [], 0
+    have = 0
+    for t in tables:
+        ok = check_rows(t)
+        rejected.add(t, ~ok, "non-finite value")
+        t = t.subset(ok)
+        if not len(t):
+            continue
+        imgs = load(t)
+        bad = bad_images(imgs)
+        rejected.add(t, bad, "unusable image (NaN/inf or constant)")
+        if bad.any():
+            t, imgs = t.subset(~bad), imgs[~bad]
+        buf_t.append(t)
+        buf_i.append(imgs)
+        have += len(t)
+        while have >= chunk:
+            tt = Table.concatenate(buf_t)
+            ii = np.concatenate(buf_i)
+            yield k, tt.subset(np.arange(chunk)), ii[:chunk]
+            k += 1
+            rest = np.arange(chunk, have)
+            buf_t, buf_i = ([tt.subset(rest)], [ii[chunk:]]) if len(rest) else ([], [])
+            have -= chunk
+    if have:
+        yield k, Table.concatenate(buf_t), np.concatenate(buf_i)
+
+
+# --------------------------------------------------------------------------
+# image stacks
+def header_pixel_size(value):
+    """A stack header's pixel size, None when it carries none (0, or 1.0: the
+    default that many programs write when they do not know it)."""
+    return None if not value or abs(value - 1.0) < 1e-6 else float(value)
+
+
+class StackCheck:
+    """Checks every image stack a table references (each file once): it
+    exists, its images are square, all stacks have the same box, and the
+    header's pixel size (when it has one) agrees with ``pixel_size`` within 1 %.
+    ``pixel_size=None`` adopts the first header's. ``box``: the box required."""
+
+    def __init__(self, pixel_size=None, box=None, name="--pixel-size"):
+        self.pixel_size = pixel_size
+        self.box = box
+        self.name = name
+        self.seen = set()
+        self._box_from = None
+
+    def check(self, table):
+        from ..io.metadata import parse_image_ref
+        from ..io.stacks import open_stack
+        table.require(["image"], "image")
+        for ref in dict.fromkeys(table["image"]):
+            _, p = parse_image_ref(ref)
+            full = table.image_path(p)
+            if full in self.seen:
+                continue
+            self.seen.add(full)
+            st = open_stack(full)
+            shape = st.shape[1:]
+            if shape[0] != shape[1]:
+                raise InputError(f"{full}: images are {shape[1]}x{shape[0]} px, not square")
+            if self.box is None:
+                self.box, self._box_from = shape[0], full
+            elif shape[0] != self.box:
+                raise InputError(f"{full}: images are {shape[0]} px, "
+                                 f"{self._box_from or 'expected'}: {self.box} px (mixed boxes)")
+            hp = header_pixel_size(st.pixel_size)
+            if hp is None:
+                continue
+            if self.pixel_size is None:
+                self.pixel_size = hp
+            elif abs(hp - self.pixel_size) > 0.01 * self.pixel_size:
+                raise InputError(f"{full}: header pixel size {hp:g} Å differs from "
+                                 f"{self.name} {self.pixel_size:g}")
+        return self

@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean oracles
+.PHONY: venv test lint demo bench clean oracles
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ $(STAMP): $(PY) setup.py requirements.txt
 
 venv: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	MPLBACKEND=Agg OMP_NUM_THREADS=2 $(PY) -m pytest -q tests
+
+# zero warnings: pyflakes over the package, the tests and the benchmarks
+lint: $(STAMP)
+	$(PY) -m pyflakes deephemnma tests benchmarks
 
 demo: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m deephemnma.demo

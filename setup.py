@@ -34,7 +34,7 @@ setup(
     include_package_data=True,
     package_data={"deephemnma": ["protocols.conf", "templates/*.json", "data/*"]},
     install_requires=_requirements(),
-    extras_require={"test": ["pytest>=7", "scipion-app>=3.8"]},
+    extras_require={"test": ["pytest>=7", "scipion-app>=3.8", "pyflakes>=3"]},
     entry_points={
         "pyworkflow.plugin": ["deephemnma = deephemnma"],
         "console_scripts": ["deephemnma = deephemnma.cli:main"],

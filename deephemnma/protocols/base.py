@@ -17,12 +17,24 @@ class DeepHEMNMABase(EMProtocol):
                        help="CUDA device index to use (one per process).")
         form.addParallelSection(threads=threads, mpi=0)
 
-    def _device(self):
+    def _devices(self):
+        """The torch devices this run uses (logged once)."""
         import torch
-        if self.useGpu.get() and torch.cuda.is_available():
-            return f"cuda:{str(self.gpuList.get()).split()[0]}"
-        torch.set_num_threads(max(1, self.numberOfThreads.get()))
-        return "cpu"
+        use = bool(self.useGpu.get())
+        devices, warning = gpu_devices(use, self.getGpuList() if use else [],
+                                       torch.cuda.device_count() if use else 0)
+        if getattr(self, "_log", None) is not None and not getattr(self, "_devicesLogged", False):
+            self._devicesLogged = True   # log once, when running (not in form validation)
+            if warning:
+                self.warning(warning)
+            self.info(f"deephemnma runs on {', '.join(devices)}")
+        if devices == ["cpu"]:
+            torch.set_num_threads(max(1, self.numberOfThreads.get()))
+        return devices
+
+    def _device(self):
+        """The first device (one-process stages)."""
+        return self._devices()[0]
 
     def _extra(self, *p):
         return self._getExtraPath(*p)
@@ -45,6 +57,7 @@ class DeepHEMNMABase(EMProtocol):
 
     def _validateParticlesNma(self, parts, modes=None):
         """Errors for particle sets lacking alignment or NMA amplitudes."""
+        from ..core.nma import is_rigid, mode_number
         errors = []
         if parts is None:
             return ["no input particles"]
@@ -59,7 +72,8 @@ class DeepHEMNMABase(EMProtocol):
             errors.append("the particles have no projection alignment (angles and shifts)")
         if modes is not None and hasattr(first, "_xmipp_nmaDisplacements"):
             k = len(first._xmipp_nmaDisplacements)
-            flex = [m for m in modes.iterItems() if not _is_rigid(m)]
+            nums = [mode_number(m.getModeFile()) for m in modes.iterItems()]
+            flex = [n for n in nums if n is None or not is_rigid(n)]
             if k > len(flex):
                 errors.append(f"the particles have {k} amplitudes but the normal modes set "
                               f"has only {len(flex)} flexible modes")
@@ -72,6 +86,7 @@ def _mode_atoms(modes_set, structure_file=None):
     structure in the first selection whose atom count matches."""
     import numpy as np
     from ..core.structure import read_structure
+    from ..errors import InputError
     first = modes_set.getFirstItem().getModeFile()
     n = len(np.loadtxt(first).reshape(-1, 3))
     ours = os.path.join(os.path.dirname(os.path.dirname(first)), "reference_coords.txt")
@@ -86,19 +101,64 @@ def _mode_atoms(modes_set, structure_file=None):
         if len(c) == n:
             return c
         counts.append(f"{sel}: {len(c)}")
-    raise ValueError(f"the normal modes move {n} atoms but no selection of {pdb} has that "
+    raise InputError(f"the normal modes move {n} atoms but no selection of {pdb} has that "
                      f"many ({', '.join(counts)})")
 
 
-def _is_rigid(mode):
-    base = os.path.basename(mode.getModeFile())
-    tail = base.split(".")[-1]
-    return tail.isdigit() and int(tail) <= 6
+def run_stage(stage, cfg):
+    """Run a :mod:`deephemnma.stages` stage; bad input becomes a protocol error
+    carrying the stage's own message (the one the terminal shows). The
+    summary lines go to the protocol's log."""
+    from ..errors import InputError
+    name = stage.__name__.rsplit(".", 1)[-1]
+    try:
+        out = stage.run(cfg)
+    except (InputError, FileNotFoundError) as e:
+        raise Exception(f"deephemnma {name}: {e}") from None
+    for line in getattr(stage, "summary", lambda o, c: [])(out, cfg):
+        print(line, flush=True)
+    return out
+
+
+def config_errors(make_config, check="validate_options"):
+    """Validation messages of a stage config for a form's ``_validate``: the
+    config's option checks (the files of upstream protocols may not exist yet
+    when the form is validated)."""
+    from ..errors import InputError
+    try:
+        cfg = make_config()
+        getattr(cfg, check)()
+    except InputError as e:
+        return [str(e)]
+    return []
+
+
+def gpu_devices(use_gpu, gpu_list, cuda_count):
+    """Scipion's GPU choice -> torch device names, and a warning (or None).
+
+    ``gpu_list``: the protocol's ``getGpuList()`` (ints); one id -> ['cuda:i'],
+    several -> one device each; GPUs requested but absent -> ['cpu'] and a
+    warning; ids beyond the machine's GPUs are dropped with a warning."""
+    if not use_gpu:
+        return ["cpu"], None
+    if cuda_count == 0:
+        return ["cpu"], "a GPU was requested but none is available: running on the CPU"
+    ids = [int(i) for i in gpu_list] or [0]
+    ok = [i for i in dict.fromkeys(ids) if 0 <= i < cuda_count]
+    bad = [i for i in ids if i not in ok]
+    warning = None
+    if bad:
+        warning = (f"GPU id(s) {bad} not on this machine ({cuda_count} GPU(s)): "
+                   + ("using " + ", ".join(f"cuda:{i}" for i in ok) if ok else
+                      "running on the CPU"))
+    if not ok:
+        return ["cpu"], warning
+    return [f"cuda:{i}" for i in ok], warning
 
 
 def run_command(argv):
-    """Run ``deephemnma <argv>`` in-process (same code as the CLI); bad input
-    becomes a protocol error with the command's own message."""
+    """TEMPORARY (removed when every protocol calls its stage): run
+    ``deephemnma <argv>`` in-process."""
     from ..cli import build_parser
     from ..errors import InputError
     args = build_parser().parse_args([str(a) for a in argv])

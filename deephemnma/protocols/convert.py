@@ -147,13 +147,12 @@ def modes_to_set(protocol, modes_xmd, pdb):
 def modes_from_set(modes_set, ref_coords):
     """SetOfNormalModes (ours or ContinuousFlex's) -> core NormalModes; vec.N
     files are read, numbering from the file names (vec.N -> mode N)."""
-    from ..core.nma import NormalModes, collectivity
+    from ..core.nma import NormalModes, mode_number
     vecs, nums, cols = [], [], []
     for m in modes_set.iterItems(orderBy="id"):
         v = np.loadtxt(m.getModeFile()).reshape(-1, 3)
         vecs.append(v / np.linalg.norm(v))
-        base = os.path.basename(m.getModeFile())
-        nums.append(int(base.split(".")[-1]) if base.split(".")[-1].isdigit() else len(nums) + 1)
+        nums.append(mode_number(m.getModeFile()) or len(nums) + 1)
         cols.append(m.getCollectivity() or 0.0)
     vectors = np.array(vecs)
     if vectors.shape[1] != len(ref_coords):

@@ -3,8 +3,8 @@ import os
 
 import pyworkflow.protocol.params as params
 
-from ..core.config import AlignOptions
-from .base import DeepHEMNMABase, run_command
+from ..stages import align as stage
+from .base import DeepHEMNMABase, config_errors, run_stage
 from .convert import fill_particles, particles_to_table
 
 
@@ -17,6 +17,7 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
     _possibleOutputs = {"outputParticles": "SetOfParticles"}
 
     def _defineParams(self, form):
+        d = stage.Config()
         form.addSection("Input")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
                       label="Particles", important=True,
@@ -25,11 +26,10 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       label="Normal modes")
         form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
                       label="Reference", help="The structure the modes were computed on.")
-        form.addParam("modeList", params.StringParam, default="7-9", label="Modes",
+        form.addParam("modeList", params.StringParam, default=d.mode_list, label="Modes",
                       help="HEMNMA numbers, e.g. 7-9 or 7,8,11.")
-        form.addParam("imagesFlipped", params.BooleanParam, default=False,
+        form.addParam("imagesFlipped", params.BooleanParam, default=d.images_flipped,
                       label="Images already phase-flipped?")
-        d = AlignOptions()
         form.addSection("Search")
         form.addParam("angularStep", params.FloatParam, default=d.angular_step,
                       label="Global angular step (deg)")
@@ -41,7 +41,7 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       expertLevel=params.LEVEL_ADVANCED, label="Coarse-level iterations")
         form.addParam("fineIters", params.IntParam, default=d.fine_iters,
                       expertLevel=params.LEVEL_ADVANCED, label="Fine-level iterations")
-        form.addParam("outlierThreshold", params.FloatParam, default=3.2,
+        form.addParam("outlierThreshold", params.FloatParam, default=d.outlier_threshold,
                       label="Mahalanobis threshold",
                       help="Images whose amplitudes are farther are left out of the "
                            "outputParticlesKept set (the paper: 3.2; 0 to disable).")
@@ -51,30 +51,39 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         self._insertFunctionStep(self.alignStep)
         self._insertFunctionStep(self.createOutputStep)
 
+    def _config(self, particles_file=None, modes_folder=None, device="auto"):
+        """The align stage's config from the form (files given when running)."""
+        parts = self.inputParticles.get()
+        ref = self.inputReference.get()
+        return stage.Config(
+            particles=particles_file, modes=modes_folder,
+            structure=ref.getFileName() if ref is not None else None,
+            mode_list=self.modeList.get(),
+            pixel_size=parts.getSamplingRate() if parts is not None else None,
+            out=self._outputs().particles, angular_step=self.angularStep.get(),
+            max_shift=self.maxShift.get(), n_candidates=self.candidates.get(),
+            coarse_iters=self.coarseIters.get(), fine_iters=self.fineIters.get(),
+            images_flipped=self.imagesFlipped.get(),
+            outlier_threshold=self.outlierThreshold.get(), device=device)
+
+    def _outputs(self):
+        return stage.Outputs(self._extra("aligned.xmd"))
+
     def alignStep(self):
         from ..io.metadata import write_xmd
-        parts = self.inputParticles.get()
-        write_xmd(self._extra("input.xmd"), particles_to_table(parts))
+        write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
         modes_dir = self._modesFolder(self.inputModes.get(),
                                       self.inputReference.get().getFileName())
-        argv = ["align", "--particles", self._extra("input.xmd"), "--modes", modes_dir,
-                "--structure", self.inputReference.get().getFileName(),
-                "--mode-list", self.modeList.get(), "--pixel-size", parts.getSamplingRate(),
-                "--out", self._extra("aligned.xmd"), "--angular-step", self.angularStep.get(),
-                "--max-shift", self.maxShift.get(), "--candidates", self.candidates.get(),
-                "--coarse-iters", self.coarseIters.get(), "--fine-iters", self.fineIters.get(),
-                "--device", self._device(), "--outlier-threshold", self.outlierThreshold.get()]
-        if self.imagesFlipped.get():
-            argv.append("--images-flipped")
-        run_command(argv)
+        run_stage(stage, self._config(self._extra("input.xmd"), modes_dir, self._device()))
 
     def createOutputStep(self):
         from ..io.metadata import read_metadata
         inp = self.inputParticles.get()
         out = self._createSetOfParticles()
-        fill_particles(out, inp, read_metadata(self._extra("aligned.xmd")))
+        files = self._outputs()
+        fill_particles(out, inp, read_metadata(files.particles))
         outputs = {"outputParticles": out}
-        kept = self._extra("aligned_kept.xmd")
+        kept = files.kept
         if os.path.exists(kept):
             k = self._createSetOfParticles(suffix="kept")
             fill_particles(k, inp, read_metadata(kept))
@@ -88,16 +97,15 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         parts = self.inputParticles.get()
         if parts is not None and parts.getSize() == 0:
             errors.append("the input particle set is empty")
-        from ..core.nma import parse_mode_list
-        from ..errors import InputError
-        try:
-            wanted = parse_mode_list(self.modeList.get())
-        except InputError as e:
-            return errors + [str(e)]
+        errors += config_errors(self._config)
+        if errors:
+            return errors
+        from ..core.nma import mode_number, parse_mode_list
+        wanted = parse_mode_list(self.modeList.get())
         modes = self.inputModes.get()
         if modes is not None:
-            have = {os.path.basename(m.getModeFile()).split(".")[-1] for m in modes}
-            missing = [w for w in wanted if str(w) not in have]
+            have = {mode_number(m.getModeFile()) for m in modes}
+            missing = [w for w in wanted if w not in have]
             if missing:
                 errors.append(f"modes {missing} are not in the normal modes set")
         return errors

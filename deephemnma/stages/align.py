@@ -36,17 +36,22 @@ class Config(base.StageConfig, AlignOptions):
     selection: str = "heavy"
     mode_list: str = "7-9"           # HEMNMA numbers
     use_ctf: bool = True             # use the CTF columns (phase flip, |CTF| on projections)
-    outlier_threshold: float = 0.0   # > 0: also write OUT_kept.xmd (paper: 3.2)
+    outlier_threshold: float = 3.2   # > 0: also write OUT_kept.xmd without Mahalanobis outliers (paper: 3.2; 0: no filter)
     chunk: int = 256
     absolute_paths: bool = False     # image references in the outputs absolute
     device: str = "auto"
 
     def validate(self):
-        from ..core.nma import parse_mode_list
         base.existing("--particles", self.particles)
         base.existing("--modes", self.modes, "path")
         base.existing("--structure", self.structure)
         base.output_path("--out", self.out, [self.particles, self.structure, self.modes])
+        return self.validate_options()
+
+    def validate_options(self):
+        """The checks that need no file (a Scipion form validates these before
+        the upstream protocols have run)."""
+        from ..core.nma import parse_mode_list
         base.positive("--pixel-size", self.pixel_size)
         parse_mode_list(self.mode_list)
         base.positive("--angular-step", self.angular_step)
@@ -183,7 +188,7 @@ def run(cfg, progress=True):
         write_xmd(out.particles, t, absolute=cfg.absolute_paths)
         rejected.write(out.rejected)
         out.n_aligned, out.n_rejected = len(t), len(rejected)
-        if cfg.outlier_threshold > 0:
+        if cfg.outlier_threshold > 0 and len(t) >= 2:   # a covariance needs 2 rows
             from ..core.outliers import mahalanobis_filter
             keep, d = mahalanobis_filter(t["nmaDisplacements"], cfg.outlier_threshold)
             t["mahalanobis"] = d

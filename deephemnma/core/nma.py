@@ -189,7 +189,6 @@ def _residue_blocks(structure, block_size):
     """Block id per atom: ``block_size`` consecutive residues of a chain."""
     chains = np.asarray(structure.chains).astype(str)
     res = np.asarray(structure.resnums)
-    ids = np.empty(len(res), np.int64)
     # a new residue starts whenever chain or residue number changes
     new_res = np.ones(len(res), bool)
     new_res[1:] = (res[1:] != res[:-1]) | (chains[1:] != chains[:-1])
@@ -200,8 +199,7 @@ def _residue_blocks(structure, block_size):
     first_res_of_chain = np.zeros(chain_index.max() + 1, np.int64)
     first_res_of_chain[chain_index[::-1]] = res_index[::-1]
     within = res_index - first_res_of_chain[chain_index]
-    ids = chain_index * 10 ** 7 + within // block_size
-    return ids
+    return chain_index * 10 ** 7 + within // block_size
 
 
 def collectivity(vectors):
@@ -215,7 +213,7 @@ def collectivity(vectors):
 
 
 def compute_modes(structure, n_modes=20, cutoff=8.0, percentile=None, method="rtb",
-                  block_size=10, gamma=1.0):
+                  block_size=1, gamma=1.0):
     """Normal modes of a Structure (or an (N, 3) array for ANM).
 
     ``n_modes`` counts the 6 rigid-body modes (HEMNMA numbering 1..n_modes).

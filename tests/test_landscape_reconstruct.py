@@ -1,5 +1,6 @@
 """Landscape (PCA, groups, animations) and reconstruction / FSC."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -243,3 +244,318 @@ def test_model_map_matches_group_reconstruction(tmp_path):
     assert main(["model-map", "--structure", str(tmp_path / "ref.pdb"), "--out",
                  str(tmp_path / "small.mrc"), "--box", "8", "--pixel-size", "1"]) == 2
     assert not (tmp_path / "small.mrc").exists()
+
+
+# --------------------------------------------------------------------------
+# the landscape and reconstruct stages: bad input, rejected rows, folders
+N_PART, BOX, PS = 80, 24, 4.0
+
+
+@pytest.fixture(scope="module")
+def lr_data(tmp_path_factory):
+    """A reference (AK Cα) and its ANM modes; 80 noiseless projections (24 px,
+    4 Å/px, header pixel size set) in data/p.mrcs with angles, shifts, CTF and
+    3 amplitudes in data/p.xmd (relative image references)."""
+    from deephemnma.core.nma import compute_modes, write_continuousflex
+    from deephemnma.core.projector import project
+    from deephemnma.core.rotations import euler_to_matrix
+    from deephemnma.core.structure import read_structure, write_pdb
+    from deephemnma.io.metadata import image_ref
+    from deephemnma.io.stacks import write_stack
+    d = tmp_path_factory.mktemp("lr")
+    s, _ = read_structure(shared_file("continuousflex", "AK.pdb"), "ca").center()
+    write_continuousflex(compute_modes(s, 9, cutoff=12, method="anm"), d / "modes")
+    write_pdb(d / "ref.pdb", s)
+    rng = np.random.default_rng(7)
+    ang = random_euler(N_PART, 2)
+    sh = rng.uniform(-1, 1, (N_PART, 2))
+    imgs = project(torch.tensor(s.coords), torch.ones(len(s.coords), dtype=torch.float64),
+                   torch.tensor(euler_to_matrix(ang)), torch.tensor(sh), BOX, PS, 2.0).numpy()
+    (d / "data").mkdir()
+    write_stack(d / "data" / "p.mrcs", imgs, PS)
+    t = Table({"itemId": np.arange(1, N_PART + 1),
+               "image": np.array([image_ref(i + 1, "p.mrcs") for i in range(N_PART)],
+                                 dtype=object),
+               "angleRot": ang[:, 0], "angleTilt": ang[:, 1], "anglePsi": ang[:, 2],
+               "shiftX": sh[:, 0], "shiftY": sh[:, 1],
+               "ctfDefocusU": rng.uniform(8000, 20000, N_PART),
+               "ctfDefocusV": rng.uniform(8000, 20000, N_PART),
+               "ctfDefocusAngle": rng.uniform(0, 180, N_PART), "ctfVoltage": 300.0,
+               "ctfSphericalAberration": 2.7, "ctfQ0": 0.1,
+               "nmaDisplacements": rng.normal(size=(N_PART, 3)) * [100, 30, 10]})
+    write_xmd(d / "data" / "p.xmd", t)
+    return d
+
+
+def _cli(capsys, args):
+    """(exit code, stdout, stderr) of ``deephemnma ARGS``."""
+    from deephemnma.cli import main
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _refused(capsys, args, match, leftovers=()):
+    """The command exits 2 with one error line matching ``match``, no traceback,
+    and none of ``leftovers`` exists."""
+    rc, out, err = _cli(capsys, args)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert rc == 2, (args, out, err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "error:" in lines[0] and re.search(match, lines[0]), (match, lines[0])
+    for p in leftovers:
+        assert not os.path.exists(p), f"{p} left behind by {args}"
+    return lines[0]
+
+
+def _xmd(path, table):
+    write_xmd(path, table)
+    return path
+
+
+LANDSCAPE_BAD = [
+    (["--components", "0"], r"--components must be >= 1"),
+    (["--components", "4"], r"--components 4: the particles have 3"),
+    (["--rect", "1,2,3"], r"--rect needs 4 numbers"),
+    (["--rect", "1,x,3,4"], r"--rect .*numbers"),
+    (["--rect", "3,1,0,1"], r"xmin < xmax"),
+    (["--polygon", "0,0,1,1"], r"at least 3 points"),
+    (["--polygon", "0,0,1,1,2"], r"x,y pairs"),
+    (["--split", "x:y"], r"--split x:y: expected AXIS:MIN_SIZE"),
+    (["--split", "1"], r"--split 1: expected"),
+    (["--split", "3:10"], r"--split axis 3: only PC1..PC2"),
+    (["--split", "1:0"], r"minimum group size must be >= 1"),
+    (["--split", "1:10:0.7"], r"trim"),
+    (["--split", "1:500"], r"too few for groups of at least 500"),
+    (["--kmeans", "0"], r"--kmeans must be >= 1"),
+    (["--kmeans", "200"], r"k-means: k must be in"),
+    (["--min-group", "0"], r"--min-group must be >= 1"),
+    (["--kmeans", "3", "--min-group", "70"], r"fewer than --min-group 70"),
+    (["--select", "PC7 > 0"], r"unknown axis 'PC7'"),
+    (["--select", "PC1 > 1e9"], r"selection contains no particle"),
+    (["--frames", "1"], r"--frames must be >= 2"),
+    (["--components", "1", "--rect", "0,1,0,1"], r"needs at least 2 components"),
+]
+
+
+@pytest.mark.parametrize("extra,match", LANDSCAPE_BAD)
+def test_landscape_refuses_bad_options(lr_data, tmp_path, capsys, extra, match):
+    out = tmp_path / "L"
+    _refused(capsys, ["landscape", "--particles", lr_data / "data" / "p.xmd", "--out", out]
+             + extra, match, [out])
+
+
+def test_landscape_refuses_bad_files(lr_data, tmp_path, capsys):
+    d, p = lr_data, lr_data / "data" / "p.xmd"
+    out = tmp_path / "L"
+    t = read_metadata(p)
+    two = t.copy()
+    two["nmaDisplacements"] = two["nmaDisplacements"][:, :2]
+    nan = t.copy()
+    nan["nmaDisplacements"] = np.full_like(nan["nmaDisplacements"], np.nan)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    no_amp = t.copy()
+    del no_amp["nmaDisplacements"]
+    for args, match in [
+            (["--particles", _xmd(tmp_path / "noamp.xmd", no_amp)], r"lacks normal-mode"),
+            (["--particles", _xmd(tmp_path / "nan.xmd", nan)], r"no particle with finite"),
+            (["--particles", p, "--also", _xmd(tmp_path / "two.xmd", two)],
+             r"same modes"),
+            (["--particles", p, "--pca", tmp_path / "bad.npz"], r"not a PCA file"),
+            (["--particles", p, "--pca", tmp_path / "none.npz"], r"not found"),
+            (["--particles", p, "--structure", d / "ref.pdb"], r"go together"),
+            (["--particles", p, "--structure", d / "ref.pdb", "--modes", d / "nomodes"],
+             r"not found"),
+            (["--particles", tmp_path / "missing.xmd"], r"not found")]:
+        _refused(capsys, ["landscape", "--out", out] + args, match, [out])
+    # a file where the folder goes, the input as output
+    _refused(capsys, ["landscape", "--particles", p, "--out", p], r"is a file|also an input")
+    # a failure in an existing folder keeps its earlier results untouched
+    assert _cli(capsys, ["landscape", "--particles", p, "--out", out, "--kmeans", "2",
+                         "--min-group", "1"])[0] == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    _refused(capsys, ["landscape", "--particles", p, "--out", out, "--kmeans", "3",
+                      "--min-group", "70"], r"fewer than --min-group")
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # an input among the files the run would replace
+    _refused(capsys, ["landscape", "--particles", out / "group_01.xmd", "--out", out],
+             r"would replace")
+
+
+def test_landscape_zero_particles(tmp_path, capsys):
+    zero = tmp_path / "zero.xmd"
+    zero.write_text("# XMIPP_STAR_1 *\ndata_noname\nloop_\n _itemId\n _image\n"
+                    " _nmaDisplacements\n")
+    _refused(capsys, ["landscape", "--particles", zero, "--out", tmp_path / "L"],
+             r"no particles", [tmp_path / "L"])
+
+
+def test_landscape_outputs_and_rejected_row(lr_data, tmp_path, capsys):
+    """A row with a NaN amplitude is left out alone, listed in rejected.xmd;
+    every other row's coordinates and group are those of a run without it.
+    Outputs lists the files of the folder; a rerun with fewer groups removes
+    the earlier run's extra groups."""
+    from deephemnma.stages import landscape
+    d = lr_data
+    t = read_metadata(d / "data" / "p.xmd")
+    bad = t.copy()
+    bad["nmaDisplacements"][5, 1] = np.nan
+    _xmd(d / "data" / "p_nan.xmd", bad)
+    _xmd(d / "data" / "p_without.xmd", t.subset(np.arange(N_PART) != 5))
+    common = ["--split", "1:20", "--structure", d / "ref.pdb", "--modes", d / "modes",
+              "--frames", "3"]
+    rc, out, _ = _cli(capsys, ["landscape", "--particles", d / "data" / "p_nan.xmd",
+                               "--out", tmp_path / "A"] + common)
+    assert rc == 0 and "left out 1 row" in out
+    assert _cli(capsys, ["landscape", "--particles", d / "data" / "p_without.xmd",
+                         "--out", tmp_path / "B"] + common)[0] == 0
+    a, b = landscape.Outputs(str(tmp_path / "A")), landscape.Outputs(str(tmp_path / "B"))
+    rej = read_metadata(a.rejected)
+    assert list(rej["itemId"]) == [6] and rej["rejectReason"][0] == "non-finite amplitude"
+    assert not os.path.exists(b.rejected)
+    la, lb = read_metadata(a.landscape), read_metadata(b.landscape)
+    assert np.array_equal(la["itemId"], lb["itemId"]) and 6 not in la["itemId"]
+    assert np.array_equal(la["PC1"], lb["PC1"]) and np.array_equal(la["PC2"], lb["PC2"])
+    assert a.groups() == b.groups() and len(a.groups()) >= 2
+    for k in a.groups():
+        assert np.array_equal(read_metadata(a.group(k))["itemId"],
+                              read_metadata(b.group(k))["itemId"])
+        assert os.path.exists(a.centroid(k))
+    assert a.axes() == [1, 2] and os.path.exists(a.axis(2, ".cxc"))
+    sizes = read_metadata(a.groups_table)["classCount"]
+    assert list(sizes) == [len(read_metadata(a.group(k))) for k in a.groups()]
+    # the same folder again with one group: the old groups and animations go
+    assert _cli(capsys, ["landscape", "--particles", d / "data" / "p_without.xmd",
+                         "--out", tmp_path / "B", "--select", "PC1 > 0"])[0] == 0
+    assert b.groups() == [1] and b.axes() == [] and not os.path.exists(b.centroid(1))
+    assert (read_metadata(b.group(1))["PC1"] > 0).all()
+
+
+def test_landscape_then_reconstruct_across_folders(lr_data, tmp_path, capsys, monkeypatch):
+    """The README's chain with outputs elsewhere: `landscape --out elsewhere`,
+    then `reconstruct --particles elsewhere/group_01.xmd` from another folder;
+    the map is the one made from the same rows of the original file."""
+    from deephemnma.stages import landscape, reconstruct
+    d = lr_data
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert _cli(capsys, ["landscape", "--particles", d / "data" / "p.xmd", "--out",
+                         "../elsewhere/land", "--split", "1:20"])[0] == 0
+    out = landscape.Outputs(str(tmp_path / "elsewhere" / "land"))
+    g1 = out.group(1)
+    refs = read_metadata(g1)["image"]
+    assert all(not os.path.isabs(r.split("@")[1]) for r in refs)      # relative, rebased
+    monkeypatch.chdir(tmp_path)
+    rc, text, _ = _cli(capsys, ["reconstruct", "--particles", g1, "--out", "maps/g1.mrc",
+                                "--pixel-size", PS, "--min-images", 5, "--device", "cpu"])
+    assert rc == 0 and "reconstructed" in text
+    from deephemnma.io.stacks import read_volume
+    vol, vs = read_volume(tmp_path / "maps" / "g1.mrc")
+    assert vs == pytest.approx(PS) and np.isfinite(vol).all() and vol.std() > 0
+    # the same rows taken from the original file give the same map
+    t = read_metadata(d / "data" / "p.xmd")
+    ids = read_metadata(g1)["itemId"]
+    same = _xmd(d / "data" / "g1_rows.xmd", t.subset(np.isin(t["itemId"], ids)))
+    direct = reconstruct.run(reconstruct.Config(
+        particles=str(same), out=str(tmp_path / "d.mrc"), pixel_size=PS, min_images=5,
+        device="cpu"), progress=False)
+    assert np.array_equal(read_volume(direct.map)[0], vol)
+
+
+def test_reconstruct_refuses_bad_input(lr_data, tmp_path, capsys):
+    from deephemnma.io.stacks import write_stack, write_volume
+    d, p = lr_data, lr_data / "data" / "p.xmd"
+    out = tmp_path / "m.mrc"
+    t = read_metadata(p)
+    zero = tmp_path / "zero.xmd"
+    zero.write_text("# XMIPP_STAR_1 *\ndata_noname\nloop_\n _itemId\n _image\n _angleRot\n"
+                    " _angleTilt\n _anglePsi\n")
+    # a second stack of another box, referenced by the last rows
+    write_stack(d / "data" / "small.mrcs", np.ones((2, 16, 16), np.float32), PS)
+    mixed = t.copy()
+    mixed["image"] = np.array(list(t["image"][:-1]) + ["000001@small.mrcs"], dtype=object)
+    nan_all = t.copy()
+    nan_all["angleRot"] = np.full(N_PART, np.nan)
+    no_angles = t.copy()
+    del no_angles["angleRot"]
+    write_volume(tmp_path / "ref16.mrc", np.zeros((16, 16, 16), np.float32), PS)
+    write_volume(tmp_path / "ref_ps.mrc", np.zeros((BOX,) * 3, np.float32), 2 * PS)
+    for extra, match in [
+            (["--particles", p, "--pixel-size", 0], r"--pixel-size must be positive"),
+            (["--particles", p, "--pixel-size", -4], r"--pixel-size must be positive"),
+            (["--particles", p, "--pixel-size", "nan"], r"--pixel-size must be positive"),
+            (["--particles", p, "--pixel-size", PS, "--pad", 0], r"--pad must be >= 1"),
+            (["--particles", p, "--pixel-size", PS, "--pad", 0.5], r"--pad must be >= 1"),
+            (["--particles", p, "--pixel-size", PS, "--shift-scale", 0],
+             r"--shift-scale must be positive"),
+            (["--particles", p, "--pixel-size", PS, "--min-images", 0],
+             r"--min-images must be >= 1"),
+            (["--particles", p, "--pixel-size", PS, "--min-images", 500],
+             r"80 usable images, fewer than --min-images 500"),
+            (["--particles", p, "--pixel-size", 2 * PS], r"header pixel size 4 Å differs"),
+            (["--particles", zero, "--pixel-size", PS], r"no particles"),
+            (["--particles", _xmd(d / "data" / "mixed.xmd", mixed), "--pixel-size", PS],
+             r"mixed boxes"),
+            (["--particles", _xmd(d / "data" / "nan_all.xmd", nan_all), "--pixel-size", PS],
+             r"no usable particle \(80 non-finite value\)"),
+            (["--particles", _xmd(d / "data" / "no_angles.xmd", no_angles),
+              "--pixel-size", PS], r"lacks Euler angle"),
+            (["--particles", p, "--pixel-size", PS, "--reference", tmp_path / "ref16.mrc"],
+             r"16x16x16 voxels, the reconstruction will be 24\^3"),
+            (["--particles", p, "--pixel-size", PS, "--reference", tmp_path / "ref_ps.mrc"],
+             r"voxel size 8 Å"),
+            (["--particles", p, "--pixel-size", PS, "--images", tmp_path / "none.xmd"],
+             r"not found")]:
+        _refused(capsys, ["reconstruct", "--out", out] + extra, match,
+                 [out, tmp_path / "m.rejected.xmd"])
+    _refused(capsys, ["reconstruct", "--particles", p, "--out", p, "--pixel-size", PS],
+             r"also an input")
+
+
+def test_reconstruct_rejects_bad_rows_alone(lr_data, tmp_path, capsys):
+    """A NaN angle, a NaN defocus, an unparseable shift and a NaN image each
+    reject their row alone (listed with the reason); the map is bit-identical
+    to the one from the file without those rows, and finite."""
+    from deephemnma.io.metadata import image_ref
+    from deephemnma.io.stacks import open_stack, read_volume, write_stack
+    from deephemnma.stages import reconstruct
+    d = lr_data
+    t = read_metadata(d / "data" / "p.xmd")
+    imgs = open_stack(d / "data" / "p.mrcs")[:]
+    imgs[40, 3, 4] = np.nan
+    write_stack(d / "data" / "p_nanimg.mrcs", imgs, PS)
+    bad = t.copy()
+    bad["angleTilt"][3] = np.nan
+    bad["ctfDefocusU"][17] = np.inf
+    bad["image"] = np.array([image_ref(i + 1, "p_nanimg.mrcs") for i in range(N_PART)],
+                            dtype=object)
+    path = _xmd(d / "data" / "p_bad.xmd", bad)
+    text = path.read_text().splitlines()
+    head = next(i for i, x in enumerate(text)
+                if x.strip() and not x.startswith(("#", "data_", "loop_", " _")))
+    cols = [x.split()[0][1:] for x in text if x.startswith(" _")]
+    row = text[head + 25].split()
+    row[cols.index("shiftX")] = "abc"
+    text[head + 25] = " ".join(row)
+    path.write_text("\n".join(text) + "\n")
+    keep = ~np.isin(np.arange(N_PART), [3, 17, 25, 40])
+    good = _xmd(d / "data" / "p_good.xmd", t.subset(keep))
+    rc, out, _ = _cli(capsys, ["reconstruct", "--particles", path, "--out", tmp_path / "bad.mrc",
+                               "--pixel-size", PS, "--min-images", 5, "--device", "cpu"])
+    assert rc == 0 and "left out 4 unusable row(s)" in out
+    cfg = reconstruct.Config(particles=str(good), out=str(tmp_path / "good.mrc"),
+                             pixel_size=PS, min_images=5, device="cpu")
+    r = reconstruct.run(cfg, progress=False)
+    assert r.n_images == N_PART - 4 and r.n_rejected == 0 and r.box == BOX
+    vb, vg = read_volume(tmp_path / "bad.mrc")[0], read_volume(r.map)[0]
+    assert np.isfinite(vb).all() and np.array_equal(vb, vg)
+    rej = read_metadata(tmp_path / "bad.rejected.xmd")
+    assert sorted(rej["itemId"]) == [4, 18, 26, 41]
+    assert set(rej["rejectReason"]) == {"non-finite value",
+                                        "unusable image (NaN/inf or constant)"}
+    # the FSC against a map of the same box is reported
+    r2 = reconstruct.run(cfg.replace(out=str(tmp_path / "g2.mrc"), reference=r.map),
+                         progress=False)
+    assert r2.fsc["res_0.5"] == pytest.approx(2 * PS)        # identical maps: Nyquist

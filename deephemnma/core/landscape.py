@@ -7,7 +7,8 @@ in that space, and animations of the reference along its axes.
   :func:`select_expression` (``"PC1 > 100 and PC2 < 0"``, parsed safely),
   :func:`split_axis` (quasi-uniform groups along an axis with a minimum size and
   trimmed tails, the paper's Fig. 9), :func:`kmeans_groups`;
-* :func:`density_plot`: hexbin PNG with log counts (fine for 10^6 points);
+* :func:`density_plot`: hexbin PNG with log counts (fine for 10^6 points),
+  drawn on a bare matplotlib Figure: no pyplot, no backend is chosen here;
 * :func:`axis_trajectory`: amplitudes along a principal axis (inverse PCA), to
   be applied to the reference atoms for movies.
 """
@@ -24,12 +25,18 @@ __all__ = ["fit_pca", "transform", "inverse", "save_pca", "load_pca", "select_re
 
 
 def fit_pca(amplitudes, n_components=2):
+    """PCA of (n, M) amplitudes with ``n_components`` <= min(n, M) axes: a dict
+    of arrays (mean (M,), components (k, M), explained_variance (k,) and its
+    ratio)."""
     x = np.asarray(amplitudes, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise InputError(f"PCA needs at least 2 amplitude vectors, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise InputError("amplitudes contain NaN or infinite values")
-    k = min(n_components, x.shape[1], len(x))
+    k = int(n_components)
+    if not 1 <= k <= min(x.shape):
+        raise InputError(f"PCA of {len(x)} vectors of {x.shape[1]} amplitudes: components "
+                         f"must be in [1, {min(x.shape)}], got {k}")
     from sklearn.decomposition import PCA
     p = PCA(n_components=k, svd_solver="full").fit(x)
     return {"mean": p.mean_, "components": p.components_,
@@ -38,31 +45,53 @@ def fit_pca(amplitudes, n_components=2):
 
 
 def transform(pca, amplitudes):
+    """Coordinates (n, k) of amplitudes (n, M) on the principal axes."""
     return (np.asarray(amplitudes, float) - pca["mean"]) @ pca["components"].T
 
 
 def inverse(pca, coords):
+    """Amplitudes (n, M) at coordinates (n, k) on the principal axes."""
     return np.asarray(coords, float) @ pca["components"] + pca["mean"]
 
 
-def save_pca(pca, path, mode_numbers=None):
-    extra = {} if mode_numbers is None else {"mode_numbers": np.asarray(mode_numbers)}
-    np.savez(path, **pca, **extra)
+PCA_KEYS = ("mean", "components", "explained_variance", "explained_variance_ratio")
+
+
+def save_pca(pca, path):
+    """Write a PCA (:func:`fit_pca`) as .npz (atomic)."""
+    from ..utils import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{k: np.asarray(pca[k]) for k in PCA_KEYS})
 
 
 def load_pca(path):
+    """A PCA saved by :func:`save_pca`; InputError when the file is not one."""
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"PCA file not found: {path}")
-    z = np.load(path)
-    return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            pca = {k: z[k] for k in z.files}
+    except Exception as e:      # not an npz (zip) file, truncated...
+        raise InputError(f"{path}: not a PCA file ({type(e).__name__})") from None
+    missing = [k for k in PCA_KEYS if k not in pca]
+    if missing:
+        raise InputError(f"{path}: not a PCA file (no {', '.join(missing)})")
+    m, c = pca["mean"], pca["components"]
+    if m.ndim != 1 or c.ndim != 2 or c.shape[1] != len(m) or not len(c) or \
+            not (np.isfinite(m).all() and np.isfinite(c).all()):
+        raise InputError(f"{path}: not a usable PCA (mean {m.shape}, components {c.shape})")
+    return pca
 
 
 def select_rectangle(coords, xmin, xmax, ymin, ymax, axes=(0, 1)):
+    """Mask of the points inside [xmin, xmax] x [ymin, ymax] (edges included)."""
     x, y = coords[:, axes[0]], coords[:, axes[1]]
     return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
 
 
 def select_polygon(coords, vertices, axes=(0, 1)):
+    """Mask of the points inside the polygon ``vertices`` ((V, 2), V >= 3)."""
     from matplotlib.path import Path
     v = np.asarray(vertices, float)
     if v.ndim != 2 or len(v) < 3:
@@ -154,6 +183,7 @@ def split_axis(coords, axis=0, min_size=900, trim=0.02, max_groups=20):
 
 
 def kmeans_groups(coords, k, seed=0):
+    """k-means labels (n,) in 0..k-1 (fixed seed: reproducible)."""
     from sklearn.cluster import KMeans
     if k < 1 or k > len(coords):
         raise InputError(f"k-means: k must be in [1, {len(coords)}], got {k}")
@@ -161,28 +191,30 @@ def kmeans_groups(coords, k, seed=0):
 
 
 def density_plot(coords, path, labels=None, title="", axes=(0, 1), gridsize=120):
-    """Hexbin density (log counts) of the points, optional group outlines."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Hexbin density (log counts) of the points on two axes (one axis: against
+    zero), each group's number and size at its mean; PNG written atomically.
+    Uses a bare Figure (Agg canvas): works whatever pyplot backend is set."""
+    from matplotlib.figure import Figure
     from ..utils import atomic_path
-    x, y = coords[:, axes[0]], coords[:, axes[1]] if coords.shape[1] > 1 else np.zeros(len(coords))
-    fig, ax = plt.subplots(figsize=(6, 5))
+    coords = np.asarray(coords)
+    x = coords[:, axes[0]]
+    two = coords.shape[1] > axes[1]
+    y = coords[:, axes[1]] if two else np.zeros(len(coords))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     hb = ax.hexbin(x, y, gridsize=gridsize, bins="log", mincnt=1, cmap="viridis")
     fig.colorbar(hb, ax=ax, label="images (log)")
     if labels is not None:
         for g in np.unique(labels[labels >= 0]):
             m = labels == g
-            cx, cy = x[m].mean(), y[m].mean()
-            ax.annotate(f"{g + 1}\n({m.sum()})", (cx, cy), color="red", ha="center",
-                        va="center", fontsize=8, weight="bold")
+            ax.annotate(f"{g + 1}\n({m.sum()})", (x[m].mean(), y[m].mean()), color="red",
+                        ha="center", va="center", fontsize=8, weight="bold")
     ax.set_xlabel(f"PC{axes[0] + 1}")
-    ax.set_ylabel(f"PC{axes[1] + 1}")
+    ax.set_ylabel(f"PC{axes[1] + 1}" if two else "")
     ax.set_title(title or f"{len(coords)} images")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def axis_trajectory(pca, coords, axis=0, n_frames=10, span=2.0):

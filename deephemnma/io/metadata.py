@@ -277,7 +277,10 @@ def _parse_star_blocks(path):
 
 def _column(label, values):
     if label in VECTOR_LABELS:
-        vecs = [np.array(v.split(), dtype=np.float64) for v in values]
+        if not values:
+            return np.zeros((0, 0))
+        vecs = [np.array([_float_or_nan(x) for x in v.split()], dtype=np.float64)
+                for v in values]
         if vecs and len({len(v) for v in vecs}) > 1:
             raise InputError(f"column '{label}' has vectors of different lengths")
         return np.array(vecs, dtype=np.float64).reshape(len(values), -1)

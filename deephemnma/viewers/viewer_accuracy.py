@@ -1,12 +1,13 @@
 """Accuracy against the ground truth kept on synthetic particles: estimated vs
 true amplitudes per mode, angular and shift error histograms, and the table of
-:func:`deephemnma.core.metrics.evaluate` (the paper's Table 1 quantities)."""
+:func:`deephemnma.core.metrics.evaluate` (the paper's Table 1 quantities). As in
+the evaluate stage, rows with a non-finite value in either table are left out."""
 import numpy as np
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 
 from ..protocols.protocol_align import DeepHEMNMAProtAlign
 from ..protocols.protocol_predict import DeepHEMNMAProtPredict
-from .common import Shower
+from .common import AccuracyFiles, Shower
 
 
 class DeepHEMNMAAccuracyViewer(Viewer):
@@ -14,17 +15,26 @@ class DeepHEMNMAAccuracyViewer(Viewer):
     _targets = [DeepHEMNMAProtAlign, DeepHEMNMAProtPredict]
     _environments = [DESKTOP_TKINTER, WEB_DJANGO]
 
+    def files(self):
+        """The files this viewer writes (:class:`AccuracyFiles`)."""
+        return AccuracyFiles(self.protocol._getExtraPath())
+
     def accuracy(self):
         """-> (metrics dict, estimated Table, true Table, png path), or None when
-        the particles carry no ground truth. Writes extra/accuracy.{png,json,md}."""
+        the particles carry no ground truth. Writes the :meth:`files`."""
         from ..core.metrics import (angular_errors, evaluate, format_table, match_rows,
                                     save_json, shift_errors)
         from ..protocols.convert import particles_to_table, truth_table
+        from ..stages.base import finite_rows
+        from ..stages.evaluate import COMPARED
+        from ..utils import atomic_path
         parts = self.protocol.outputParticles
         truth = truth_table(parts)
         if truth is None:
             return None
         est = particles_to_table(parts)
+        est, truth = est.subset(finite_rows(est, COMPARED)), truth.subset(
+            finite_rows(truth, COMPARED))
         ps = parts.getSamplingRate()
         res = evaluate(est, truth, ps)
         ie, it = match_rows(est, truth)
@@ -50,13 +60,15 @@ class DeepHEMNMAAccuracyViewer(Viewer):
         axes[m + 1].set_xlabel("shift error (Å)")
         axes[m + 1].legend()
         fig.tight_layout()
-        png = self.protocol._getExtraPath("accuracy.png")
-        fig.savefig(png, dpi=90)
-        save_json(res, self.protocol._getExtraPath("accuracy.json"))
-        with open(self.protocol._getExtraPath("accuracy.md"), "w") as f:
+        files = self.files()
+        with atomic_path(files.png) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+        with atomic_path(files.json) as tmp:
+            save_json(res, tmp)
+        with atomic_path(files.table) as tmp, open(tmp, "w") as f:
             f.write(format_table(res, "vs ground truth") + "\n")
         self._fig = fig
-        return res, e, t, png
+        return res, e, t, files.png
 
     def _visualize(self, obj, **kwargs):
         out = self.accuracy()

@@ -1,8 +1,7 @@
 """Landscape viewer: density scatter of the PCA space with interactive
 selection (lasso) that creates a particle subset as a new output, per-mode
-amplitude histograms, and accuracy against ground truth when present."""
-import os
-
+amplitude histograms. The files are those of the protocol's landscape
+:class:`deephemnma.stages.landscape.Outputs`."""
 import numpy as np
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 
@@ -16,9 +15,11 @@ class DeepHEMNMALandscapeViewer(Viewer):
     _environments = [DESKTOP_TKINTER, WEB_DJANGO]
 
     def _coords(self):
+        """(the landscape Table, its coordinates (n, k) on PC1..PCk)."""
         from ..io.metadata import read_metadata
-        t = read_metadata(self.protocol._getExtraPath("landscape", "landscape.xmd"))
-        pcs = sorted(c for c in t.columns if c.startswith("PC"))
+        t = read_metadata(self.protocol.landscapeOutputs().landscape)
+        pcs = sorted((c for c in t.columns if c.startswith("PC") and c[2:].isdigit()),
+                     key=lambda c: int(c[2:]))
         return t, np.column_stack([t[c] for c in pcs])
 
     def _visualize(self, obj, **kwargs):

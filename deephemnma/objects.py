@@ -5,7 +5,7 @@ import pyworkflow.object as pwobj
 
 class DeepHEMNMAModel(emobj.EMObject):
     """A trained DeepHEMNMA network: points to the model file (see
-    deephemnma.io.models) and exposes its metadata."""
+    deephemnma.core.models) and exposes its metadata."""
 
     def __init__(self, filename=None, **kwargs):
         emobj.EMObject.__init__(self, **kwargs)
@@ -36,7 +36,7 @@ class DeepHEMNMAModel(emobj.EMObject):
 
     def loadMeta(self):
         """Fill the attributes from the model file's own metadata."""
-        from .io.models import load_model
+        from .core.models import load_model
         _, meta = load_model(self.getFileName())
         self._imageSize.set(meta["image_size"])
         self._samplingRate.set(meta.get("pixel_size") or 0.0)

@@ -1,83 +1,51 @@
-"""Predict amplitudes, Euler angles and shifts of particles with a trained model.
+"""Predict normal-mode amplitudes, Euler angles and shifts of particles with a trained model.
 
-Streams the images (constant memory) and writes an .xmd in the conventions of
-HEMNMA alignment. Chunks are kept in OUT.parts/ so an interrupted run resumes.
+Writes an .xmd with the particles' columns plus nmaDisplacements, angleRot
+angleTilt anglePsi (degrees) and shiftX shiftY (pixels of the images), in
+input order, the conventions of HEMNMA alignment. The images stream by in
+chunks (constant memory); finished chunks are kept in OUT.parts/, so the same
+command run again after an interruption continues (another input, model or
+option starts afresh and says so). Every stack is checked against the model
+first (box, pixel size). Rows with a non-finite value, an unusable image or a
+non-finite prediction are left out alone and listed in OUT.rejected.xmd.
+
+Example:
+  deephemnma predict --model train/model.pt --particles set2.xmd \\
+      --pixel-size 2.6 --out predicted/set2_pred.xmd
+  # 128 px images of the same field as a 64 px model (shifts in 128 px pixels):
+  deephemnma predict --model train/model.pt --particles big.xmd --pixel-size 1.3 \\
+      --rescale --out big_pred.xmd
 """
-import os
-import shutil
-import time
-
-import numpy as np
-
-from ..errors import InputError
+from ..stages import predict as stage
 
 
 def add_args(p):
-    p.add_argument("--model", required=True)
-    p.add_argument("--particles", required=True)
+    d = stage.Config()
+    p.add_argument("--model", required=True, help="model file (model.pt of `deephemnma train`)")
+    p.add_argument("--particles", required=True, help=".xmd/.star referencing the images")
     p.add_argument("--out", required=True, help="output .xmd")
-    p.add_argument("--pixel-size", type=float, default=None)
+    p.add_argument("--pixel-size", type=float, default=d.pixel_size,
+                   help="Å/px of the images (default: from the stack headers)")
     p.add_argument("--rescale", action="store_true",
                    help="Fourier-crop images larger than the model's box to it (same physical "
                         "size, e.g. 128 px images for a 64 px model); shifts come back in "
                         "the images' pixels")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--chunk", type=int, default=4096)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per pass")
+    p.add_argument("--chunk", type=int, default=d.chunk, help="rows per resumable part")
+    p.add_argument("--absolute-paths", action="store_true",
+                   help="absolute image references in the outputs")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+
+
+def config(args):
+    return stage.Config(model=args.model, particles=args.particles, out=args.out,
+                        pixel_size=args.pixel_size, rescale=args.rescale,
+                        batch_size=args.batch_size, chunk=args.chunk, device=args.device,
+                        absolute_paths=args.absolute_paths)
 
 
 def main(args):
-    from ..core.inference import Predictor
-    from ..io.metadata import concatenate_xmd, count_rows, iter_metadata, write_xmd
-    from ..io.models import load_model
-    from ..io.stacks import load_images
-    from ..utils import Progress, resolve_device
-    device = resolve_device(args.device)
-    nets, meta = load_model(args.model, device)
-    pred = Predictor(nets, meta, device, args.batch_size)
-    root = os.path.dirname(os.path.abspath(args.particles))
-    first = next(iter_metadata(args.particles, 1), None)
-    if first is None:
-        raise InputError(f"{args.particles}: no particles")
-    # refuse images the model cannot read before anything is written
-    pred.check(load_images(first, root, [0]).shape[-1], args.pixel_size, args.rescale)
-    n = count_rows(args.particles)
-    parts = args.out + ".parts"
-    stamp = os.path.join(parts, "run.txt")
-    key = f"{os.path.abspath(args.particles)} {n} {args.chunk}\n"
-    if os.path.exists(stamp) and open(stamp).read() != key:
-        shutil.rmtree(parts)          # parts of another input or chunk size: start over
-    os.makedirs(parts, exist_ok=True)
-    with open(stamp, "w") as fh:
-        fh.write(key)
-    prog = Progress(n, "predict")
-    t0 = time.perf_counter()
-    files = []
-    # the particle table streams by in chunks (constant memory); each chunk's
-    # predictions are an .xmd under OUT.parts/, kept until the end so that the
-    # same command, run again after an interruption, continues
-    for k, t in enumerate(iter_metadata(args.particles, args.chunk)):
-        f = os.path.join(parts, f"{k:09d}.xmd")
-        files.append(f)
-        if not os.path.exists(f):
-            write_xmd(f, _with_predictions(t, pred.predict(load_images(t, root)),
-                                           first_item=k * args.chunk + 1))
-        prog.update(len(t))
-    concatenate_xmd(files, args.out)
-    shutil.rmtree(parts)
-    dt = time.perf_counter() - t0
-    print(f"predicted {n} images in {dt:.1f} s ({n / max(dt, 1e-9):.0f} images/s) -> {args.out}")
-
-
-def _with_predictions(t, res, first_item):
-    """The particle rows with the predicted angles, shifts and amplitudes."""
-    out = t.copy()
-    if "angles" in res:
-        out["angleRot"], out["angleTilt"], out["anglePsi"] = res["angles"].T
-    if "shifts" in res:
-        out["shiftX"], out["shiftY"] = res["shifts"].T
-    if "amplitudes" in res:
-        out["nmaDisplacements"] = res["amplitudes"]
-    if "itemId" not in out:
-        out["itemId"] = np.arange(first_item, first_item + len(t))
-    return out
+    cfg = config(args)
+    out = stage.run(cfg)
+    for line in stage.summary(out, cfg):
+        print(line)

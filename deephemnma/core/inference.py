@@ -8,9 +8,15 @@ import torch
 
 from ..errors import InputError
 from .image import downscale
+from .models import model_pixel_size
 from .training import LabelCodec, normalize_images
 
-__all__ = ["Predictor", "input_scale"]
+__all__ = ["Predictor", "input_scale", "COLUMNS"]
+
+# metadata columns (Xmipp names) that each predicted quantity fills
+COLUMNS = {"amplitudes": ("nmaDisplacements",), "angles": ("angleRot", "angleTilt", "anglePsi"),
+           "shifts": ("shiftX", "shiftY")}
+_FROM_HEAD = {"amplitudes": "amplitudes", "orientation": "angles", "shifts": "shifts"}
 
 
 def input_scale(box, pixel_size, model_box, model_pixel_size=None, rescale=False):
@@ -18,7 +24,8 @@ def input_scale(box, pixel_size, model_box, model_pixel_size=None, rescale=False
     Å/px given to a model of ``model_box`` px at ``model_pixel_size``: 1, or with
     ``rescale`` box / model_box for larger images of the same field (they are
     Fourier-cropped to the model's box and the predicted shifts scaled back).
-    Raises InputError for images the model cannot read."""
+    ``model_pixel_size`` None or 0: unknown, not compared. Raises InputError
+    for images the model cannot read."""
     scale = 1.0
     if box != model_box:
         if not rescale:
@@ -50,7 +57,13 @@ class Predictor:
 
     def check(self, box, pixel_size=None, rescale=False):
         """Refuse images the model cannot read (see :func:`input_scale`)."""
-        self.scale = input_scale(box, pixel_size, self.box, self.meta.get("pixel_size"), rescale)
+        self.scale = input_scale(box, pixel_size, self.box, model_pixel_size(self.meta), rescale)
+
+    @property
+    def columns(self):
+        """The metadata columns the predictions fill (see COLUMNS)."""
+        heads = [h for net in self.nets.values() for h in net.heads_spec]
+        return [c for h in heads if h in _FROM_HEAD for c in COLUMNS[_FROM_HEAD[h]]]
 
     @torch.no_grad()
     def predict(self, images):

@@ -1,7 +1,9 @@
 """Predict parameters of new particles with a trained network (Stage 2, set 2)."""
+import os
+
 import pyworkflow.protocol.params as params
 
-from .base import DeepHEMNMABase, run_command
+from .base import DeepHEMNMABase, config_errors, run_stage
 from .convert import fill_particles, particles_to_table
 
 
@@ -34,15 +36,22 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
         self._insertFunctionStep(self.predictStep)
         self._insertFunctionStep(self.createOutputStep)
 
+    def _config(self, device="auto"):
+        """The predict stage's Config from the form (input.xmd: the input set,
+        written by predictStep)."""
+        from ..stages import predict
+        m, parts = self.inputModel.get(), self.inputParticles.get()
+        return predict.Config(
+            model=m.getFileName() if m is not None else None,
+            particles=self._extra("input.xmd"), out=self._extra("predicted.xmd"),
+            pixel_size=parts.getSamplingRate() if parts is not None else None,
+            rescale=bool(self.rescale.get()), batch_size=self.batchSize.get(), device=device)
+
     def predictStep(self):
         from ..io.metadata import write_xmd
-        parts = self.inputParticles.get()
-        write_xmd(self._extra("input.xmd"), particles_to_table(parts))
-        run_command(["predict", "--model", self.inputModel.get().getFileName(),
-                     "--particles", self._extra("input.xmd"), "--out",
-                     self._extra("predicted.xmd"), "--pixel-size", parts.getSamplingRate(),
-                     "--batch-size", self.batchSize.get(), "--device", self._device()]
-                    + (["--rescale"] if self.rescale.get() else []))
+        from ..stages import predict
+        write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
+        run_stage(predict, self._config(self._device()))
 
     def createOutputStep(self):
         from ..io.metadata import read_metadata
@@ -59,13 +68,13 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
         self._defineSourceRelation(self.inputParticles, out)
 
     def _validate(self):
-        errors = []
+        from ..errors import InputError
+        errors = config_errors(self._config)
         m, parts = self.inputModel.get(), self.inputParticles.get()
         if parts is not None and parts.getSize() == 0:
             errors.append("the input particle set is empty")
         if m is not None and parts is not None and parts.getSize():
             from ..core.inference import input_scale
-            from ..errors import InputError
             try:
                 input_scale(parts.getXDim(), parts.getSamplingRate(), m.getImageSize(),
                             m.getSamplingRate(), self.rescale.get())
@@ -79,7 +88,14 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
     def _summary(self):
         if not hasattr(self, "outputParticles"):
             return ["Not run yet."]
-        return [f"{self.outputParticles.getSize()} particles with predicted parameters."]
+        lines = [f"{self.outputParticles.getSize()} particles with predicted parameters."]
+        from ..io.metadata import count_rows
+        from ..stages import predict
+        rejected = predict.Outputs(self._extra("predicted.xmd")).rejected
+        if os.path.exists(rejected):
+            lines.append(f"{count_rows(rejected)} particle(s) left out (unusable values, images "
+                         f"or predictions), listed in {rejected}.")
+        return lines
 
     def _methods(self):
         return ["Parameters were predicted with the trained DeepHEMNMA network "

@@ -1,0 +1,167 @@
+"""3D reconstruction of any aligned particle subset (Stage 3), without Xmipp."""
+import os
+
+import pyworkflow.protocol.params as params
+from pwem.objects import Volume
+
+from ..stages import fsc, model_map, reconstruct
+from .base import DeepHEMNMABase, config_errors, run_stage
+from .convert import particles_to_table
+
+
+class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
+    """Fourier reconstruction of a set of particles from their angles and
+    shifts (a landscape group, a lasso subset, any ProtUserSubSet...), with
+    Wiener CTF correction. Optionally from the original-size particles (the
+    paper: poses estimated at 128 px, maps at 256 px): their images are used
+    with the subset's angles and the shifts scaled by the ratio of the pixel
+    sizes. Optionally the FSC against a map or an atomic model's map."""
+    _label = "reconstruct"
+    _possibleOutputs = {"outputVolume": Volume}
+    REF_NONE, REF_VOLUME, REF_STRUCTURE = 0, 1, 2
+
+    def _defineParams(self, form):
+        d = reconstruct.Config()
+        form.addSection("Input")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      label="Particles with alignment", important=True,
+                      help="Any particle set with a projection alignment: a landscape group, "
+                           "a subset drawn in the landscape viewer, a ProtUserSubSet...")
+        form.addParam("useOriginal", params.BooleanParam, default=False,
+                      label="Use original-size particles?",
+                      help="Reconstruct from another set holding the same particles (same "
+                           "ids) at another sampling, e.g. before downscaling; the shifts are "
+                           "scaled by the ratio of the pixel sizes.")
+        form.addParam("originalParticles", params.PointerParam,
+                      pointerClass="SetOfParticles", condition="useOriginal",
+                      label="Original-size particles",
+                      help="Matched to the aligned particles by their ids.")
+        form.addParam("imagesFlipped", params.BooleanParam, default=d.flipped,
+                      label="Images phase-flipped?",
+                      help="Whether the images used are already CTF phase-flipped.")
+        form.addParam("minImages", params.IntParam, default=d.min_images,
+                      label="Minimum number of images",
+                      help="Smaller sets are refused (a map from too few images is noise).")
+        form.addParam("pad", params.FloatParam, default=d.pad, label="Fourier padding",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Oversampling of the Fourier volume (1: none; 2: slightly better "
+                           "near Nyquist, 8x the memory and much slower on a CPU).")
+        form.addSection("Validation")
+        form.addParam("referenceType", params.EnumParam,
+                      choices=["none", "volume", "atomic model"], default=self.REF_NONE,
+                      label="FSC against",
+                      help="Compute the FSC of the reconstruction against a map, or against "
+                           "the map simulated from an atomic model (e.g. a group's centroid "
+                           "model), centred on its atoms' centroid as every deephemnma map.")
+        form.addParam("referenceVolume", params.PointerParam, pointerClass="Volume",
+                      condition=f"referenceType == {self.REF_VOLUME}", allowsNull=True,
+                      label="Reference map",
+                      help="Same box and voxel size as the reconstruction.")
+        form.addParam("referenceStructure", params.PointerParam, pointerClass="AtomStruct",
+                      condition=f"referenceType == {self.REF_STRUCTURE}", allowsNull=True,
+                      label="Reference atomic model",
+                      help="Its map is simulated at the reconstruction's box and voxel size.")
+        self._addComputeParams(form, threads=2)
+
+    # --------------------------------------------------------------------
+    def _pixelSize(self):
+        src = self.originalParticles.get() if self.useOriginal.get() else None
+        parts = src or self.inputParticles.get()
+        return parts.getSamplingRate() if parts is not None else None
+
+    def _shiftScale(self):
+        if not self.useOriginal.get() or self.originalParticles.get() is None:
+            return 1.0
+        return (self.inputParticles.get().getSamplingRate()
+                / self.originalParticles.get().getSamplingRate())
+
+    def _config(self, device="auto"):
+        return reconstruct.Config(
+            particles=self._extra("particles.xmd"),
+            images=self._extra("original.xmd") if self.useOriginal.get() else None,
+            out=self._extra("map.mrc"), pixel_size=self._pixelSize(),
+            shift_scale=self._shiftScale(), flipped=self.imagesFlipped.get(),
+            min_images=self.minImages.get(), pad=self.pad.get(),
+            reference=self._extra("reference.mrc") if self.referenceType.get() else None,
+            device=device)
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.reconstructStep)
+        self._insertFunctionStep(self.createOutputStep)
+
+    def reconstructStep(self):
+        from ..io.metadata import write_xmd
+        from ..io.stacks import read_volume, write_volume
+        write_xmd(self._extra("particles.xmd"),
+                  particles_to_table(self.inputParticles.get(), need_alignment=True))
+        if self.useOriginal.get():
+            write_xmd(self._extra("original.xmd"),
+                      particles_to_table(self.originalParticles.get()))
+        cfg = self._config(self._device())
+        box = self._box()
+        if self.referenceType.get() == self.REF_VOLUME:
+            # the reference as the stage reads it (.mrc), whatever its format
+            vol, _ = read_volume(self.referenceVolume.get().getFileName())
+            write_volume(cfg.reference, vol, cfg.pixel_size)
+        elif self.referenceType.get() == self.REF_STRUCTURE:
+            run_stage(model_map, model_map.Config(
+                structure=self.referenceStructure.get().getFileName(), out=cfg.reference,
+                box=box, pixel_size=cfg.pixel_size, selection="all"))
+        out = run_stage(reconstruct, cfg)
+        if cfg.reference:
+            run_stage(fsc, fsc.Config(map1=out.map, map2=cfg.reference,
+                                      pixel_size=cfg.pixel_size, png=self._extra("fsc.png"),
+                                      json=self._extra("fsc.json")))
+
+    def _box(self):
+        parts = (self.originalParticles.get() if self.useOriginal.get()
+                 else self.inputParticles.get())
+        return parts.getXDim()
+
+    def createOutputStep(self):
+        v = Volume(location=self._extra("map.mrc"))
+        v.setSamplingRate(self._pixelSize())
+        self._defineOutputs(outputVolume=v)
+        self._defineSourceRelation(self.inputParticles, v)
+
+    # --------------------------------------------------------------------
+    def _validate(self):
+        parts = self.inputParticles.get()
+        if parts is None:
+            return ["no input particles"]
+        errors = []
+        if parts.getSize() == 0:
+            errors.append("the input particle set is empty")
+        elif not parts.hasAlignmentProj():
+            errors.append("the particles have no projection alignment (angles and shifts)")
+        if self.useOriginal.get() and self.originalParticles.get() is None:
+            errors.append("choose the original-size particles")
+        ref_missing = {self.REF_VOLUME: self.referenceVolume.get(),
+                       self.REF_STRUCTURE: self.referenceStructure.get()}
+        if self.referenceType.get() in ref_missing and \
+                ref_missing[self.referenceType.get()] is None:
+            errors.append("choose the reference for the FSC")
+        if not errors:
+            errors += config_errors(self._config)
+        if not errors and parts.getSize() < self.minImages.get():
+            errors.append(f"{parts.getSize()} particles, fewer than the minimum "
+                          f"{self.minImages.get()}")
+        return errors
+
+    def _summary(self):
+        if not hasattr(self, "outputVolume"):
+            return ["Not run yet."]
+        lines = [f"Map of {self.inputParticles.get().getSize()} particles: "
+                 f"{self.outputVolume.getFileName()}"]
+        f = self._extra("fsc.json")
+        if os.path.exists(f):
+            import json
+            with open(f) as fh:
+                r = json.load(fh)
+            lines.append(f"FSC against the reference: {r['res_0.5']:.2f} Å (0.5), "
+                         f"{r['res_0.143']:.2f} Å (0.143); curve: extra/fsc.png")
+        return lines
+
+    def _methods(self):
+        return ["The particles were reconstructed by direct Fourier inversion with Wiener "
+                "CTF correction, from their angles and shifts [Hamitouche2022]."]

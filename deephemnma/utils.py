@@ -100,8 +100,19 @@ def end_progress_lines():
 
 
 def resolve_device(device=None):
-    """'auto' / None -> 'cuda' when available else 'cpu'; otherwise as given."""
+    """'auto' / None -> 'cuda' when available else 'cpu'; otherwise as given.
+    An unknown or unavailable device is an InputError (one line for the user)."""
     import torch
+    from .errors import InputError
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"--device {device}: unknown device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA GPU is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: only {torch.cuda.device_count()} GPU(s)")
+    return dev

@@ -141,6 +141,7 @@ def run(cfg, progress=True):
              "options": {k: v for k, v in dataclasses.asdict(opt).items() if k != "device"},
              "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size}
     t0 = time.perf_counter()
+    base.remove_stale_temporaries(out.particles, out.rejected, out.kept)   # of a killed run
     with base.cleanup_on_error(out.particles, out.rejected, out.kept):
         store = base.ChunkStore(out.parts, stamp, "align", quiet=rank != 0)
         rejected = base.Rejected()

@@ -105,20 +105,9 @@ class Outputs:
 
 
 def _device(name):
-    """torch.device for 'auto'/'cpu'/'cuda[:k]'; InputError for an unknown or
-    unavailable one."""
-    import torch
+    """torch.device for 'auto'/'cpu'/'cuda[:k]' (InputError when unavailable)."""
     from ..utils import resolve_device
-    try:
-        device = resolve_device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise InputError(f"--device {name}: unknown device (auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: no CUDA GPU is available")
-    if device.type == "cuda" and device.index is not None and \
-            device.index >= torch.cuda.device_count():
-        raise InputError(f"--device {name}: only {torch.cuda.device_count()} GPU(s)")
-    return device
+    return resolve_device(name)
 
 
 def _scan(cfg):

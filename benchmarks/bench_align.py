@@ -43,7 +43,7 @@ def main():
                     help="AlignOptions.candidate_separation (0: candidates may be near-duplicates)")
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
-    from deephemnma.commands.simulate import load_reference
+    from deephemnma.stages.reference import load_reference
     from deephemnma.core.align import AlignOptions, Aligner
     from deephemnma.core.ctf import CTFParams
     from deephemnma.core.image import downscale

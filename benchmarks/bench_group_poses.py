@@ -39,7 +39,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
-    from deephemnma.commands.simulate import load_reference
+    from deephemnma.stages.reference import load_reference
     from deephemnma.core import rotations as R
     from deephemnma.core.align import AlignOptions, Aligner
     from deephemnma.core.ctf import CTFParams
@@ -74,7 +74,7 @@ def main():
                                   time.perf_counter() - t0)
     if args.model:
         from deephemnma.core.inference import Predictor
-        from deephemnma.io.models import load_model
+        from deephemnma.core.models import load_model
         nets, meta = load_model(args.model, args.device)
         p = Predictor(nets, meta, args.device).predict(imgs)
         poses["network (predicted)"] = (p["angles"], p["shifts"], None)

@@ -55,7 +55,7 @@ def main():
               f"{time.perf_counter() - t0:.1f} | < 60 |")
 
     # group reconstructions -------------------------------------------------
-    from deephemnma.commands.simulate import load_reference
+    from deephemnma.stages.reference import load_reference
     from deephemnma.core.simulate import helix_amplitudes
     s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
     box = args.box

@@ -39,13 +39,13 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
-    from deephemnma.commands.simulate import load_reference
+    from deephemnma.stages.reference import load_reference
     from deephemnma.core.inference import Predictor
     from deephemnma.core.metrics import evaluate, format_table
     from deephemnma.core.network import DeepHEMNMANet
     from deephemnma.core.training import TrainConfig, train
     from deephemnma.io.metadata import Table
-    from deephemnma.io.models import load_model
+    from deephemnma.core.models import load_model
 
     s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
     t0 = time.perf_counter()

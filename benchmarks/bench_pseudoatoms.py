@@ -8,7 +8,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))

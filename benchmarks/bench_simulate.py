@@ -22,7 +22,7 @@ def main():
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    from deephemnma.commands.simulate import load_reference
+    from deephemnma.stages.reference import load_reference
     from deephemnma.core import rotations
     from deephemnma.core.projector import Projector
     from deephemnma.core.simulate import simulate_to_folder
@@ -58,7 +58,7 @@ def main():
         dt = time.perf_counter() - t0
     finally:
         shutil.rmtree(out)
-    print(f"\n| simulate | images | box | time s | images/s | target |")
+    print("\n| simulate | images | box | time s | images/s | target |")
     print("|---|---|---|---|---|---|")
     print(f"| helix, CTF, SNR 0.1, render 128 -> 64 | {args.n} | 64 | {dt:.1f} | "
           f"{args.n / dt:.0f} | < 120 s for 20,000 |")

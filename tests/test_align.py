@@ -7,7 +7,7 @@ from deephemnma.core.ctf import CTFParams
 from deephemnma.core.metrics import angular_errors
 from deephemnma.core.simulate import simulate, simulate_to_folder
 from deephemnma.errors import InputError
-from deephemnma.io.metadata import Table, read_metadata, write_xmd
+from deephemnma.io.metadata import Table, read_metadata
 from deephemnma.io.stacks import open_stack, write_stack
 
 from conftest import shared_file
@@ -17,7 +17,7 @@ BOX, PS = 48, 1.8
 
 @pytest.fixture(scope="module")
 def ref():
-    from deephemnma.commands.simulate import load_reference
+    from deephemnma.stages.reference import load_reference
     return load_reference(shared_file("continuousflex", "AK.pdb"))
 
 

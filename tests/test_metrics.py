@@ -53,7 +53,7 @@ def test_rmsd_terms():
     assert np.allclose(r["shifts"], 1.5) and np.allclose(r["angles"], 0, atol=1e-6)
     e2 = t.copy()
     e2["anglePsi"] = e2["anglePsi"] + 90
-    A = r2 = rmsd_terms(x0, V, e2, t, 1.0)["angles"]
+    r2 = rmsd_terms(x0, V, e2, t, 1.0)["angles"]
     from deephemnma.core.rotations import euler_to_matrix
     Ae, At = euler_to_matrix(e2.angles()), euler_to_matrix(t.angles())
     xc = x0 - x0.mean(0)
@@ -73,3 +73,52 @@ def test_cli_evaluate(tmp_path, capsys):
     import json
     assert json.load(open(tmp_path / "r.json"))["shift_x_A"]["mean"] == pytest.approx(2.0)
     assert "shift_x_A" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------
+# the evaluate stage
+def _modes_folder(path, numbers, n_atoms=50, seed=0):
+    from deephemnma.core.nma import NormalModes, write_continuousflex
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(len(numbers), n_atoms, 3))
+    v /= np.linalg.norm(v.reshape(len(v), -1), axis=1)[:, None, None]
+    m = NormalModes(v, np.arange(len(numbers), dtype=float), np.array(numbers),
+                    np.full(len(numbers), 0.5), rng.normal(size=(n_atoms, 3)) * 10)
+    write_continuousflex(m, path)
+    return m
+
+
+def test_stage_amplitudes_belong_to_the_first_flexible_modes(tmp_path):
+    """3 amplitudes with modes 1-12 given: they are modes 7-9 (named so, and
+    their vectors give the RMSD); a row with a NaN is left out and counted."""
+    import json
+    from deephemnma.errors import InputError
+    from deephemnma.stages import evaluate as stage
+    _modes_folder(tmp_path / "modes", list(range(1, 13)))
+    t = _truth(20)
+    e = t.copy()
+    e["nmaDisplacements"] = e["nmaDisplacements"] + np.array([10.0, 0, 0])
+    e["angleRot"] = e["angleRot"].copy()
+    e["angleRot"][3] = np.nan
+    write_xmd(tmp_path / "t.xmd", t)
+    write_xmd(tmp_path / "e.xmd", e)
+    cfg = stage.Config(est=str(tmp_path / "e.xmd"), truth=str(tmp_path / "t.xmd"),
+                       pixel_size=1.0, modes=str(tmp_path / "modes"),
+                       json=str(tmp_path / "r" / "r.json"))
+    out = stage.run(cfg)
+    r = out.results
+    assert out.mode_numbers == [7, 8, 9] and out.n_left_out == 1 and r["n"] == 19
+    assert r["mode_7"]["mean"] == pytest.approx(10) and r["mode_8"]["mean"] == 0
+    assert "mode_1" not in r
+    # unit-norm mode 7 over 50 atoms: RMSD = 10 / sqrt(50)
+    assert r["rmsd_amplitudes_A"]["mean"] == pytest.approx(10 / np.sqrt(50))
+    assert json.load(open(out.json))["mode_7"]["mean"] == pytest.approx(10)
+    assert any("left out 1 estimated" in x for x in stage.summary(out, cfg))
+    _modes_folder(tmp_path / "few", [1, 2, 3, 4, 5, 6, 7, 8])
+    for changes, match in [(dict(modes=str(tmp_path / "few")), "2 flexible modes"),
+                           (dict(pixel_size=0.0), "--pixel-size"),
+                           (dict(json=str(tmp_path / "e.xmd")), "also an input"),
+                           (dict(truth=str(tmp_path / "none.xmd")), "not found")]:
+        with pytest.raises(InputError, match=match):
+            stage.run(cfg.replace(json=str(tmp_path / "q" / "r.json")).replace(**changes))
+        assert not (tmp_path / "q").exists()

@@ -1,4 +1,6 @@
 """EM maps as Gaussian pseudoatoms."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,42 @@ def test_bad_input(ak_map, tmp_path):
     assert main(["pseudoatoms", "--map", str(tmp_path / "v.mrc"), "--out",
                  str(tmp_path / "x"), "--max-atoms", "20"]) == 2
     assert not (tmp_path / "x.pdb").exists()
+
+
+# --------------------------------------------------------------------------
+# the pseudoatoms stage
+def test_stage_writes_the_pseudoatoms_and_their_map(ak_map, tmp_path):
+    from deephemnma.stages import pseudoatoms as stage
+    _, vol = ak_map
+    write_volume(tmp_path / "ak.mrc", vol, 2.0)
+    out = stage.run(stage.Config(map=str(tmp_path / "ak.mrc"), out=str(tmp_path / "o" / "p.pdb"),
+                                 sigma=2.5), progress=False)
+    assert (out.pdb, out.approx) == (str(tmp_path / "o" / "p.pdb"),
+                                     str(tmp_path / "o" / "p_approx.mrc"))
+    pdb = read_structure(out.pdb)
+    assert len(pdb) == out.n_atoms and pdb.sigma == pytest.approx(2.5)
+    approx, vs = read_volume(out.approx)
+    assert vs == pytest.approx(2.0)
+    assert relative_error(vol, approx) == pytest.approx(out.error, abs=1e-4) and out.error <= 0.05
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(sigma=0.0), "--sigma"), (dict(sigma_voxels=-1.0), "--sigma-voxels"),
+    (dict(sigma=2.0, sigma_voxels=1.0), "not both"), (dict(target_error=0.0), "--target-error"),
+    (dict(target_error=100.0), "--target-error"), (dict(max_atoms=0), "--max-atoms"),
+    (dict(voxel_size=-2.0), "--voxel-size"), (dict(threshold=float("nan")), "--threshold"),
+    (dict(mask="nomask.mrc"), "not found"), (dict(out="MAP"), "also an input"),
+    (dict(max_atoms=20), "above the target")])
+def test_stage_bad_input_leaves_nothing(ak_map, tmp_path, changes, match):
+    from deephemnma.stages import pseudoatoms as stage
+    _, vol = ak_map
+    write_volume(tmp_path / "ak.mrc", vol, 2.0)
+    if changes.get("out") == "MAP":          # OUT_approx.mrc would overwrite the map
+        write_volume(tmp_path / "ak_approx.mrc", vol, 2.0)
+        changes = dict(out=str(tmp_path / "ak"), map=str(tmp_path / "ak_approx.mrc"))
+    cfg = stage.Config(map=str(tmp_path / "ak.mrc"), out=str(tmp_path / "o" / "p"),
+                       sigma=2.5).replace(**changes)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(InputError, match=match):
+        stage.run(cfg, progress=False)
+    assert sorted(os.listdir(tmp_path)) == before and not (tmp_path / "o").exists()

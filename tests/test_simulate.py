@@ -1,4 +1,6 @@
 """Synthetic data: ground truth consistent with the projector, SNR, laws, resume."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from conftest import shared_file
 
 @pytest.fixture(scope="module")
 def ref():
-    from deephemnma.commands.simulate import load_reference
+    from deephemnma.stages.reference import load_reference
     return load_reference(shared_file("continuousflex", "AK.pdb"))
 
 
@@ -113,3 +115,90 @@ def test_folder_output_and_resume(ref, tmp_path):
     star = read_metadata(tmp_path / "a" / "particles.star")
     assert np.allclose(star["shiftX"], ta["shiftX"], atol=1e-6)
     assert (tmp_path / "a" / "modes" / "vec.7").exists()
+
+
+# --------------------------------------------------------------------------
+# the simulate stage
+def _stage_cfg(tmp_path, folder, **kw):
+    from deephemnma.stages import simulate as stage
+    base = dict(structure=str(shared_file("continuousflex", "AK.pdb")),
+                out=str(tmp_path / folder), n=20, box=32, pixel_size=2.6, render_factor=1)
+    return stage.Config(**dict(base, **kw))
+
+
+def _in_chunks_of_8(monkeypatch, stop_after=None):
+    """Make the stage simulate in chunks of 8 images (the default, 512, would
+    be one chunk), stopping as Ctrl-C would after ``stop_after`` chunks."""
+    import deephemnma.core.simulate as sim
+
+    def chunked(*a, **k):
+        for i, chunk in enumerate(simulate(*a, **dict(k, chunk=8))):
+            if i == stop_after:
+                raise KeyboardInterrupt
+            yield chunk
+    monkeypatch.setattr(sim, "simulate", chunked)
+
+
+def _images(folder):
+    t = read_metadata(folder / "particles.xmd")
+    return load_images(t), t
+
+
+def test_stage_resumes_only_its_own_run(tmp_path, monkeypatch, capsys):
+    """A rerun of an interrupted run continues it; a run with other options
+    discards the partial stack (one line says so) instead of mixing images."""
+    from deephemnma.stages import simulate as stage
+    _in_chunks_of_8(monkeypatch)
+    full = stage.run(_stage_cfg(tmp_path, "a", seed=1), progress=False)
+    assert full.n == 20 and not os.path.exists(full.stamp)
+    ia, ta = _images(tmp_path / "a")
+    for seed_first, folder in ((1, "same"), (2, "other")):
+        cfg = _stage_cfg(tmp_path, folder, seed=seed_first)
+        _in_chunks_of_8(monkeypatch, stop_after=1)
+        with pytest.raises(KeyboardInterrupt):
+            stage.run(cfg, progress=False)
+        assert os.path.exists(stage.Outputs(cfg.out).stack + ".part")
+        capsys.readouterr()
+        _in_chunks_of_8(monkeypatch)
+        out = stage.run(cfg.replace(seed=1), progress=False)
+        said = capsys.readouterr().err
+        assert out.restarted == (seed_first != 1)
+        assert ("starting afresh" in said) == (seed_first != 1)
+        ib, tb = _images(tmp_path / folder)
+        assert np.array_equal(ia, ib) and np.array_equal(ta["angleRot"], tb["angleRot"])
+        assert sorted(os.listdir(tmp_path / folder)) == sorted(os.listdir(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(n=-5), "-n"), (dict(n=0), "-n"), (dict(box=-48), "--box"), (dict(box=31), "--box"),
+    (dict(box=8), "--box"), (dict(pixel_size=0.0), "--pixel-size"),
+    (dict(snr=0.0), "--snr"), (dict(snr=float("nan")), "--snr"),
+    (dict(render_factor=0), "--render-factor"), (dict(shift_range=-1.0), "--shift-range"),
+    (dict(q0=1.0), "--q0"), (dict(voltage=0.0), "--voltage"), (dict(sigma=0.0), "--sigma"),
+    (dict(defocus=-5.0), "--defocus"), (dict(seed=-1), "--seed"), (dict(law="spiral"), "--law"),
+    (dict(mode_list="7,8"), "exactly 3 modes"), (dict(mode_list="x"), "bad mode list"),
+    (dict(modes="nowhere"), "not found"), (dict(pixel_size=0.3), "does not fit")])
+def test_stage_refuses_bad_options(tmp_path, changes, match):
+    from deephemnma.stages import simulate as stage
+    cfg = _stage_cfg(tmp_path, "o").replace(**changes)
+    with pytest.raises(InputError, match=match):
+        stage.run(cfg, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_stage_refuses_to_overwrite_its_inputs(tmp_path):
+    from deephemnma.stages import nma, simulate as stage
+    modes = nma.run(nma.Config(structure=str(shared_file("continuousflex", "AK.pdb")),
+                               out=str(tmp_path / "nma"), n_modes=10))
+    before = open(modes.modes_xmd).read()
+    for m in (modes.folder, modes.modes_xmd):
+        with pytest.raises(InputError, match="also an input"):
+            stage.run(_stage_cfg(tmp_path, "nma", modes=m), progress=False)
+    assert open(modes.modes_xmd).read() == before
+    assert not os.path.exists(os.path.join(modes.folder, "particles.mrcs"))
+    # no noise, no CTF: switched off, their numbers are not checked
+    out = stage.run(_stage_cfg(tmp_path, "s", modes=modes.folder, noise=False, snr=0.0,
+                               ctf=False, defocus=0.0, n=3), progress=False)
+    assert out.n == 3 and out.mode_numbers == [7, 8, 9]
+    with pytest.raises(InputError, match="already holds particles"):
+        stage.run(_stage_cfg(tmp_path, "s", modes=modes.folder), progress=False)

@@ -117,3 +117,62 @@ def test_cli_nma(tmp_path):
     assert main(["nma", "--structure", str(tmp_path / "nope.pdb"), "--out",
                  str(tmp_path / "p")]) == 2
     assert not (tmp_path / "p").exists()
+
+
+# --------------------------------------------------------------------------
+# the nma stage: one rule for the command and the protocol
+def _pseudo_pdb(path, ubi):
+    """ubiquitin's CA atoms written as pseudoatoms (sigma 2 Å): no residues."""
+    import dataclasses
+    s = dataclasses.replace(ubi, sigma=2.0, weights=np.ones(len(ubi)))
+    write_pdb(path, s)
+    assert read_structure(path).is_pseudoatomic
+    return path
+
+
+def test_nma_stage_centres_and_picks_the_method(tmp_path, ubi):
+    from deephemnma.stages import nma
+    from deephemnma.stages.reference import DEFAULT_NMA
+    d = nma.Config()
+    assert (d.n_modes, d.cutoff, d.block_size, d.method) == (
+        DEFAULT_NMA["n_modes"], DEFAULT_NMA["cutoff"], DEFAULT_NMA["block_size"], "auto")
+    pdb = shared_file("oracles", "pdb1ubi_ca.pdb")
+    out = nma.run(nma.Config(structure=str(pdb), out=str(tmp_path / "a"), n_modes=9,
+                             selection="ca", cutoff=10.0))
+    assert out.method == "rtb" and out.n_modes == 9 and out.n_atoms == len(ubi)
+    ref = read_structure(out.reference, "ca")
+    assert np.abs(ref.coords.mean(0)).max() < 1e-3                  # centred
+    assert np.allclose(ref.coords + out.offset, ubi.coords, atol=1e-3)
+    m = read_continuousflex(out.modes_xmd)
+    expect = compute_modes(ubi.center()[0], 9, cutoff=10.0, method="rtb", block_size=1)
+    assert np.allclose(m.vectors, expect.vectors, atol=1e-8)
+    assert np.allclose(m.ref_coords, ref.coords, atol=1e-3)
+    # pseudoatoms: auto -> ANM; an explicit RTB is refused and leaves nothing
+    ps = _pseudo_pdb(tmp_path / "pseudo.pdb", ubi)
+    out = nma.run(nma.Config(structure=str(ps), out=str(tmp_path / "p"), n_modes=8,
+                             percentile=30.0))
+    assert out.method == "anm" and out.n_modes == 8
+    assert any("percentile 30" in line for line in nma.summary(out, nma.Config(percentile=30)))
+    with pytest.raises(InputError, match="pseudoatoms have no residues"):
+        nma.run(nma.Config(structure=str(ps), out=str(tmp_path / "q"), method="rtb"))
+    assert not (tmp_path / "q").exists()
+    # a folder holding modes is refused, its modes untouched
+    before = (tmp_path / "a" / "modes" / "vec.7").read_bytes()
+    with pytest.raises(InputError, match="already holds modes.xmd"):
+        nma.run(nma.Config(structure=str(pdb), out=str(tmp_path / "a"), selection="ca"))
+    assert (tmp_path / "a" / "modes" / "vec.7").read_bytes() == before
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(n_modes=6), "at least 7 modes"), (dict(n_modes=-3), "at least 7 modes"),
+    (dict(cutoff=0.0), "--cutoff"), (dict(cutoff=float("nan")), "--cutoff"),
+    (dict(percentile=0.0), "--percentile"), (dict(percentile=101.0), "--percentile"),
+    (dict(block_size=0), "--block-size"), (dict(method="nma"), "--method"),
+    (dict(out=None), "--out"), (dict(structure="missing.pdb"), "not found")])
+def test_nma_stage_refuses_bad_options(tmp_path, changes, match):
+    from deephemnma.stages import nma
+    pdb = str(shared_file("oracles", "pdb1ubi_ca.pdb"))
+    cfg = nma.Config(structure=pdb, out=str(tmp_path / "o"), selection="ca").replace(**changes)
+    with pytest.raises(InputError, match=match):
+        nma.run(cfg)
+    assert not (tmp_path / "o").exists()

@@ -1,43 +1,43 @@
 """Normal modes of an atomic structure or pseudoatoms (ContinuousFlex layout).
 
 Writes OUT/modes.xmd, OUT/modes/vec.N (unit-norm 3N vectors, HEMNMA numbering:
-1-6 rigid, 7 first flexible) and OUT/reference.pdb (the atoms the modes move).
-"""
-import os
-import time
+1-6 rigid, 7 first flexible) and OUT/reference.pdb (the atoms the modes move,
+centred on their centroid). Method auto: RTB for atomic structures, ANM for
+pseudoatoms.
 
-from ..errors import InputError
+Examples:
+  deephemnma nma --structure AK.pdb --out nma/ --modes 20
+  deephemnma nma --structure ribosome.cif --selection ca+p --block-size 10 --out nma_rib/
+  deephemnma nma --structure pseudo.pdb --percentile 5 --out nma_pseudo/
+"""
+from ..stages import nma as stage
 
 
 def add_args(p):
+    d = stage.Config()
     p.add_argument("--structure", required=True, help="PDB/mmCIF (or pseudoatom PDB)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--modes", type=int, default=20, help="number of modes incl. the 6 rigid ones")
-    p.add_argument("--method", choices=["rtb", "anm"], default="rtb")
-    p.add_argument("--cutoff", type=float, default=8.0, help="interaction radius (Å)")
-    p.add_argument("--percentile", type=float, default=None,
+    p.add_argument("--modes", type=int, default=d.n_modes,
+                   help="number of modes incl. the 6 rigid ones")
+    p.add_argument("--method", choices=stage.METHODS, default=d.method,
+                   help="auto: RTB for atoms, ANM for pseudoatoms")
+    p.add_argument("--cutoff", type=float, default=d.cutoff, help="interaction radius (Å)")
+    p.add_argument("--percentile", type=float, default=d.percentile,
                    help="cutoff as a percentile of interatomic distances (pseudoatoms)")
-    p.add_argument("--selection", default="heavy", help="heavy | all | ca | ca+p | ProDy selection")
-    p.add_argument("--block-size", type=int, default=1,
+    p.add_argument("--selection", default=d.selection,
+                   help="heavy | all | ca | ca+p | ProDy selection")
+    p.add_argument("--block-size", type=int, default=d.block_size,
                    help="RTB: residues per rigid block (10-20 for large complexes)")
 
 
+def config(args):
+    return stage.Config(structure=args.structure, out=args.out, n_modes=args.modes,
+                        method=args.method, cutoff=args.cutoff, percentile=args.percentile,
+                        selection=args.selection, block_size=args.block_size)
+
+
 def main(args):
-    from ..core.nma import compute_modes, write_continuousflex
-    from ..core.structure import read_structure, write_pdb
-    if os.path.exists(os.path.join(args.out, "modes.xmd")):
-        raise InputError(f"{args.out} already holds modes.xmd; choose another --out")
-    s = read_structure(args.structure, args.selection)
-    if s.is_pseudoatomic and args.method == "rtb":
-        args.method = "anm"  # pseudoatoms have no residues to make blocks of
-    t0 = time.perf_counter()
-    modes = compute_modes(s, n_modes=args.modes, cutoff=args.cutoff, percentile=args.percentile,
-                          method=args.method, block_size=args.block_size)
-    dt = time.perf_counter() - t0
-    os.makedirs(args.out, exist_ok=True)
-    write_pdb(os.path.join(args.out, "reference.pdb"), s)
-    path = write_continuousflex(modes, args.out)
-    print(f"{len(modes)} modes of {len(s)} atoms ({args.method}) in {dt:.1f} s -> {path}")
-    print(" mode  eigenvalue  collectivity")
-    for n, e, c in zip(modes.numbers, modes.eigenvalues, modes.collectivity):
-        print(f" {n:4d}  {e:10.4g}  {c:8.3f}")
+    cfg = config(args)
+    out = stage.run(cfg)
+    for line in stage.summary(out, cfg):
+        print(line)

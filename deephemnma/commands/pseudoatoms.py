@@ -2,56 +2,42 @@
 
 Writes OUT.pdb (pseudoatoms; weights relative to the largest, in the occupancy
 column; sigma in a REMARK, recognised by every deephemnma command) and
-OUT_approx.mrc (the map the pseudoatoms reproduce). For NMA of pseudoatoms use
-a percentile cutoff: `deephemnma nma --structure OUT.pdb --method anm --percentile 5`.
+OUT_approx.mrc (the map the pseudoatoms reproduce). Nothing is written when the
+target error cannot be reached. For NMA of pseudoatoms use a percentile cutoff.
+
+Examples:
+  deephemnma pseudoatoms --map emd_1234.mrc --out pseudo/emd_1234 --target-error 5
+  deephemnma nma --structure pseudo/emd_1234.pdb --percentile 5 --out nma_pseudo/
 """
-import os
-import time
-
-import numpy as np
-
-from ..errors import InputError
+from ..stages import pseudoatoms as stage
 
 
 def add_args(p):
+    d = stage.Config()
     p.add_argument("--map", required=True, help="MRC map")
     p.add_argument("--out", required=True, help="output prefix (OUT.pdb, OUT_approx.mrc)")
-    p.add_argument("--voxel-size", type=float, default=None, help="Å (default: header)")
-    p.add_argument("--sigma", type=float, default=None, help="Gaussian std, Å (1.5 voxels)")
-    p.add_argument("--sigma-voxels", type=float, default=None, help="Gaussian std in voxels")
-    p.add_argument("--target-error", type=float, default=5.0, help="relative error, %%")
-    p.add_argument("--threshold", type=float, default=None, help="ignore density below")
-    p.add_argument("--mask", default=None, help="MRC mask (> 0.5 inside)")
-    p.add_argument("--max-atoms", type=int, default=20000)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--voxel-size", type=float, default=d.voxel_size, help="Å (default: header)")
+    p.add_argument("--sigma", type=float, default=d.sigma,
+                   help="Gaussian std, Å (default 1.5 voxels)")
+    p.add_argument("--sigma-voxels", type=float, default=d.sigma_voxels,
+                   help="Gaussian std in voxels")
+    p.add_argument("--target-error", type=float, default=d.target_error,
+                   help="relative error, %%")
+    p.add_argument("--threshold", type=float, default=d.threshold, help="ignore density below")
+    p.add_argument("--mask", default=d.mask, help="MRC mask (> 0.5 inside)")
+    p.add_argument("--max-atoms", type=int, default=d.max_atoms)
+    p.add_argument("--device", default=d.device)
+
+
+def config(args):
+    return stage.Config(map=args.map, out=args.out, voxel_size=args.voxel_size,
+                        sigma=args.sigma, sigma_voxels=args.sigma_voxels,
+                        target_error=args.target_error, threshold=args.threshold,
+                        mask=args.mask, max_atoms=args.max_atoms, device=args.device)
 
 
 def main(args):
-    from ..core.pseudoatoms import volume_to_pseudoatoms
-    from ..core.structure import Structure, write_pdb
-    from ..io.stacks import read_volume, write_volume
-    vol, vs = read_volume(args.map)
-    vs = args.voxel_size or vs
-    if not vs:
-        raise InputError(f"{args.map}: no voxel size in the header; give --voxel-size")
-    mask = None
-    if args.mask:
-        m, _ = read_volume(args.mask)
-        mask = m > 0.5
-    sigma = args.sigma if args.sigma else (args.sigma_voxels * vs if args.sigma_voxels else None)
-    t0 = time.perf_counter()
-    c, w, approx, err = volume_to_pseudoatoms(
-        vol, vs, sigma, args.target_error / 100.0, args.threshold, mask, args.max_atoms,
-        device=args.device,
-        progress=lambda n, e: print(f"  {n} pseudoatoms: error {100 * e:.2f} %", flush=True))
-    n = len(c)
-    s = Structure(coords=c, weights=w / w.max(), names=np.array(["CA"] * n, dtype=object),
-                  resnames=np.array(["PSE"] * n, dtype=object), resnums=np.arange(1, n + 1),
-                  chains=np.array(["A"] * n, dtype=object), elements=np.array(["C"] * n,
-                                                                              dtype=object),
-                  source=args.map, sigma=sigma or 1.5 * vs)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_pdb(args.out + ".pdb", s)
-    write_volume(args.out + "_approx.mrc", approx, vs)
-    print(f"{n} pseudoatoms reproduce {args.map} with {100 * err:.2f} % relative error in "
-          f"{time.perf_counter() - t0:.1f} s -> {args.out}.pdb")
+    cfg = config(args)
+    out = stage.run(cfg)
+    for line in stage.summary(out, cfg):
+        print(line)

@@ -1,37 +1,47 @@
-"""Normal mode analysis of an atomic structure (or a volume as pseudoatoms)."""
+"""Normal mode analysis of an atomic structure (or of pseudoatoms)."""
 import os
 
 import pyworkflow.protocol.params as params
 
-from .base import DeepHEMNMABase
+from ..stages import nma as stage
+from .base import DeepHEMNMABase, config_errors, run_stage
 from .convert import modes_to_set
+
+SELECTIONS = ["heavy", "ca", "ca+p", "all"]
 
 
 class DeepHEMNMAProtNMA(DeepHEMNMABase):
-    """Elastic-network normal modes (ANM or RTB) of an atomic structure, or of
-    a density map converted to Gaussian pseudoatoms. Output: SetOfNormalModes in
-    ContinuousFlex's layout (modes/vec.N), usable by ContinuousFlex's tools."""
+    """Elastic-network normal modes (RTB or ANM) of an atomic structure, or of
+    Gaussian pseudoatoms. Output: SetOfNormalModes in ContinuousFlex's layout
+    (modes/vec.N), usable by ContinuousFlex's tools, and the centred reference
+    the modes move. Same rules as `deephemnma nma` (deephemnma.stages.nma)."""
     _label = "normal mode analysis"
     _possibleOutputs = {"outputModes": "SetOfNormalModes"}
 
     def _defineParams(self, form):
+        d = stage.Config()
         form.addSection("Input")
         form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct",
                       label="Atomic structure", important=True,
-                      help="Reference structure (PDB/mmCIF) whose normal modes are computed.")
-        form.addParam("selection", params.EnumParam, choices=["heavy", "ca", "ca+p", "all"],
-                      default=0, label="Atoms",
+                      help="Reference structure (PDB/mmCIF, or a pseudoatom PDB) whose normal "
+                           "modes are computed.")
+        form.addParam("selection", params.EnumParam, choices=SELECTIONS,
+                      default=SELECTIONS.index(d.selection), label="Atoms",
                       help="heavy: all non-hydrogen atoms (the paper's AK); ca+p: CA and P "
-                           "atoms for large complexes (the paper's ribosome).")
-        form.addParam("numberOfModes", params.IntParam, default=20, label="Number of modes",
+                           "atoms for large complexes (the paper's ribosome). Pseudoatoms "
+                           "are all used.")
+        form.addParam("numberOfModes", params.IntParam, default=d.n_modes,
+                      label="Number of modes",
                       help="Including the 6 rigid-body modes (HEMNMA numbering: the first "
                            "flexible mode is 7).")
-        form.addParam("method", params.EnumParam, choices=["rtb", "anm"], default=0,
-                      label="Method", help="RTB: residue blocks (fast, large structures); "
-                                            "ANM: every atom.")
-        form.addParam("blockSize", params.IntParam, default=1, condition="method == 0",
-                      label="Residues per RTB block", expertLevel=params.LEVEL_ADVANCED)
-        form.addParam("cutoff", params.FloatParam, default=8.0, label="Cutoff (Å)",
+        form.addParam("method", params.EnumParam, choices=list(stage.METHODS),
+                      default=stage.METHODS.index(d.method), label="Method",
+                      help="auto: RTB for atomic structures, ANM for pseudoatoms. RTB: "
+                           "blocks of residues (fast, large structures); ANM: every atom.")
+        form.addParam("blockSize", params.IntParam, default=d.block_size,
+                      condition="method != 2", label="Residues per RTB block",
+                      expertLevel=params.LEVEL_ADVANCED)
+        form.addParam("cutoff", params.FloatParam, default=d.cutoff, label="Cutoff (Å)",
                       help="Interaction radius of the elastic network.")
         self._addComputeParams(form, threads=2)
 
@@ -39,42 +49,42 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
         self._insertFunctionStep(self.computeStep)
         self._insertFunctionStep(self.createOutputStep)
 
+    def _config(self):
+        s = self.inputStructure.get()
+        return stage.Config(structure=s.getFileName() if s is not None else None,
+                            out=self._extra(), n_modes=self.numberOfModes.get(),
+                            method=stage.METHODS[self.method.get()],
+                            cutoff=self.cutoff.get(), selection=SELECTIONS[self.selection.get()],
+                            block_size=self.blockSize.get())
+
     def computeStep(self):
-        from ..core.nma import compute_modes, write_continuousflex
-        from ..core.structure import read_structure, write_pdb
-        sel = ["heavy", "ca", "ca+p", "all"][self.selection.get()]
-        s, _ = read_structure(self.inputStructure.get().getFileName(), sel).center()
-        modes = compute_modes(s, self.numberOfModes.get(), cutoff=self.cutoff.get(),
-                              method=["rtb", "anm"][self.method.get()],
-                              block_size=self.blockSize.get())
-        write_pdb(self._extra("reference.pdb"), s)
-        write_continuousflex(modes, self._extra())
+        run_stage(stage, self._config())
 
     def createOutputStep(self):
         import pwem.objects as emobj
-        pdb = emobj.AtomStruct(filename=self._extra("reference.pdb"))
-        nm = modes_to_set(self, self._extra("modes.xmd"), self.inputStructure.get())
+        out = stage.Outputs(self._extra())
+        pdb = emobj.AtomStruct(filename=out.reference)
+        nm = modes_to_set(self, out.modes_xmd, self.inputStructure.get())
         self._defineOutputs(outputModes=nm, outputReference=pdb)
         self._defineSourceRelation(self.inputStructure, nm)
 
     def _validate(self):
-        errors = []
-        if self.numberOfModes.get() < 7:
-            errors.append("ask for at least 7 modes (modes 1-6 are rigid-body motions)")
-        if self.cutoff.get() <= 0:
-            errors.append("the cutoff must be positive")
+        errors = config_errors(self._config)
         s = self.inputStructure.get()
-        if s is not None and not os.path.exists(s.getFileName()):
+        if s is not None and not os.path.isfile(s.getFileName()):
             errors.append(f"structure file not found: {s.getFileName()}")
         return errors
+
+    def _methodText(self):
+        m = stage.METHODS[self.method.get()]
+        return "auto: RTB for atoms, ANM for pseudoatoms" if m == "auto" else m.upper()
 
     def _summary(self):
         if not hasattr(self, "outputModes"):
             return ["Normal modes not computed yet."]
-        return [f"{self.outputModes.getSize()} normal modes ({['RTB', 'ANM'][self.method.get()]}, "
+        return [f"{self.outputModes.getSize()} normal modes ({self._methodText()}, "
                 f"cutoff {self.cutoff.get()} Å)."]
 
     def _methods(self):
         return [f"Normal modes of the reference were computed with an elastic network "
-                f"({['RTB', 'ANM'][self.method.get()]}, cutoff {self.cutoff.get()} Å) "
-                "[Harastani2020]."]
+                f"({self._methodText()}, cutoff {self.cutoff.get()} Å) [Harastani2020]."]

@@ -1,10 +1,8 @@
 """Synthetic particles with ground truth (the paper's data synthesis)."""
-import os
-
-import numpy as np
 import pyworkflow.protocol.params as params
 
-from .base import DeepHEMNMABase, run_command
+from ..stages import simulate as stage
+from .base import DeepHEMNMABase, config_errors, run_stage
 from .convert import GT_ATTRS
 
 
@@ -18,20 +16,23 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
     _possibleOutputs = {"outputParticles": "SetOfParticles"}
 
     def _defineParams(self, form):
+        d = stage.Config()
         form.addSection("Input")
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
                       label="Normal modes", important=True)
         form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
                       label="Reference (as used for the modes)",
                       help="The reference.pdb output of the normal mode protocol.")
-        form.addParam("modeList", params.StringParam, default="7-9", label="Modes")
-        form.addParam("law", params.EnumParam, choices=["helix", "uniform", "clusters"],
-                      default=0, label="Amplitude law",
+        form.addParam("modeList", params.StringParam, default=d.mode_list, label="Modes")
+        form.addParam("law", params.EnumParam, choices=list(stage.LAWS),
+                      default=stage.LAWS.index(d.law), label="Amplitude law",
                       help="helix: the paper's q7=-200r, q8=200 sin(pi r), q9=200 cos(pi r).")
-        form.addParam("numberOfImages", params.IntParam, default=1000, label="Images")
+        form.addParam("numberOfImages", params.IntParam, default=d.n, label="Images")
+        # the form's sampling and noise defaults are the paper's downscaled 64 px
+        # protocol (the command's are its 128 px one)
         form.addParam("box", params.IntParam, default=64, label="Box (px)")
         form.addParam("samplingRate", params.FloatParam, default=1.3, label="Pixel size (Å)")
-        form.addParam("snr", params.FloatParam, default=0.1, label="SNR",
+        form.addParam("snr", params.FloatParam, default=d.snr, label="SNR",
                       help="Signal variance / noise variance; 0 for no noise.")
         form.addParam("snrAtRender", params.BooleanParam, default=True,
                       label="SNR before downscaling (the paper's)?",
@@ -40,9 +41,9 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
                            "downscaled to the pixel size asked for (which averages the noise: "
                            "SNR 0.1 becomes ~0.4 at 0.65 Å/px, ~1.6 at 1.3 Å/px). No: the "
                            "output images themselves have this SNR (rendered at 2x).")
-        form.addParam("defocus", params.FloatParam, default=5000.0, label="Defocus (Å)",
+        form.addParam("defocus", params.FloatParam, default=d.defocus, label="Defocus (Å)",
                       help="Underfocus; 0 for no CTF.")
-        form.addParam("seed", params.IntParam, default=0, label="Random seed",
+        form.addParam("seed", params.IntParam, default=d.seed, label="Random seed",
                       expertLevel=params.LEVEL_ADVANCED)
         self._addComputeParams(form, threads=2)
 
@@ -50,49 +51,45 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         self._insertFunctionStep(self.simulateStep)
         self._insertFunctionStep(self.createOutputStep)
 
+    def _config(self, modes_dir=None, device="cpu"):
+        """The simulate stage's config from the form (modes_dir: the modes
+        written for the stage; None while validating)."""
+        ref = self.inputReference.get()
+        snr = self.snr.get()
+        defocus = self.defocus.get()
+        return stage.Config(
+            structure=ref.getFileName() if ref is not None else None, modes=modes_dir,
+            mode_list=self.modeList.get(), out=self._extra("data"),
+            n=self.numberOfImages.get(), box=self.box.get(),
+            pixel_size=self.samplingRate.get(), law=stage.LAWS[self.law.get()],
+            noise=snr != 0, snr=snr if snr != 0 else stage.Config.snr,
+            snr_at_render=self.snrAtRender.get(), ctf=defocus != 0,
+            defocus=defocus if defocus != 0 else stage.Config.defocus,
+            seed=self.seed.get(), device=device)
+
     def simulateStep(self):
         modes_dir = self._modesFolder(self.inputModes.get(),
                                       self.inputReference.get().getFileName())
-        argv = ["simulate", "--structure", self.inputReference.get().getFileName(),
-                "--modes", modes_dir, "--mode-list", self.modeList.get(),
-                "--out", self._extra("data"), "-n", self.numberOfImages.get(),
-                "--box", self.box.get(), "--pixel-size", self.samplingRate.get(),
-                "--law", ["helix", "uniform", "clusters"][self.law.get()],
-                "--seed", self.seed.get(), "--device", self._device()]
-        if self.snr.get() <= 0:
-            argv.append("--no-noise")
-        else:
-            argv += ["--snr", self.snr.get()]
-            if self.snrAtRender.get():
-                argv += ["--snr-at-render", "--render-factor", self._renderFactor()]
-        if self.defocus.get() <= 0:
-            argv.append("--no-ctf")
-        else:
-            argv += ["--defocus", self.defocus.get()]
-        run_command(argv)
-
-    def _renderFactor(self):
-        from ..core.simulate import render_factor_for
-        return render_factor_for(self.samplingRate.get())
+        run_stage(stage, self._config(modes_dir, self._device()))
 
     def createOutputStep(self):
         import pwem.objects as emobj
         import pyworkflow.object as pwobj
         from ..io.metadata import read_metadata
         from .convert import set_particle_values
-        t = read_metadata(self._extra("data", "particles.xmd"))
-        stack = self._extra("data", "particles.mrcs")
+        cfg, data = self._config(), stage.Outputs(self._extra("data"))
+        t = read_metadata(data.particles)
         out = self._createSetOfParticles()
-        out.setSamplingRate(self.samplingRate.get())
-        acq = emobj.Acquisition(voltage=200.0, sphericalAberration=2.0, amplitudeContrast=0.1,
-                                magnification=50000)
+        out.setSamplingRate(cfg.pixel_size)
+        acq = emobj.Acquisition(voltage=cfg.voltage, sphericalAberration=cfg.cs,
+                                amplitudeContrast=cfg.q0, magnification=50000)
         out.setAcquisition(acq)
         has_ctf = "ctfDefocusU" in t
         out.setHasCTF(has_ctf)
         out.setAlignmentProj()
         ang, sh, q = t.angles(), t.shifts(), t["nmaDisplacements"]
         for k in range(len(t)):
-            p = emobj.Particle(location=(k + 1, stack))
+            p = emobj.Particle(location=(k + 1, data.stack))
             p.setObjId(int(t["itemId"][k]))
             p.setAcquisition(acq)
             if has_ctf:
@@ -110,27 +107,30 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         self._defineSourceRelation(self.inputModes, out)
 
     def _validate(self):
-        errors = []
-        if self.box.get() < 16 or self.box.get() % 2:
-            errors.append("the box must be even and at least 16 px")
-        if self.numberOfImages.get() < 1:
-            errors.append("ask for at least one image")
-        from ..core.nma import parse_mode_list
-        from ..errors import InputError
-        try:
-            parse_mode_list(self.modeList.get())
-        except InputError as e:
-            errors.append(str(e))
-        return errors
+        from ..core.nma import mode_number, parse_mode_list
+        errors = config_errors(self._config)
+        if errors:
+            return errors
+        cfg = self._config()
+        modes = self.inputModes.get()
+        if modes is not None:
+            have = {mode_number(m.getModeFile()) for m in modes}
+            missing = [n for n in parse_mode_list(cfg.mode_list) if n not in have]
+            if missing:
+                return [f"modes {missing} are not in the normal modes set"]
+        return []
 
     def _summary(self):
         if not hasattr(self, "outputParticles"):
             return ["Not run yet."]
-        return [f"{self.outputParticles.getSize()} synthetic particles, {self.box.get()} px at "
-                f"{self.samplingRate.get()} Å/px, SNR {self.snr.get()}" +
-                (f" at {self.samplingRate.get() / self._renderFactor():.3g} Å/px before "
-                 "downscaling (the paper's)." if self.snrAtRender.get() and self.snr.get() > 0
-                 else " in the output images.")]
+        cfg = self._config()
+        head = (f"{self.outputParticles.getSize()} synthetic particles, {cfg.box} px at "
+                f"{cfg.pixel_size} Å/px")
+        if not cfg.noise:
+            return [head + ", no noise."]
+        where = (f" at {cfg.pixel_size / cfg.rendering():.3g} Å/px before downscaling "
+                 "(the paper's)." if cfg.snr_at_render else " in the output images.")
+        return [head + f", SNR {cfg.snr}" + where]
 
     def _methods(self):
         return ["Synthetic particles were generated following [Hamitouche2022]."]

@@ -1,0 +1,240 @@
+"""Synthetic particle images with ground truth (the paper's data synthesis).
+
+The reference (centred, :func:`deephemnma.stages.reference.load_reference`) is
+deformed along the chosen normal modes with amplitudes from a law (the paper's
+helix on modes 7-9, a uniform box or Gaussian clusters), oriented uniformly,
+shifted by up to ``shift_range`` Å, projected as Gaussian atoms at
+``render_factor`` times the output sampling, degraded by the CTF and noise and
+downscaled (see :mod:`deephemnma.core.simulate` for the noise chain).
+
+Outputs in the folder OUT: ``particles.mrcs`` (float32, the header carries
+the pixel size), ``particles.xmd`` (ground truth in Xmipp names: angles,
+shifts in output pixels, ``nmaDisplacements``, CTF), ``particles.star``
+(RELION 3.1), ``modes.xmd`` + ``modes/vec.N`` and ``reference.pdb``. A folder
+that already holds particles is refused. An interrupted run (Ctrl-C, kill)
+continues when the same command is run again; a partial stack left by a run
+with other inputs or options is discarded (one line says so).
+"""
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import base
+from .base import need
+
+__all__ = ["Config", "Outputs", "run", "summary", "LAWS"]
+
+LAWS = ("helix", "uniform", "clusters")
+
+
+@dataclasses.dataclass
+class Config(base.StageConfig):
+    structure: str = None            # reference PDB/mmCIF (e.g. AK.pdb)
+    out: str = None                  # output folder
+    n: int = 1000                    # number of images
+    modes: str = None                # ContinuousFlex modes (default: computed, see reference)
+    mode_list: str = "7-9"           # HEMNMA numbers of the modes deformed along
+    selection: str = "heavy"         # atoms of the structure
+    box: int = 128                   # output images, px (even)
+    pixel_size: float = 0.65         # Å/px of the output images
+    law: str = "helix"               # amplitude law: helix | uniform | clusters
+    amplitude_scale: float = 200.0   # helix radius / uniform half-width
+    noise: bool = True               # add noise at ``snr``
+    snr: float = 0.1                 # signal variance / noise variance
+    snr_at_render: bool = False      # the SNR holds before downscaling (the paper's)
+    ctf: bool = True
+    defocus: float = 5000.0          # Å, positive = underfocus
+    voltage: float = 200.0           # kV
+    cs: float = 2.0                  # mm
+    q0: float = 0.1                  # amplitude contrast
+    shift_range: float = 1.625       # shifts U[-r, r], Å
+    render_factor: int = None        # None: 2, or with snr_at_render the paper's sampling
+    phase_flip: bool = False         # phase-flip the output images
+    sigma: float = 1.0               # atom Gaussian std, Å
+    seed: int = 0
+    device: str = "cpu"
+
+    def validate_options(self):
+        """The numbers and choices (no file is looked at)."""
+        from ..core.nma import parse_mode_list
+        need(_is_int(self.n) and self.n >= 1,
+             f"-n/--number must be an integer >= 1, got {self.n}")
+        need(_is_int(self.box) and self.box >= 16 and self.box % 2 == 0,
+             f"--box must be an even number of pixels >= 16, got {self.box}")
+        base.positive("--pixel-size", self.pixel_size)
+        need(self.law in LAWS, f"--law {self.law}: expected one of {', '.join(LAWS)}")
+        wanted = parse_mode_list(self.mode_list)
+        need(self.law != "helix" or len(wanted) == 3,
+             f"--law helix needs exactly 3 modes (e.g. 7-9), --mode-list {self.mode_list} "
+             f"has {len(wanted)}")
+        base.at_least("--amplitude-scale", self.amplitude_scale, 0)
+        if self.noise:
+            base.positive("--snr", self.snr)
+        if self.ctf:
+            base.positive("--defocus", self.defocus)
+            base.positive("--voltage", self.voltage)
+            base.at_least("--cs", self.cs, 0)
+            base.fraction("--q0", self.q0)
+        base.at_least("--shift-range", self.shift_range, 0)
+        if self.render_factor is not None:
+            need(_is_int(self.render_factor) and self.render_factor >= 1,
+                 f"--render-factor must be an integer >= 1, got {self.render_factor}")
+        base.positive("--sigma", self.sigma)
+        need(_is_int(self.seed) and self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        return self
+
+    def validate(self):
+        base.existing("--structure", self.structure)
+        if self.modes not in (None, ""):
+            base.existing("--modes", self.modes, "path")
+        inputs = [self.structure, self.modes, _modes_xmd(self.modes)]
+        base.output_path("--out", self.out, inputs, folder=True)
+        out = Outputs(self.out)
+        for p in out.written():
+            base.output_path("--out", p, inputs)
+        need(not os.path.exists(out.particles),
+             f"{self.out} already holds particles.xmd; choose another --out")
+        return self.validate_options()
+
+    def rendering(self):
+        """The render factor used: as given, else the one bringing the output
+        sampling to the paper's 0.325 Å/px with ``snr_at_render``, else 2."""
+        from ..core.simulate import render_factor_for
+        if self.render_factor is not None:
+            return int(self.render_factor)
+        return render_factor_for(self.pixel_size) if self.snr_at_render else 2
+
+    def stamp(self):
+        """The options that change the images (not the output folder or the device)."""
+        d = self.to_dict()
+        for k in ("out", "device", "structure", "modes"):
+            d.pop(k)
+        d["render_factor"] = self.rendering()
+        return d
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _modes_xmd(modes):
+    if modes in (None, "") or not os.path.isdir(modes):
+        return None
+    return os.path.join(modes, "modes.xmd")
+
+
+@dataclasses.dataclass
+class Outputs:
+    folder: str
+    n: int = 0
+    mode_numbers: list = None
+    amplitude_ranges: np.ndarray = None      # (M, 2) min, max per mode
+    render_factor: int = None
+    restarted: bool = False                  # a partial stack of another run was discarded
+    seconds: float = 0.0
+
+    def _p(self, *name):
+        return os.path.join(self.folder, *name)
+
+    @property
+    def stack(self):
+        return self._p("particles.mrcs")
+
+    @property
+    def particles(self):
+        """Ground truth (Xmipp names), image references ``N@particles.mrcs``."""
+        return self._p("particles.xmd")
+
+    @property
+    def star(self):
+        return self._p("particles.star")
+
+    @property
+    def modes_xmd(self):
+        return self._p("modes.xmd")
+
+    @property
+    def modes_dir(self):
+        return self._p("modes")
+
+    @property
+    def reference(self):
+        return self._p("reference.pdb")
+
+    @property
+    def stamp(self):
+        """The options of an unfinished run (removed when it completes)."""
+        return self._p(".simulate_stamp.json")
+
+    def written(self):
+        return [self.stack, self.particles, self.star, self.modes_xmd, self.reference]
+
+    def all_paths(self):
+        """Everything a run may create (for clean-up after an error)."""
+        return self.written() + [self.stack + ".part", self._p(".simulate_done"), self.stamp,
+                                 self.modes_dir, self._p("reference_coords.txt")]
+
+
+def _identity(cfg, s, modes):
+    return {"options": cfg.stamp(), "structure": base.file_digest(cfg.structure),
+            "coords": base.array_digest(s.coords), "modes": [int(n) for n in modes.numbers],
+            "vectors": base.array_digest(modes.vectors)}
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def run(cfg, progress=True):
+    """Simulate ``cfg.n`` images into ``cfg.out``; returns :class:`Outputs`."""
+    from ..core.simulate import simulate_to_folder
+    from ..utils import atomic_path
+    from .reference import check_fits, load_reference
+    cfg.validate()
+    out = Outputs(cfg.out, render_factor=cfg.rendering())
+    s, modes = load_reference(cfg.structure, cfg.selection, cfg.modes, cfg.mode_list)
+    check_fits(s, cfg.box, cfg.pixel_size)
+    identity = json.loads(json.dumps(_identity(cfg, s, modes), sort_keys=True))
+    part, done = out.stack + ".part", out._p(".simulate_done")
+    if os.path.exists(part) and _read_json(out.stamp) != identity:
+        base.say(f"simulate: {part} was written by a run with other inputs or options; "
+                 "starting afresh", sys.stderr)
+        for p in (part, done):
+            if os.path.exists(p):
+                os.remove(p)
+        out.restarted = True
+    t0 = time.perf_counter()
+    with base.cleanup_on_error(cfg.out, *out.all_paths()):
+        with atomic_path(out.stamp) as tmp, open(tmp, "w") as f:
+            json.dump(identity, f, sort_keys=True)
+        table = simulate_to_folder(
+            cfg.out, s, modes, cfg.n, box=cfg.box, pixel_size=cfg.pixel_size,
+            quiet=None if progress else True, amplitudes=cfg.law,
+            amplitude_scale=cfg.amplitude_scale, snr=cfg.snr if cfg.noise else None,
+            ctf=cfg.ctf, defocus=cfg.defocus, voltage=cfg.voltage, cs=cfg.cs, q0=cfg.q0,
+            shift_range=cfg.shift_range, render_factor=out.render_factor,
+            phase_flip=cfg.phase_flip, sigma=cfg.sigma, seed=cfg.seed, device=cfg.device,
+            snr_at_render=cfg.snr_at_render)
+    os.remove(out.stamp)
+    out.seconds = time.perf_counter() - t0
+    q = table["nmaDisplacements"]
+    out.n = len(table)
+    out.mode_numbers = [int(n) for n in modes.numbers]
+    out.amplitude_ranges = np.column_stack([q.min(0), q.max(0)])
+    return out
+
+
+def summary(out, cfg):
+    return [f"{out.n} images {cfg.box}x{cfg.box} px at {cfg.pixel_size} Å/px (rendered at "
+            f"{out.render_factor}x) in {out.seconds:.1f} s "
+            f"({out.n / max(out.seconds, 1e-9):.0f} images/s) -> {out.particles}",
+            f"modes {out.mode_numbers}; amplitude ranges: "
+            + ", ".join(f"[{a:.0f}, {b:.0f}]" for a, b in out.amplitude_ranges)]

@@ -142,7 +142,7 @@ def run(cfg, progress=True):
              "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size}
     t0 = time.perf_counter()
     base.remove_stale_temporaries(out.particles, out.rejected, out.kept)   # of a killed run
-    with base.cleanup_on_error(out.particles, out.rejected, out.kept):
+    with base.cleanup_on_error(out.particles, out.rejected, out.kept, out.parts):
         store = base.ChunkStore(out.parts, stamp, "align", quiet=rank != 0)
         rejected = base.Rejected()
         prog = Progress(len(table), f"align[{rank}]" if world > 1 else "align",

@@ -247,6 +247,8 @@ def finite_rows(table, columns=ROW_NUMBERS):
 
 def bad_images(images):
     """Boolean mask of unusable images: a non-finite pixel, or constant."""
+    if not len(images):
+        return np.zeros(0, bool)
     flat = np.asarray(images).reshape(len(images), -1)
     bad = ~np.isfinite(flat).all(1)
     with np.errstate(invalid="ignore"):

@@ -84,6 +84,7 @@ def _table(cfg):
         from ..core.metrics import match_rows
         src = read_metadata(cfg.images)
         src.require(["image"], "image", cfg.images)
+        need(len(src) > 0, f"--images {cfg.images}: no particles")
         ie, isrc = match_rows(t, src)
         t = t.subset(ie)
         t["image"] = src.subset(isrc).rebased(None, absolute=True)["image"]

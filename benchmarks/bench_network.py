@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
-    from deephemnma.core.training import TrainConfig
+    from deephemnma.core.config import TrainConfig
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=7500)
     ap.add_argument("--epochs", type=int, default=6)
@@ -43,26 +43,36 @@ def main():
     from deephemnma.core.inference import Predictor
     from deephemnma.core.metrics import evaluate, format_table
     from deephemnma.core.network import DeepHEMNMANet
-    from deephemnma.core.training import TrainConfig, train
-    from deephemnma.io.metadata import Table
     from deephemnma.core.models import load_model
+    from deephemnma.io.metadata import Table, image_ref, write_xmd
+    from deephemnma.io.stacks import write_stack
+    from deephemnma.stages import train
 
     s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
     t0 = time.perf_counter()
     imgs, truth, ps = synthetic(s, modes, args.n, args.box, seed=7, noise=args.noise)
     print(f"simulated {args.n} images {args.box} px in {time.perf_counter() - t0:.0f} s")
     out = args.out or tempfile.mkdtemp()
-    cfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
-                      batch_size=args.batch_size, val_fraction=0.1, test_fraction=0.1,
-                      device=args.device, patience=100, input_size=args.input_size,
-                      dropout=args.dropout, lr=args.lr,
-                      coord_channels=args.coord_channels)
+    # the images and their labels as a user gives them to `deephemnma train`
+    data = tempfile.mkdtemp()
+    write_stack(os.path.join(data, "particles.mrcs"), imgs, ps)
+    labelled = truth.copy()
+    labelled["image"] = np.array([image_ref(i + 1, "particles.mrcs") for i in range(len(truth))],
+                                 dtype=object)
+    write_xmd(os.path.join(data, "particles.xmd"), labelled)
+    cfg = train.Config(particles=os.path.join(data, "particles.xmd"), out=out, pixel_size=ps,
+                       mode_list=",".join(str(int(n)) for n in modes.numbers),
+                       architecture=args.architecture, epochs=args.epochs,
+                       batch_size=args.batch_size, val_fraction=0.1, test_fraction=0.1,
+                       device=args.device, patience=100, input_size=args.input_size,
+                       dropout=args.dropout, lr=args.lr, coord_channels=args.coord_channels,
+                       restart=True)
     t0 = time.perf_counter()
-    res = train(imgs, truth, out, cfg, list(modes.numbers), ps, quiet=True)
+    res = train.run(cfg, progress=False)
     t_train = time.perf_counter() - t0
-    split = np.load(os.path.join(out, "split.npz"))
+    split = np.load(res.split)
     te, tr = split["test"], split["train"]
-    nets, meta = load_model(os.path.join(out, "model.pt"), args.device)
+    nets, meta = load_model(res.model, args.device)
     pred = Predictor(nets, meta, args.device)
     t0 = time.perf_counter()
     p = pred.predict(imgs[te])
@@ -91,7 +101,7 @@ def main():
     print(f"\n## Inferred vs ground truth ({args.architecture} network, {args.box} px images "
           f"seen at {args.input_size} px, {noise_label(args.noise, args.box)}, dropout {args.dropout}, lr {args.lr}, "
           f"batch {args.batch_size}, coordinate channels {args.coord_channels}, "
-          f"{res['train']} training images, {res['epochs_run']} epochs, {t_train:.0f} s "
+          f"{res.n_train} training images, {res.epochs_done} epochs, {t_train:.0f} s "
           f"training on {args.device})\n")
     print(format_table({"network": r_net, "predict-the-mean": r_base}))
     print("\npaper (Table 1, 128 px, 14,055 training images, 400 epochs): amplitude MAE 7.5, "

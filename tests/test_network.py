@@ -1,22 +1,27 @@
-"""Network, training, model files and inference."""
+"""Network, the one image normaliser, training (the train stage: resume,
+kill -9 safety, rejected rows, pixel size), model files and inference."""
+import glob
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from deephemnma.core import rotations
-from deephemnma.core.image import rotate_images
+from deephemnma.core.image import downscale, normalize
 from deephemnma.core.inference import Predictor
+from deephemnma.core.models import load_model, save_model
 from deephemnma.core.network import DeepHEMNMANet, ResNet34, load_torchvision_weights
 from deephemnma.core.projector import project
-from deephemnma.core.training import (LabelCodec, TrainConfig, augment_batch, split_indices,
-                                      train)
+from deephemnma.core.training import LabelCodec, augment_batch, read_checkpoint, split_indices
 from deephemnma.errors import InputError
 from deephemnma.io.metadata import Table, image_ref, read_metadata, write_xmd
-from deephemnma.io.models import load_model, save_model
+from deephemnma.stages import train as stage
 
-from conftest import shared_file
+from conftest import ROOT, shared_file
 
 # parameter names and shapes of torchvision's resnet34 (from its architecture)
 _TV_LAYERS = {"layer1": (64, 3), "layer2": (128, 4), "layer3": (256, 6), "layer4": (512, 3)}
@@ -67,7 +72,9 @@ def test_coord_channels_round_trip(tmp_path):
     torch.manual_seed(0)
     net = DeepHEMNMANet({"shifts": 2}, dropout=0.0, coord_channels=True).eval()
     assert net.trunk.conv1.weight.shape == (64, 3, 7, 7)
-    save_model(tmp_path / "m.pt", {"shifts": net}, {"x": 1})
+    save_model(tmp_path / "m.pt", {"shifts": net},
+               {"image_size": 32, "amplitude_mean": [], "amplitude_std": [],
+                "shift_mean": [0, 0], "shift_std": [1, 1]})
     nets, _ = load_model(tmp_path / "m.pt")
     assert nets["shifts"].coord_channels
     xb = torch.randn(3, 32, 32)
@@ -112,38 +119,77 @@ def test_augmentation_is_label_consistent():
     assert min(worse) < 0.99
 
 
-@pytest.fixture(scope="module")
-def tiny_data():
-    from deephemnma.commands.simulate import load_reference
+def test_normalize_is_the_one_normaliser():
+    """core.image.normalize (training and inference): per-image zero mean and
+    unit std, after the optional Fourier downscaling; a constant image -> 0."""
+    x = torch.randn(3, 32, 32) * 5 + 2
+    n = normalize(x)
+    assert torch.allclose(n.mean((-2, -1)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(n.std((-2, -1)), torch.ones(3), atol=1e-5)
+    assert torch.equal(normalize(x, 16), normalize(downscale(x, 16)))
+    assert normalize(x, 16).shape == (3, 16, 16)
+    assert torch.equal(normalize(torch.full((1, 8, 8), 3.0)), torch.zeros(1, 8, 8))
+
+
+def _simulate(n, seed):
+    """n noiseless 32 px projections of AK (2.6 Å/px) deformed along modes
+    7-9: (images, Table of their labels with itemId)."""
     from deephemnma.core.simulate import simulate
+    from deephemnma.stages.reference import load_reference
     s, modes = load_reference(shared_file("continuousflex", "AK.pdb"))
-    ch = list(simulate(s.coords, s.weights, modes.vectors, 72, box=32, pixel_size=2.6,
-                       snr=None, ctf=False, seed=4, render_factor=1))
+    ch = list(simulate(s.coords, s.weights, modes.vectors, n, box=32, pixel_size=2.6,
+                       snr=None, ctf=False, seed=seed, render_factor=1))
     return np.concatenate([c[1] for c in ch]), Table.concatenate([c[2] for c in ch])
 
 
-def test_overfit_resume_model_file_and_predict(tiny_data, tmp_path):
-    imgs, t = tiny_data
-    cfg = TrainConfig(epochs=16, batch_size=16, lr=3e-3, val_fraction=0.1, test_fraction=0.0,
-                      dropout=0.0, device="cpu", patience=100)
-    def stop_at_10(msg):
-        if msg.startswith("epoch 10:"):
-            raise KeyboardInterrupt
+def _labelled(stem, imgs, table, pixel_size=2.6):
+    """STEM.mrcs (header: pixel_size) + STEM.xmd with ``table``'s labels
+    referencing those images, in order. Returns the .xmd path."""
+    from deephemnma.io.stacks import write_stack
+    write_stack(f"{stem}.mrcs", imgs, pixel_size)
+    t = table.copy()
+    t["image"] = np.array([image_ref(i, os.path.basename(f"{stem}.mrcs"))
+                           for i in range(1, len(imgs) + 1)], dtype=object)
+    write_xmd(f"{stem}.xmd", t)
+    return f"{stem}.xmd"
 
-    with pytest.raises(KeyboardInterrupt):          # killed after epoch 10 ...
-        train(imgs, t, tmp_path / "m", cfg, [7, 8, 9], 2.6, quiet=True, log=stop_at_10)
-    best_before = load_model(tmp_path / "m" / "model.pt")[1]["best_val_loss"]
-    res = train(imgs, t, tmp_path / "m", cfg, [7, 8, 9], 2.6, resume=True, quiet=True,
-                log=lambda *a: None)                # ... and resumed to the end
-    h = res["history"]
-    assert [r["epoch"] for r in h] == list(range(1, 17))
+
+def _weights(path):
+    nets, meta = load_model(path)
+    return {f"{k}.{p}": t for k, n in nets.items() for p, t in n.state_dict().items()}, meta
+
+
+def _same_weights(a, b):
+    wa, wb = _weights(a)[0], _weights(b)[0]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return _simulate(72, seed=4)
+
+
+def test_overfit_model_file_and_predict(tiny_data, tmp_path):
+    """The train stage learns the training set; its model file describes
+    itself (pixel size from the stack header, mode numbers) and predicts."""
+    imgs, t = tiny_data
+    cfg = stage.Config(particles=_labelled(tmp_path / "train", imgs, t), out=str(tmp_path / "m"),
+                       epochs=16, batch_size=16, lr=3e-3, val_fraction=0.1,
+                       test_fraction=0.0, dropout=0.0, device="cpu", patience=100)
+    res = stage.run(cfg, progress=False)
+    h = stage.read_curves(res.curves_csv)
+    assert [r["epoch"] for r in h] == list(range(1, 17)) and res.epochs_done == 16
     assert h[-1]["train_loss"] < 0.8 * h[0]["train_loss"]      # learns the training set
-    assert res["best_val_loss"] <= best_before
-    assert (tmp_path / "m" / "curves.png").exists()
-    nets, meta = load_model(tmp_path / "m" / "model.pt")
+    assert res.best_val_loss == min(r["val_loss"] for r in h)
+    assert os.path.exists(res.curves_png) and not os.path.exists(res.rejected)
+    nets, meta = load_model(res.model)
     assert meta["mode_numbers"] == [7, 8, 9] and meta["image_size"] == 32
-    raw = torch.load(tmp_path / "m" / "model.pt", weights_only=True)   # no code executed
+    assert meta["pixel_size"] == pytest.approx(2.6)               # from the header
+    assert meta["best_epoch"] == res.best_epoch
+    raw = torch.load(res.model, weights_only=True)               # no code executed
     assert raw["format"] == "deephemnma-model"
+    split = np.load(res.split)
+    assert sorted(np.concatenate([split["train"], split["val"]])) == list(range(72))
     p = Predictor(nets, meta).predict(imgs[:20])
     assert p["amplitudes"].shape == (20, 3) and p["angles"].shape == (20, 3)
     with pytest.raises(InputError, match="32 px"):
@@ -166,7 +212,6 @@ def _predict_rescales_larger_images(tmp_path, imgs, nets, meta):
     without --rescale; with it, Fourier-cropped to 32 px and shifts returned in
     64 px pixels (twice the model's)."""
     from deephemnma.cli import main as cli
-    from deephemnma.core.image import downscale
     F = np.fft.fftshift(np.fft.fft2(imgs), axes=(-2, -1))
     big = np.zeros((len(imgs), 64, 64), complex)
     big[:, 16:48, 16:48] = F
@@ -226,21 +271,193 @@ def _predict_command_streams_and_resumes(tmp_path, imgs, direct, nets, meta):
     assert np.allclose(out.shifts(), full["shifts"], atol=1e-5)
 
 
-def test_bad_inputs(tiny_data, tmp_path):
-    imgs, t = tiny_data
-    t2 = t.copy()
+# --------------------------------------------------------------------------
+# resuming, kill -9, rejected rows, restart
+RUN = dict(epochs=3, batch_size=8, val_fraction=0.25, test_fraction=0.0, input_size=16,
+           dropout=0.2, device="cpu", patience=100)
+CLI = ["--epochs", "3", "--batch-size", "8", "--val-fraction", "0.25", "--test-fraction", "0",
+       "--input-size", "16", "--dropout", "0.2", "--device", "cpu", "--patience", "100",
+       "--pixel-size", "2.6"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", DEEPHEMNMA_QUIET="1", MKL_NUM_THREADS="1",
+           PYTHONPATH=str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """24 particles (32 px, 2.6 Å/px in the stack header) and the outputs of an
+    uninterrupted 3-epoch run of them (in this process, on one thread as the
+    command-line runs below; no --pixel-size: the header's)."""
+    d = tmp_path_factory.mktemp("small")
+    imgs, t = _simulate(24, seed=11)
+    xmd = _labelled(d / "p", imgs, t)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = stage.run(stage.Config(particles=xmd, out=str(d / "ref"), **RUN), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return d, imgs, t, out
+
+
+def _hidden(folder):
+    return sorted(n for n in os.listdir(folder) if n.startswith("."))
+
+
+def _popen(xmd, out):
+    return subprocess.Popen([sys.executable, "-m", "deephemnma", "train", "--particles", xmd,
+                             "--out", out] + CLI, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _kill_when(proc, condition, timeout=120):
+    t0 = time.time()
+    while not condition():
+        assert proc.poll() is None, "the run ended before the kill: " + proc.communicate()[1]
+        assert time.time() - t0 < timeout, "kill point never reached"
+        time.sleep(0.003)
+    proc.kill()                                                 # SIGKILL
+    proc.wait()
+
+
+def test_kill_during_and_after_checkpoint_then_resume(small, tmp_path):
+    """kill -9 while last.pt of epoch 2 is being written (a partial hidden
+    temporary file is left; last.pt is epoch 1's), then kill -9 right after
+    epoch 2's checkpoint; the same command then finishes epoch 3 only. The
+    model and the curves equal those of the uninterrupted run bit for bit.
+    Run once more: nothing to do."""
+    d, _, _, ref = small
+    xmd, out = str(d / "p.xmd"), str(tmp_path / "tr")
+    last = os.path.join(out, "last.pt")
+
+    def saving_epoch_2():
+        tmp = glob.glob(os.path.join(out, ".last.*.tmp.pt"))
+        return os.path.exists(last) and tmp and os.path.getsize(tmp[0]) > (1 << 20)
+    _kill_when(_popen(xmd, out), saving_epoch_2)
+    stale = _hidden(out)
+    assert any(n.startswith(".last.") for n in stale), stale
+    assert read_checkpoint(last)["run"]["epoch"] == 1
+
+    def epoch_2_saved():
+        ck = os.path.join(out, "curves.csv")
+        return os.path.exists(ck) and len(open(ck).read().splitlines()) >= 3
+    _kill_when(_popen(xmd, out), epoch_2_saved)
+    assert not set(stale) & set(_hidden(out))                    # stale temporaries removed
+    assert read_checkpoint(last)["run"]["epoch"] == 2
+
+    r = subprocess.run([sys.executable, "-m", "deephemnma", "train", "--particles", xmd,
+                        "--out", out] + CLI, env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "resuming after epoch 2 of 3" in r.stderr and "resumed after epoch 2" in r.stdout
+    assert _hidden(out) == []
+    assert _same_weights(os.path.join(out, "model.pt"), ref.model)
+    a = stage.read_curves(os.path.join(out, "curves.csv"))
+    b = stage.read_curves(ref.curves_csv)
+    assert [(r["epoch"], r["train_loss"], r["val_loss"]) for r in a] == \
+        [(r["epoch"], r["train_loss"], r["val_loss"]) for r in b]
+    assert _weights(os.path.join(out, "model.pt"))[1]["pixel_size"] == pytest.approx(2.6)
+
+    mtime = os.path.getmtime(os.path.join(out, "model.pt"))
+    done = stage.run(stage.Config(particles=xmd, out=out, pixel_size=2.6, **RUN),
+                     progress=False)                       # the same run, once more
+    assert done.already_done and done.epochs_done == 3 and done.start_epoch == 3
+    assert "already trained" in stage.summary(done, stage.Config(**RUN))[0]
+    assert os.path.getmtime(os.path.join(out, "model.pt")) == mtime
+
+
+def test_bad_rows_rejected_alone(small, tmp_path):
+    """A row with a NaN amplitude and one with a NaN image, inserted among the
+    24: both listed in rejected.xmd, and the model is bit for bit that of the
+    run without them; split.npz names rows of this input."""
+    d, imgs, t, ref = small
+    bad_label, bad_image = 5, 17                 # their positions in the new input
+    keep = [i for i in range(26) if i not in (bad_label, bad_image)]
+    rows = np.zeros(26, int)
+    rows[keep] = np.arange(24)                   # the others: the 24 in order
+    imgs2, t2 = imgs[rows].copy(), t.subset(rows)
+    t2["itemId"] = np.where(np.isin(np.arange(26), keep), t2["itemId"], [100 + i for i in
+                                                                         range(26)])
     q = t2["nmaDisplacements"].copy()
-    q[3, 1] = np.nan
+    q[bad_label, 1] = np.nan
     t2["nmaDisplacements"] = q
-    with pytest.raises(InputError, match="NaN"):
-        train(imgs, t2, tmp_path / "x", TrainConfig(epochs=1), quiet=True)
-    with pytest.raises(InputError, match="batch size"):
-        train(imgs[:40], t.subset(np.arange(40)), tmp_path / "y",
-              TrainConfig(epochs=1, batch_size=64), quiet=True)
-    with pytest.raises(InputError, match="dropout"):
-        train(imgs, t, tmp_path / "d", TrainConfig(epochs=1, dropout=1.5), quiet=True)
-    with pytest.raises(InputError, match="modes"):
-        train(imgs, t, tmp_path / "z", TrainConfig(epochs=1), mode_numbers=[7, 8], quiet=True)
+    imgs2[bad_image, 3, 4] = np.nan
+    xmd = _labelled(tmp_path / "bad", imgs2, t2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = stage.run(stage.Config(particles=xmd, out=str(tmp_path / "tr"), **RUN),
+                        progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert out.n_rejected == 2
+    rej = read_metadata(out.rejected)
+    assert sorted(rej["itemId"]) == [100 + bad_label, 100 + bad_image]
+    assert any("left out 2" in line for line in stage.summary(out, stage.Config(**RUN)))
+    assert _same_weights(out.model, ref.model)
+    split, ref_split = np.load(out.split), np.load(ref.split)
+    for k in ("train", "val", "test"):
+        assert list(split[k]) == [keep[i] for i in ref_split[k]]
+
+
+def test_restart_other_epochs_and_patience(small, tmp_path, capsys, monkeypatch):
+    """--restart trains again from epoch 1 (the same weights: seeded); another
+    --epochs (the schedule spans them) starts afresh and says so in one line;
+    an early-stopped run is done, and a larger --patience continues it."""
+    from deephemnma.core import training
+    cfg = stage.Config(particles=str(small[0] / "p.xmd"), out=str(tmp_path / "tr"),
+                       **dict(RUN, epochs=1))
+    first = stage.run(cfg, progress=False)
+    capsys.readouterr()
+    again = stage.run(cfg.replace(restart=True), progress=False)
+    assert capsys.readouterr().err.strip() == f"train: --restart: starting afresh in {cfg.out}"
+    assert again.start_epoch == 0 and again.epochs_done == 1 and not again.already_done
+    assert _same_weights(again.model, first.model)
+
+    losses = iter([1.0, 2.0, 3.0])             # validation: epochs 2 and 3 do not improve
+    monkeypatch.setattr(training.Trainer, "evaluate", lambda self, rows: (next(losses), {}))
+    cfg = cfg.replace(epochs=3, patience=1)
+    stopped = stage.run(cfg, progress=False)
+    err = capsys.readouterr().err
+    assert err.strip() == f"train: {cfg.out} holds a run with other --epochs (1 -> 3); " \
+                          "starting afresh"
+    assert stopped.start_epoch == 0 and stopped.epochs_done == 2 and stopped.stopped_early
+    assert any("stopped early" in line for line in stage.summary(stopped, cfg))
+    assert stage.run(cfg, progress=False).already_done
+    more = stage.run(cfg.replace(patience=5), progress=False)
+    assert "resuming after epoch 2 of 3" in capsys.readouterr().err
+    assert more.start_epoch == 2 and more.epochs_done == 3 and not more.stopped_early
+    assert more.best_epoch == 1 and _weights(more.model)[1]["best_epoch"] == 1
+    assert len(stage.read_curves(more.curves_csv)) == 3
+
+
+def test_bad_inputs(small, tmp_path, capsys):
+    """Refused before anything is written (the output folder is not created):
+    too large a batch, dropout 1.5, a mode list of another length, no pixel
+    size anywhere, a header pixel size that differs, no particles, an
+    --init-model inside --out; `--resume --epochs 5` on a new folder trains."""
+    from deephemnma.cli import main as cli
+    d, imgs, t, ref = small
+    xmd = str(d / "p.xmd")
+    out = str(tmp_path / "x")
+    base = dict(RUN, particles=xmd, out=out)
+    for change, message in [({"batch_size": 64}, "batch size"),
+                            ({"dropout": 1.5}, "dropout"),
+                            ({"mode_list": "7-8"}, "mode-list"),
+                            ({"pixel_size": 3.0}, "differs from --pixel-size 3"),
+                            ({"val_fraction": 0.5, "test_fraction": 0.5}, "fraction"),
+                            ({"init_model": ref.model, "out": str(d / "ref")}, "output folder")]:
+        with pytest.raises(InputError, match=message):
+            stage.run(stage.Config(**dict(base, **change)), progress=False)
+        assert not os.path.exists(out)
+    nohdr = _labelled(tmp_path / "nohdr", imgs, t, pixel_size=None)
+    with pytest.raises(InputError, match="give --pixel-size"):
+        stage.run(stage.Config(**dict(base, particles=nohdr)))
+    write_xmd(tmp_path / "none.xmd", read_metadata(xmd).subset(np.zeros(24, bool)))
+    with pytest.raises(InputError, match="no particles"):
+        stage.run(stage.Config(**dict(base, particles=str(tmp_path / "none.xmd"))))
+    assert not os.path.exists(out)
+    assert cli(["train", "--particles", xmd, "--out", out, "--resume", "--epochs", "5",
+                "--batch-size", "64"]) == 2
+    assert "batch size" in capsys.readouterr().err and not os.path.exists(out)
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(InputError, match="not a deephemnma model"):
         load_model(tmp_path / "junk.pt")
@@ -253,18 +470,10 @@ def test_ddp_two_processes_match_single(tmp_path):
     """`deephemnma train` under torchrun (2 CPU processes, gloo, DDP): each
     process takes half of every batch and gradients are averaged, so the run
     tracks the single-process one (BatchNorm sees half batches: not bit-equal)."""
-    import csv
-    import os
-    import subprocess
-    import sys
-    from deephemnma.commands.simulate import load_reference
-    from deephemnma.core.simulate import simulate_to_folder
-    s, modes = load_reference(shared_file("continuousflex", "AK.pdb"))
-    simulate_to_folder(tmp_path / "d", s, modes, 96, box=32, pixel_size=2.6, snr=None,
-                       ctf=False, seed=2, quiet=True, render_factor=1)
-    common = ["train", "--particles", str(tmp_path / "d" / "particles.xmd"), "--epochs", "3",
-              "--batch-size", "16", "--dropout", "0", "--device", "cpu", "--mode-list", "7-9",
-              "--test-fraction", "0"]
+    imgs, t = _simulate(96, seed=2)
+    xmd = _labelled(tmp_path / "p", imgs, t)
+    common = ["train", "--particles", xmd, "--epochs", "3", "--batch-size", "16",
+              "--dropout", "0", "--device", "cpu", "--mode-list", "7-9", "--test-fraction", "0"]
     env = dict(os.environ, OMP_NUM_THREADS="1", DEEPHEMNMA_QUIET="1")
     subprocess.run([sys.executable, "-m", "deephemnma"] + common + ["--out", str(tmp_path / "a")],
                    env=env, check=True, capture_output=True, timeout=600)
@@ -273,11 +482,10 @@ def test_ddp_two_processes_match_single(tmp_path):
                        ["--out", str(tmp_path / "b")], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-
-    def curve(d):
-        with open(tmp_path / d / "curves.csv") as f:
-            return [float(row["val_loss"]) for row in csv.DictReader(f)]
-    a, b = curve("a"), curve("b")
+    assert r.stdout.count("best validation loss") == 1          # one process reports
+    a = stage.read_curves(tmp_path / "a" / "curves.csv")
+    b = stage.read_curves(tmp_path / "b" / "curves.csv")
+    a, b = [r["val_loss"] for r in a], [r["val_loss"] for r in b]
     assert len(a) == len(b) == 3
     assert a != b                      # the distributed path really ran (half batches)
     assert abs(a[-1] - b[-1]) / a[-1] < 0.25, (a, b)

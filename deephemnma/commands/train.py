@@ -2,70 +2,79 @@
 
 Input: an .xmd/.star with angleRot angleTilt anglePsi shiftX shiftY
 nmaDisplacements and image references. Output folder: model.pt (best model,
-self-describing, loads with torch.load(weights_only=True)), last.pt (resume),
-curves.csv/png, split.npz (train/val/test rows).
+self-describing, loads with torch.load(weights_only=True)), last.pt
+(checkpoint), curves.csv/png, split.npz (train/val/test rows of the input),
+rejected.xmd (rows left out: non-finite values, unusable images), config.json.
+
+Running the same command again resumes after the last epoch done (a finished
+run reports it is done); other data or options (e.g. another --epochs: the
+learning-rate schedule spans them) start afresh and say so; --restart always
+starts afresh. Under torchrun the processes share every batch (DDP).
+
+Examples:
+  deephemnma train --particles hemnma/aligned_kept.xmd --pixel-size 1.3 \\
+      --mode-list 7-9 --input-size 64 --out net
+  deephemnma train --particles hemnma/aligned_kept.xmd --out net   # again: resumes
+  torchrun --nproc_per_node 4 -m deephemnma train --particles p.xmd --out net
+  deephemnma train --particles more.xmd --init-model net/model.pt --out net2
 """
-import os
+from ..stages import train as stage
 
 
 def add_args(p):
-    from ..core.config import TrainConfig
-    d = TrainConfig()
-    p.add_argument("--particles", required=True)
+    d = stage.Config()
+    p.add_argument("--particles", required=True, help=".xmd/.star with labels and images")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--pixel-size", type=float, default=None)
-    p.add_argument("--mode-list", default=None, help="HEMNMA numbers of the amplitudes (7-9)")
+    p.add_argument("--pixel-size", type=float, default=d.pixel_size,
+                   help="Å/px of the images (default: the stacks' headers)")
+    p.add_argument("--mode-list", default=d.mode_list,
+                   help="HEMNMA numbers of the amplitudes, e.g. 7-9 (default 7, 8, ...)")
     p.add_argument("--architecture", choices=["joint", "separate"], default=d.architecture)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr,
-                   help="Adam learning rate (one-cycle schedule); 1e-3 diverged in bench_network")
+                   help="AdamW learning rate (one-cycle schedule); 1e-3 diverged in "
+                        "bench_network")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--test-fraction", type=float, default=d.test_fraction)
-    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="early stop after this many epochs without validation improvement")
     p.add_argument("--augment", action="store_true", help="label-consistent in-plane rotations")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="downscale images to this size (px) before the network")
+    p.add_argument("--input-size", type=int, default=d.input_size,
+                   help="downscale images to this size (px, even) before the network")
     p.add_argument("--dropout", type=float, default=d.dropout, help="MLP dropout (paper: 0.5)")
     p.add_argument("--coord-channels", action="store_true",
                    help="add x/y coordinate channels to the image (CoordConv): helps the "
                         "network read shifts; default: the paper's 1-channel input")
-    p.add_argument("--mahalanobis", type=float, default=None, help="drop label outliers (3.2)")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--init-model", default=None, help="fine-tune from this model")
+    p.add_argument("--mahalanobis", type=float, default=d.mahalanobis,
+                   help="leave label outliers out of training (paper: 3.2)")
+    p.add_argument("--init-model", default=d.init_model, help="fine-tune from this model")
+    p.add_argument("--restart", action="store_true",
+                   help="start afresh even when OUT holds a resumable run")
+    p.add_argument("--resume", action="store_true",
+                   help="accepted for old scripts: rerunning resumes by itself")
+    p.add_argument("--absolute-paths", action="store_true",
+                   help="absolute image references in rejected.xmd")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=d.device)
 
 
-def _init_distributed():
-    """Under torchrun: one process group (gloo on CPU, nccl on CUDA)."""
-    import torch
-    import torch.distributed as dist
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+def config(args):
+    return stage.Config(
+        particles=args.particles, out=args.out, pixel_size=args.pixel_size,
+        mode_list=args.mode_list, architecture=args.architecture, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+        patience=args.patience, augment=args.augment, input_size=args.input_size,
+        dropout=args.dropout, coord_channels=args.coord_channels,
+        mahalanobis=args.mahalanobis, init_model=args.init_model, restart=args.restart,
+        absolute_paths=args.absolute_paths, seed=args.seed, device=args.device)
 
 
 def main(args):
-    from ..core.nma import parse_mode_list
-    _init_distributed()
-    from ..core.training import TrainConfig, train
-    from ..io.metadata import read_metadata
-    from ..io.stacks import load_images
-    t = read_metadata(args.particles)
-    imgs = load_images(t, os.path.dirname(os.path.abspath(args.particles)))
-    cfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                      patience=args.patience, augment=args.augment, mahalanobis=args.mahalanobis,
-                      seed=args.seed, device=args.device,
-                      input_size=args.input_size, dropout=args.dropout,
-                      coord_channels=args.coord_channels)
-    modes = parse_mode_list(args.mode_list) if args.mode_list else None
-    res = train(imgs, t, args.out, cfg, modes, args.pixel_size, resume=args.resume,
-                init_model=args.init_model)
-    print(f"best validation loss {res['best_val_loss']:.4f} after {res['epochs_run']} epochs "
-          f"({res['train']} train / {res['val']} val / {res['test']} test) -> "
-          f"{os.path.join(args.out, 'model.pt')}")
+    cfg = config(args)
+    out = stage.run(cfg)
+    if out.primary:
+        for line in stage.summary(out, cfg):
+            print(line)

@@ -1,20 +1,11 @@
 """Image preprocessing shared by simulation, alignment, training and prediction.
 
-All functions take and return torch tensors (B, N, N) (numpy accepted where
-noted) and keep Xmipp's centre convention (pixel N//2)."""
-import math
-
-import numpy as np
+All functions take and return torch tensors (B, N, N) and keep Xmipp's centre
+convention (pixel N//2). :func:`normalize` is the package's one image
+normaliser (what the network sees, in training and in inference)."""
 import torch
 
-__all__ = ["downscale", "circular_mask", "normalize", "as_tensor", "lowpass",
-           "rotate_images"]
-
-
-def as_tensor(images, device=None, dtype=torch.float32):
-    if isinstance(images, torch.Tensor):
-        return images.to(device=device or images.device, dtype=dtype)
-    return torch.as_tensor(np.asarray(images), dtype=dtype, device=device)
+__all__ = ["downscale", "circular_mask", "normalize", "rotate_images"]
 
 
 def downscale(images, new_box):
@@ -42,18 +33,6 @@ def downscale(images, new_box):
     return out * (n * n) / (N * N)
 
 
-def lowpass(images, pixel_size, resolution):
-    """Ideal low-pass at ``resolution`` Å with a cosine edge of 1 Fourier pixel."""
-    N = images.shape[-1]
-    ky = torch.fft.fftfreq(N, d=pixel_size, device=images.device)
-    kx = torch.fft.rfftfreq(N, d=pixel_size, device=images.device)
-    k = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
-    kc, w = 1.0 / resolution, 1.0 / (N * pixel_size)
-    filt = torch.clamp((kc + w - k) / (2 * w), 0, 1)
-    filt = 0.5 - 0.5 * torch.cos(math.pi * filt)
-    return torch.fft.irfft2(torch.fft.rfft2(images) * filt.to(images.dtype), s=(N, N))
-
-
 def circular_mask(box, radius=None, device=None, dtype=torch.float32):
     """1 inside a circle of ``radius`` px (default box//2 - 1) around N//2."""
     r = box // 2 - 1 if radius is None else radius
@@ -61,16 +40,16 @@ def circular_mask(box, radius=None, device=None, dtype=torch.float32):
     return ((lin[None, :] ** 2 + lin[:, None] ** 2) <= r * r).to(dtype)
 
 
-def normalize(images, radius=None):
-    """Xmipp-style normalisation: the background (outside a circle of
-    ``radius`` px, default 0.9 * box/2) gets zero mean and unit std."""
-    box = images.shape[-1]
-    r = int(0.9 * (box // 2)) if radius is None else radius
-    bg = 1 - circular_mask(box, r, images.device, images.dtype)
-    n = bg.sum()
-    mean = (images * bg).sum((-2, -1), keepdim=True) / n
-    var = (((images - mean) * bg) ** 2).sum((-2, -1), keepdim=True) / n
-    return (images - mean) / torch.sqrt(var).clamp_min(1e-12)
+def normalize(images, size=None):
+    """The network's image normalisation (training and inference): optional
+    antialiased downscaling to ``size`` px (:func:`downscale`), then zero mean
+    and unit standard deviation over each whole image. (B, N, N) torch ->
+    (B, n, n); a constant image becomes 0 (std floored at 1e-6)."""
+    if size and size < images.shape[-1]:
+        images = downscale(images, size)
+    mu = images.mean((-2, -1), keepdim=True)
+    sd = images.std((-2, -1), keepdim=True).clamp_min(1e-6)
+    return (images - mu) / sd
 
 
 def rotate_images(images, alpha):

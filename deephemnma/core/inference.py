@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .image import downscale
+from .image import downscale, normalize
 from .models import model_pixel_size
-from .training import LabelCodec, normalize_images
+from .training import LabelCodec
 
 __all__ = ["Predictor", "input_scale", "COLUMNS"]
 
@@ -76,7 +76,7 @@ class Predictor:
                                 device=self.device)
             if self.scale != 1:
                 x = downscale(x, self.box)
-            x = normalize_images(x, self.meta.get("input_size"))
+            x = normalize(x, self.meta.get("input_size"))
             raw = {}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 for net in self.nets.values():

@@ -22,8 +22,7 @@ then has 3 input channels, the shape of torchvision's RGB stem.
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "ResNet34", "DeepHEMNMANet", "load_torchvision_weights",
-           "HEAD_SIZES"]
+__all__ = ["BasicBlock", "ResNet34", "DeepHEMNMANet", "load_torchvision_weights"]
 
 
 class BasicBlock(nn.Module):
@@ -93,9 +92,6 @@ def load_torchvision_weights(model, state_dict):
         sd["conv1.weight"] = w.sum(1, keepdim=True)
     model.load_state_dict(sd)
     return model
-
-
-HEAD_SIZES = {"orientation": 4, "shifts": 2}
 
 
 class DeepHEMNMANet(nn.Module):

@@ -1,24 +1,36 @@
-"""Training DeepHEMNMA's network (Stage 2).
+"""Training DeepHEMNMA's network (Stage 2): the numerics, in parts.
 
-* labels: normal-mode amplitudes and shifts standardised (mean/std stored in the
-  model), orientations as canonical unit quaternions (from Xmipp Euler angles);
-* losses: L1 (the paper's mean absolute error) on standardised amplitudes and
-  shifts; for orientations the sign-invariant L1, min(|q - p|, |q + p|);
-* optimiser AdamW (weight decay 1e-5), one-cycle learning-rate schedule,
-  early stopping on the validation loss, best checkpoint kept, ``resume``;
-* split by particle into train / validation / test (no leakage; saved);
-* optional Mahalanobis filter of the labels (paper: 3.2);
-* optional label-consistent augmentation: an in-plane rotation of the image by
-  alpha changes psi by alpha and rotates the shift vector (tested against the
-  projector);
-* CUDA: bf16 autocast, channels_last, images resident on the GPU when they fit.
-* several processes (torchrun): DistributedDataParallel; each process takes an
-  interleaved share of every batch.
+* labels (:class:`LabelCodec`): normal-mode amplitudes and shifts standardised
+  (mean/std stored in the model), orientations as canonical unit quaternions
+  (from Xmipp Euler angles);
+* data preparation (:func:`prepare_split`): a particle-level split into
+  training / validation / test rows (no leakage), the optional Mahalanobis
+  filter of the labels (paper: 3.2), and the size checks that need the data;
+* one epoch and the evaluation (:class:`Trainer`): losses L1 (the paper's mean
+  absolute error) on standardised amplitudes and shifts, the sign-invariant L1
+  min(|q - p|, |q + p|) on orientations; AdamW (weight decay 1e-5) with a
+  one-cycle learning-rate schedule over ``epochs``; optional label-consistent
+  augmentation (an in-plane rotation of the image by alpha changes psi by alpha
+  and rotates the shift vector, tested against the projector);
+* the run's progress (:class:`RunState`: history, best validation loss, early
+  stopping) and checkpointing (:func:`save_checkpoint`, :func:`read_checkpoint`:
+  the networks, optimisers, schedules and the RunState in one file);
+* :func:`fit`: the epoch loop, calling back after every epoch (the caller, the
+  train stage, decides which files to write).
+
+Reproducibility: epoch ``e`` draws its batches, augmentations and dropout from
+generators seeded by (seed, e) (and the process rank), and everything else that
+carries over is in the checkpoint, so a run resumed after epoch k continues
+exactly as the uninterrupted run does (same weights on the same device and
+thread count). The schedule spans ``epochs``: runs with another number of
+epochs are other runs.
+
+CUDA: bf16 autocast, channels_last, images resident on the GPU when they fit.
+Several processes (torchrun): DistributedDataParallel; each process takes an
+interleaved share of every batch (the batches are the same in every process).
 """
-import csv
 import dataclasses
 import math
-import os
 import time
 
 import numpy as np
@@ -28,23 +40,21 @@ from ..errors import InputError
 from ..utils import Progress, atomic_path, resolve_device
 from . import rotations
 from .config import TrainConfig
-from .image import downscale, rotate_images
+from .image import normalize, rotate_images
 from .network import DeepHEMNMANet
 
-__all__ = ["TrainConfig", "LabelCodec", "split_indices", "augment_batch", "train",
-           "normalize_images"]
+__all__ = ["TrainConfig", "LabelCodec", "split_indices", "prepare_split", "check_split_sizes",
+           "augment_batch", "heads_for", "Trainer", "RunState", "fit", "save_checkpoint",
+           "read_checkpoint", "CHECKPOINT"]
+
+CHECKPOINT = "deephemnma-checkpoint"
+EVAL_BATCH = 256
+LABEL_COLUMNS = ("angleRot", "angleTilt", "anglePsi", "nmaDisplacements")
 
 
-def normalize_images(x, size=None):
-    """Optional antialiased downscaling to ``size`` px, then per-image zero
-    mean and unit std (B, N, N) torch."""
-    if size and size < x.shape[-1]:
-        x = downscale(x, size)
-    mu = x.mean((-2, -1), keepdim=True)
-    sd = x.std((-2, -1), keepdim=True).clamp_min(1e-6)
-    return (x - mu) / sd
 
-
+# --------------------------------------------------------------------------
+# labels
 class LabelCodec:
     """Table columns <-> standardised network targets."""
 
@@ -84,6 +94,8 @@ class LabelCodec:
         return res
 
 
+# --------------------------------------------------------------------------
+# data preparation
 def split_indices(n, val_fraction=0.1, test_fraction=0.1, seed=0, groups=None):
     """Random particle-level split -> (train, val, test) index arrays. Rows with
     the same ``groups`` value (e.g. a particle id shared by copies of one
@@ -102,6 +114,35 @@ def split_indices(n, val_fraction=0.1, test_fraction=0.1, seed=0, groups=None):
     return np.nonzero(w == 0)[0], np.nonzero(w == 1)[0], np.nonzero(w == 2)[0]
 
 
+def prepare_split(table, cfg):
+    """The rows of ``table`` (labels, all finite) that train, validate and test
+    a run of ``cfg``: (train, val, test, n_outliers). Rows sharing an
+    ``itemId`` stay together; with ``cfg.mahalanobis`` the label outliers are
+    left out of training and validation (n_outliers of them), not of the test
+    rows. InputError when too few rows are left."""
+    table.require(list(LABEL_COLUMNS), "label")
+    n = len(table)
+    groups = table["itemId"] if "itemId" in table else None
+    tr, va, te = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups)
+    keep = np.ones(n, bool)
+    if cfg.mahalanobis:
+        from .outliers import mahalanobis_filter
+        keep, _ = mahalanobis_filter(table["nmaDisplacements"], cfg.mahalanobis)
+    n_out = int((~keep[tr]).sum() + (~keep[va]).sum())
+    tr, va = tr[keep[tr]], va[keep[va]]
+    check_split_sizes(len(tr), len(va), cfg.batch_size)
+    return tr, va, te, n_out
+
+
+def check_split_sizes(n_train, n_val, batch_size):
+    """InputError unless there is a batch of training images and a validation image."""
+    if n_train < batch_size:
+        raise InputError(f"{n_train} training images, fewer than the batch size "
+                         f"{batch_size}: lower --batch-size or give more images")
+    if n_val == 0:
+        raise InputError("no validation images: raise --val-fraction or give more images")
+
+
 def augment_batch(images, angles, shifts, rng):
     """Label-consistent in-plane rotation: images (B, N, N) torch, Euler angles
     (B, 3) and shifts (B, 2) numpy -> rotated images, psi + alpha, R(alpha) shift."""
@@ -112,6 +153,17 @@ def augment_batch(images, angles, shifts, rng):
     R = rotations.inplane_rotation_matrix(alpha)
     sh = np.einsum("bij,bj->bi", R, shifts)
     return out, ang, sh
+
+
+def heads_for(architecture, n_amplitudes):
+    """{network name: {head: output size}} of an architecture."""
+    M = int(n_amplitudes)
+    if architecture == "joint":
+        return {"joint": {"amplitudes": M, "orientation": 4, "shifts": 2}}
+    if architecture == "separate":
+        return {"amplitudes": {"amplitudes": M}, "orientation": {"orientation": 4},
+                "shifts": {"shifts": 2}}
+    raise InputError(f"unknown architecture '{architecture}' (joint or separate)")
 
 
 def _loss(pred, target):
@@ -127,14 +179,14 @@ def _loss(pred, target):
     return sum(parts.values()), parts
 
 
-class _Data:
-    """Images from a stack/array (memory-mapped), resident when they fit."""
+class _Images:
+    """Images from an array or a Stack (memory-mapped), resident on the device
+    when they take at most ``max_gb`` GB."""
 
     def __init__(self, images, device, max_gb):
         self.src = images
         self.device = device
-        n = len(images)
-        box = images.shape[-1]
+        n, box = len(images), images.shape[-1]
         self.resident = None
         if n * box * box * 4 / 1e9 <= max_gb:
             self.resident = torch.as_tensor(np.asarray(images[:] if not isinstance(
@@ -149,15 +201,6 @@ class _Data:
         return torch.as_tensor(arr).to(self.device)
 
 
-def _heads_for(arch, M):
-    if arch == "joint":
-        return {"joint": {"amplitudes": M, "orientation": 4, "shifts": 2}}
-    if arch == "separate":
-        return {"amplitudes": {"amplitudes": M}, "orientation": {"orientation": 4},
-                "shifts": {"shifts": 2}}
-    raise InputError(f"unknown architecture '{arch}' (joint or separate)")
-
-
 def _dist():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
@@ -165,214 +208,240 @@ def _dist():
     return 0, 1
 
 
-def train(images, table, out_dir, config=None, mode_numbers=None, pixel_size=None,
-          resume=False, init_model=None, quiet=None, log=print):
-    """Train on ``images`` (array or Stack, (n, N, N)) with labels ``table``
-    (angleRot/Tilt/Psi, shiftX/Y, nmaDisplacements). Writes out_dir/model.pt
-    (best), last.pt (checkpoint for --resume), curves.csv/png, split.npz.
-    Returns a summary dict."""
-    cfg = config or TrainConfig()
-    table.require(["angleRot", "angleTilt", "anglePsi", "nmaDisplacements"], "label", "labels")
-    n = len(table)
-    if len(images) != n:
-        raise InputError(f"{len(images)} images but {n} label rows")
-    for c in ("nmaDisplacements", "angleRot", "angleTilt", "anglePsi"):
-        if not np.isfinite(np.asarray(table[c], float)).all():
-            raise InputError(f"labels: column '{c}' has NaN or infinite values")
-    M = table["nmaDisplacements"].shape[1]
-    if mode_numbers is not None and len(mode_numbers) != M:
-        raise InputError(f"labels have {M} amplitudes but {len(mode_numbers)} modes were given")
-    rank, world = _dist()
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    os.makedirs(out_dir, exist_ok=True)
-    keep = np.ones(n, bool)
-    if cfg.mahalanobis:
-        from .outliers import mahalanobis_filter
-        keep, _ = mahalanobis_filter(table["nmaDisplacements"], cfg.mahalanobis)
-        log(f"Mahalanobis <= {cfg.mahalanobis}: {keep.sum()} of {n} images kept")
-    groups = table["itemId"] if "itemId" in table else None
-    tr, va, te = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups)
-    tr, va = tr[keep[tr]], va[keep[va]]
-    if len(tr) < cfg.batch_size:
-        raise InputError(f"{len(tr)} training images, fewer than the batch size "
-                         f"{cfg.batch_size}: lower --batch-size or give more images")
-    if len(va) == 0:
-        raise InputError("no validation images: raise --val-fraction or give more images")
-    np.savez(os.path.join(out_dir, "split.npz"), train=tr, val=va, test=te)
-    codec = LabelCodec.fit(table.subset(tr))
-    targets_np = codec.encode(table)
-    targets = {k: torch.as_tensor(v, dtype=torch.float32, device=device)
-               for k, v in targets_np.items()}
-    data = _Data(images, device, cfg.max_resident_gb)
-    box = images.shape[-1]
-    if not 0 <= cfg.dropout < 1:
-        raise InputError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.input_size and (cfg.input_size > box or cfg.input_size % 2):
-        raise InputError(f"input size {cfg.input_size} must be even and <= the image size {box}")
-    insize = cfg.input_size or box
-    meta = {"architecture": cfg.architecture, "image_size": int(box), "input_size": int(insize),
-            "pixel_size": float(pixel_size) if pixel_size else 0.0,
-            "mode_numbers": [int(m) for m in (mode_numbers if mode_numbers is not None
-                                              else range(7, 7 + M))],
-            "normalization": "per-image mean/std", "train_config": dataclasses.asdict(cfg),
-            **codec.to_meta()}
-    spec = _heads_for(cfg.architecture, M)
-    nets = {k: DeepHEMNMANet(h, cfg.dropout, cfg.coord_channels).to(device)
-            for k, h in spec.items()}
-    if init_model is not None:
-        from ..io.models import load_model
-        src, _ = load_model(init_model)
-        for k in nets:
-            if k in src:
-                if src[k].coord_channels != nets[k].coord_channels:    # follow the model
-                    nets[k] = DeepHEMNMANet(spec[k], cfg.dropout,
-                                            src[k].coord_channels).to(device)
-                nets[k].load_state_dict(src[k].state_dict())
-        log(f"fine-tuning from {init_model}")
-    if device.type == "cuda":
-        nets = {k: v.to(memory_format=torch.channels_last) for k, v in nets.items()}
-    steps_per_epoch = max(1, len(tr) // cfg.batch_size)
-    opts = {k: torch.optim.AdamW(v.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            for k, v in nets.items()}
-    scheds = {k: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                     steps_per_epoch=steps_per_epoch,
-                                                     pct_start=0.15)
-              for k, o in opts.items()}
-    ddp = {k: v for k, v in nets.items()}
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        ddp = {k: DDP(v) for k, v in nets.items()}
-    start_epoch, best, bad_epochs, history = 0, math.inf, 0, []
-    last = os.path.join(out_dir, "last.pt")
-    if resume:
-        if not os.path.exists(last):
-            raise InputError(f"--resume: no checkpoint {last}")
-        ck = torch.load(last, map_location=device, weights_only=True)
-        for k in nets:
-            nets[k].load_state_dict(ck["nets"][k])
-            opts[k].load_state_dict(ck["opts"][k])
-            scheds[k].load_state_dict(ck["scheds"][k])
-        start_epoch, best, bad_epochs = ck["epoch"], ck["best"], ck["bad_epochs"]
-        history = [dict(zip(ck["history_keys"], row)) for row in ck["history"].tolist()]
-        log(f"resuming after epoch {start_epoch}")
-    rng = np.random.default_rng(cfg.seed + 1000 * start_epoch + rank)
-    use_bf16 = device.type == "cuda"
-    angles_all, shifts_all = table.angles(), table.shifts()
+def _seed(*parts):
+    """A 63-bit seed from integers (the same on every platform)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)
+    return int(state[0]) & ((1 << 63) - 1)
 
-    def batch_targets(idx, aug_rng=None, imgs=None):
-        if aug_rng is None:
-            return imgs, {k: v[torch.as_tensor(idx, device=device)] for k, v in targets.items()}
-        imgs, ang, sh = augment_batch(imgs, angles_all[idx], shifts_all[idx], aug_rng)
-        t = {"amplitudes": targets["amplitudes"][torch.as_tensor(idx, device=device)],
-             "orientation": torch.as_tensor(rotations.euler_to_quaternion(ang),
-                                            dtype=torch.float32, device=device),
-             "shifts": torch.as_tensor((sh - codec.shift_mean) / codec.shift_std,
-                                       dtype=torch.float32, device=device)}
-        return imgs, t
 
-    def run_eval(idx):
-        for v in nets.values():
-            v.eval()
-        tot, parts_sum, cnt = 0.0, {}, 0
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                             enabled=use_bf16):
-            for i in range(0, len(idx), 256):
-                b = idx[i:i + 256]
-                x = normalize_images(data.get(b), insize)
-                _, t = batch_targets(b, None, x)
-                for k, v in nets.items():
-                    l, parts = _loss({h: y.float() for h, y in v(x).items()}, t)
-                    tot += float(l) * len(b)
-                    for h, pv in parts.items():
-                        parts_sum[h] = parts_sum.get(h, 0.0) + float(pv) * len(b)
-                cnt += len(b)
-        return tot / cnt, {h: s / cnt for h, s in parts_sum.items()}
+# --------------------------------------------------------------------------
+# one epoch, evaluation, checkpoint state
+class Trainer:
+    """The networks, optimisers and learning-rate schedules of one run.
 
-    t_start = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        for v in nets.values():
+    ``images`` (n, N, N) array or Stack and ``table`` (their n label rows:
+    angleRot/Tilt/Psi, nmaDisplacements, optional shiftX/Y, all finite);
+    ``train_rows``: the rows the label standardisation is fitted on and whose
+    count sets the steps per epoch. ``init_nets``: {name: DeepHEMNMANet} whose
+    weights start the run (fine-tuning; same networks and heads)."""
+
+    def __init__(self, images, table, train_rows, cfg=None, init_nets=None):
+        self.cfg = cfg = cfg or TrainConfig()
+        if len(images) != len(table):
+            raise InputError(f"{len(images)} images but {len(table)} label rows")
+        self.rank, self.world = _dist()
+        self.device = resolve_device(cfg.device)
+        self.box = int(images.shape[-1])
+        self.input_size = int(cfg.input_size or self.box)
+        self.codec = LabelCodec.fit(table.subset(train_rows))
+        self.targets = {k: torch.as_tensor(v, dtype=torch.float32, device=self.device)
+                        for k, v in self.codec.encode(table).items()}
+        self.angles, self.shifts = table.angles(), table.shifts()
+        self.images = _Images(images, self.device, cfg.max_resident_gb)
+        self.n_amplitudes = table["nmaDisplacements"].shape[1]
+        torch.manual_seed(cfg.seed)
+        self.nets = {k: DeepHEMNMANet(h, cfg.dropout, cfg.coord_channels).to(self.device)
+                     for k, h in heads_for(cfg.architecture, self.n_amplitudes).items()}
+        for k, net in (init_nets or {}).items():
+            self.nets[k].load_state_dict(net.state_dict())
+        if self.device.type == "cuda":
+            self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
+        self.steps_per_epoch = max(1, len(train_rows) // cfg.batch_size)
+        self.opts = {k: torch.optim.AdamW(v.parameters(), lr=cfg.lr,
+                                          weight_decay=cfg.weight_decay)
+                     for k, v in self.nets.items()}
+        self.scheds = {k: torch.optim.lr_scheduler.OneCycleLR(
+            o, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
+            pct_start=0.15) for k, o in self.opts.items()}
+        self.ddp = dict(self.nets)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.ddp = {k: DDP(v) for k, v in self.nets.items()}
+        self.bf16 = self.device.type == "cuda"
+
+    # model file -----------------------------------------------------------
+    def meta(self, mode_numbers, pixel_size):
+        """The model file's metadata (see core.models): sizes in px, pixel size
+        in Å/px of the images (``box`` px), the label standardisation."""
+        return {"architecture": self.cfg.architecture, "image_size": self.box,
+                "input_size": self.input_size, "pixel_size": float(pixel_size),
+                "mode_numbers": [int(m) for m in mode_numbers],
+                "normalization": "per-image mean/std",
+                "train_config": {f.name: getattr(self.cfg, f.name)
+                                 for f in dataclasses.fields(TrainConfig)},
+                **self.codec.to_meta()}
+
+    # batches --------------------------------------------------------------
+    def _inputs(self, rows):
+        return normalize(self.images.get(rows), self.input_size)
+
+    def _targets(self, rows, x=None, rng=None):
+        idx = torch.as_tensor(rows, device=self.device)
+        if rng is None:
+            return x, {k: v[idx] for k, v in self.targets.items()}
+        x, ang, sh = augment_batch(x, self.angles[rows], self.shifts[rows], rng)
+        c = self.codec
+        return x, {"amplitudes": self.targets["amplitudes"][idx],
+                   "orientation": torch.as_tensor(rotations.euler_to_quaternion(ang),
+                                                  dtype=torch.float32, device=self.device),
+                   "shifts": torch.as_tensor((sh - c.shift_mean) / c.shift_std,
+                                             dtype=torch.float32, device=self.device)}
+
+    def train_epoch(self, epoch, rows, progress=None):
+        """One pass over the training ``rows`` (0-based ``epoch``): shuffled
+        batches of ``batch_size`` (the last incomplete one dropped), each
+        process taking its share; -> mean training loss of this process."""
+        cfg = self.cfg
+        order = np.random.default_rng(_seed(cfg.seed, epoch)).permutation(rows)
+        aug = np.random.default_rng(_seed(cfg.seed, epoch, self.rank, 1)) if cfg.augment \
+            else None
+        torch.manual_seed(_seed(cfg.seed, epoch, self.rank, 2))      # dropout
+        for v in self.nets.values():
             v.train()
-        perm = rng.permutation(tr)
-        prog = Progress(steps_per_epoch * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}",
-                        quiet=quiet if rank == 0 else True)
-        run_loss, seen = 0.0, 0
-        for s in range(steps_per_epoch):
-            b = np.sort(perm[s * cfg.batch_size:(s + 1) * cfg.batch_size])
-            b = b[rank::world]
-            x = normalize_images(data.get(b), insize)
-            x, t = batch_targets(b, rng if cfg.augment else None, x)
-            if device.type == "cuda":
+        total, seen = 0.0, 0
+        for s in range(self.steps_per_epoch):
+            b = np.sort(order[s * cfg.batch_size:(s + 1) * cfg.batch_size])[self.rank::self.world]
+            x, t = self._targets(b, self._inputs(b), aug)
+            if self.device.type == "cuda":
                 x = x[:, None].contiguous(memory_format=torch.channels_last)
-            for k, v in ddp.items():
-                opts[k].zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    out = v(x)
-                l, _ = _loss({h: y.float() for h, y in out.items()}, t)
-                l.backward()
-                opts[k].step()
-                scheds[k].step()
-                run_loss += float(l.detach()) * len(b)
+            for k, net in self.ddp.items():
+                self.opts[k].zero_grad(set_to_none=True)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    out = net(x)
+                loss, _ = _loss({h: y.float() for h, y in out.items()}, t)
+                loss.backward()
+                self.opts[k].step()
+                self.scheds[k].step()
+                total += float(loss.detach()) * len(b)
             seen += len(b)
-            prog.update(len(b) * world, extra=f"loss {run_loss / seen:.4f}")
-        val, parts = run_eval(va)
-        row = {"epoch": epoch + 1, "train_loss": run_loss / max(seen, 1), "val_loss": val,
-               **{f"val_{h}": p for h, p in parts.items()},
-               "lr": scheds[next(iter(scheds))].get_last_lr()[0],
-               "time_s": time.perf_counter() - t_start}
-        history.append(row)
-        improved = val < best
-        if improved:
-            best, bad_epochs = val, 0
-            if rank == 0:
-                from ..io.models import save_model
-                save_model(os.path.join(out_dir, "model.pt"), nets, dict(meta, best_epoch=epoch + 1,
-                                                                         best_val_loss=val))
-        else:
-            bad_epochs += 1
-        if rank == 0:
-            keys = list(history[-1].keys())
-            with atomic_path(last) as tmp:
-                torch.save({"nets": {k: v.state_dict() for k, v in nets.items()},
-                            "opts": {k: o.state_dict() for k, o in opts.items()},
-                            "scheds": {k: s.state_dict() for k, s in scheds.items()},
-                            "epoch": epoch + 1, "best": best, "bad_epochs": bad_epochs,
-                            "history_keys": keys,
-                            "history": torch.tensor([[r.get(k, float("nan")) for k in keys]
-                                                     for r in history], dtype=torch.float64)},
-                           tmp)
-            _write_curves(out_dir, history)
-            log(f"epoch {epoch + 1}: train {row['train_loss']:.4f} val {val:.4f}"
-                f"{' *' if improved else ''}")
-        if bad_epochs >= cfg.patience:
-            log(f"early stop: no validation improvement for {cfg.patience} epochs")
-            break
-    return {"best_val_loss": best, "epochs_run": len(history), "train": len(tr), "val": len(va),
-            "test": len(te), "history": history}
+            if progress is not None:
+                progress.update(len(b) * self.world, extra=f"loss {total / seen:.4f}")
+        return total / max(seen, 1)
+
+    @torch.no_grad()
+    def evaluate(self, rows):
+        """Mean loss over ``rows`` (networks in eval mode) -> (loss, {head: loss})."""
+        for v in self.nets.values():
+            v.eval()
+        total, parts_sum = 0.0, {}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            for i in range(0, len(rows), EVAL_BATCH):
+                b = rows[i:i + EVAL_BATCH]
+                _, t = self._targets(b)
+                x = self._inputs(b)
+                for v in self.nets.values():
+                    loss, parts = _loss({h: y.float() for h, y in v(x).items()}, t)
+                    total += float(loss) * len(b)
+                    for h, p in parts.items():
+                        parts_sum[h] = parts_sum.get(h, 0.0) + float(p) * len(b)
+        n = max(len(rows), 1)
+        heads = sorted(parts_sum)
+        values = [total / n] + [parts_sum[h] / n for h in heads]
+        if self.world > 1:       # every process decides on process 0's numbers (early stop)
+            import torch.distributed as dist
+            t = torch.tensor(values, dtype=torch.float64, device=self.device)
+            dist.broadcast(t, 0)
+            values = t.tolist()
+        return values[0], dict(zip(heads, values[1:]))
+
+    @property
+    def lr(self):
+        return self.scheds[next(iter(self.scheds))].get_last_lr()[0]
+
+    def state_dict(self):
+        """Networks, optimisers and schedules (tensors and plain values)."""
+        return {"nets": {k: v.state_dict() for k, v in self.nets.items()},
+                "opts": {k: o.state_dict() for k, o in self.opts.items()},
+                "scheds": {k: s.state_dict() for k, s in self.scheds.items()}}
+
+    def load_state_dict(self, state):
+        for k in self.nets:
+            self.nets[k].load_state_dict(state["nets"][k])
+            self.opts[k].load_state_dict(state["opts"][k])
+            self.scheds[k].load_state_dict(state["scheds"][k])
 
 
-def _write_curves(out_dir, history):
-    keys = list(history[-1].keys())
-    with atomic_path(os.path.join(out_dir, "curves.csv")) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        for r in history:
-            w.writerow({k: r.get(k, "") for k in keys})
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        ep = [r["epoch"] for r in history]
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(ep, [r["train_loss"] for r in history], label="training")
-        ax.plot(ep, [r["val_loss"] for r in history], label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("L1 loss (standardised)")
-        ax.set_yscale("log")
-        ax.legend()
-        fig.tight_layout()
-        with atomic_path(os.path.join(out_dir, "curves.png")) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
-    except Exception:  # plotting is a convenience; never fail training for it
-        pass
+# --------------------------------------------------------------------------
+# the run
+@dataclasses.dataclass
+class RunState:
+    """Where a run is: epochs done, best validation loss and its epoch, epochs
+    without improvement, and one history row per epoch (epoch, train_loss,
+    val_loss, val_<head>, lr, time_s)."""
+    epoch: int = 0
+    best: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list = dataclasses.field(default_factory=list)
+
+    def finished(self, cfg):
+        return self.epoch >= cfg.epochs or self.stopped_early(cfg)
+
+    def stopped_early(self, cfg):
+        return self.epoch < cfg.epochs and self.bad_epochs >= cfg.patience
+
+    def record(self, row):
+        """Add an epoch's row; -> True when its validation loss is the best."""
+        self.history.append(row)
+        self.epoch = int(row["epoch"])
+        if row["val_loss"] < self.best:
+            self.best, self.best_epoch, self.bad_epochs = float(row["val_loss"]), self.epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
+
+def fit(trainer, train_rows, val_rows, state=None, on_epoch=None, quiet=None, log=None):
+    """Train from ``state`` (a fresh RunState by default; one read from a
+    checkpoint to resume) until ``cfg.epochs`` or early stopping. After every
+    epoch ``on_epoch(state, improved)`` (e.g. write the best model and a
+    checkpoint) then ``log(line)``. Returns the RunState."""
+    cfg = trainer.cfg
+    state = state or RunState()
+    t0 = time.perf_counter() - (state.history[-1]["time_s"] if state.history else 0.0)
+    show = trainer.rank == 0
+    while not state.finished(cfg):
+        e = state.epoch
+        prog = Progress(trainer.steps_per_epoch * cfg.batch_size, f"epoch {e + 1}/{cfg.epochs}",
+                        quiet=quiet if show else True)
+        train_loss = trainer.train_epoch(e, train_rows, prog)
+        prog.close()
+        val, parts = trainer.evaluate(val_rows)
+        improved = state.record({"epoch": e + 1, "train_loss": train_loss, "val_loss": val,
+                                 **{f"val_{h}": p for h, p in parts.items()},
+                                 "lr": trainer.lr, "time_s": time.perf_counter() - t0})
+        if on_epoch is not None:
+            on_epoch(state, improved)
+        if log is not None and show:
+            log(f"epoch {e + 1}: train {train_loss:.4f} val {val:.4f}{' *' if improved else ''}")
+    if log is not None and show and state.stopped_early(cfg):
+        log(f"early stop: no validation improvement for {cfg.patience} epochs")
+    return state
+
+
+def save_checkpoint(path, trainer, state, stamp=""):
+    """Write the run's checkpoint atomically (a kill leaves the previous one
+    whole): networks, optimisers, schedules, the RunState and ``stamp`` (a
+    string naming the run's inputs and options)."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT, "stamp": str(stamp), "run": state.to_dict(),
+                    **trainer.state_dict()}, tmp)
+
+
+def read_checkpoint(path):
+    """A checkpoint written by :func:`save_checkpoint` (loaded on the CPU, no
+    code executed), or None when the file is not a whole one."""
+    try:    # memory-mapped: the stamp and run state are read without the tensors
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # truncated, not a torch file, unsafe content
+        return None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT:
+        return None
+    return ck

@@ -1,23 +1,23 @@
 """Train DeepHEMNMA's network (Stage 2)."""
-import os
-
 import pyworkflow.protocol.params as params
 
-from ..core.config import TrainConfig
-from .base import DeepHEMNMABase, run_command
+from ..objects import DeepHEMNMAModel
+from ..stages import train as stage
+from .base import DeepHEMNMABase, config_errors, run_stage
 from .convert import particles_to_table
 
 
 class DeepHEMNMAProtTrain(DeepHEMNMABase):
     """Train the ResNet-34 + MLP network on particles carrying normal-mode
     amplitudes and a projection alignment (from HEMNMA alignment, ours or
-    ContinuousFlex's). Output: a trained model object and training curves."""
+    ContinuousFlex's). Output: a trained model object and training curves.
+    Continuing the protocol resumes the training after its last epoch."""
     _label = "train network"
-    _possibleOutputs = {"outputModel": "DeepHEMNMAModel"}
+    _possibleOutputs = {"outputModel": DeepHEMNMAModel}
     ARCHITECTURES = ["joint", "separate"]
 
     def _defineParams(self, form):
-        d = TrainConfig()
+        d = stage.Config()
         form.addSection("Input")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
                       label="Particles with NMA labels", important=True)
@@ -34,7 +34,7 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                       expertLevel=params.LEVEL_ADVANCED)
         form.addParam("valFraction", params.FloatParam, default=d.val_fraction,
                       label="Validation fraction")
-        form.addParam("augment", params.BooleanParam, default=False,
+        form.addParam("augment", params.BooleanParam, default=d.augment,
                       label="In-plane rotation augmentation",
                       help="Label-consistent: psi and shifts are rotated with the image.")
         form.addParam("mahalanobis", params.FloatParam, default=0.0,
@@ -59,72 +59,81 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         self._insertFunctionStep(self.createOutputStep)
 
     def _modeNumbers(self):
-        from .base import _is_rigid
-        modes = self.inputModes.get()
-        k = len(self.inputParticles.get().getFirstItem()._xmipp_nmaDisplacements)
-        if modes is None:
-            return list(range(7, 7 + k))
-        nums = [int(os.path.basename(m.getModeFile()).split(".")[-1]) for m in modes
-                if not _is_rigid(m)]
-        return nums[:k]
+        """HEMNMA numbers of the particles' amplitudes: the first flexible modes
+        of the normal modes set (None without one: the stage's 7, 8, ...)."""
+        from ..core.nma import flexible_numbers, mode_number
+        modes, parts = self.inputModes.get(), self.inputParticles.get()
+        if modes is None or parts is None or not parts.getSize():
+            return None
+        first = parts.getFirstItem()
+        if not hasattr(first, "_xmipp_nmaDisplacements"):
+            return None
+        nums = [mode_number(m.getModeFile()) for m in modes.iterItems()]
+        return flexible_numbers([n for n in nums if n is not None],
+                                len(first._xmipp_nmaDisplacements), "the normal modes set")
+
+    def trainOutputs(self):
+        """The output folder's files (:class:`deephemnma.stages.train.Outputs`)."""
+        return stage.Outputs(self._extra("model"))
+
+    def _config(self, particles_file=None, device="auto", mode_list=None):
+        """The train stage's Config from the form (particles_file: the input
+        set written by trainStep)."""
+        parts, init = self.inputParticles.get(), self.initModel.get()
+        return stage.Config(
+            particles=particles_file, out=self.trainOutputs().folder,
+            pixel_size=parts.getSamplingRate() if parts is not None else None,
+            mode_list=mode_list, architecture=self.ARCHITECTURES[self.architecture.get()],
+            epochs=self.epochs.get(), batch_size=self.batchSize.get(),
+            lr=self.learningRate.get(), val_fraction=self.valFraction.get(),
+            test_fraction=0.0, augment=bool(self.augment.get()),
+            mahalanobis=self.mahalanobis.get() if self.mahalanobis.get() > 0 else None,
+            init_model=init.getFileName() if init is not None else None,
+            input_size=self.inputSize.get() or None, dropout=self.dropout.get(),
+            coord_channels=bool(self.coordChannels.get()), patience=self.patience.get(),
+            device=device)
 
     def trainStep(self):
         from ..io.metadata import write_xmd
-        parts = self.inputParticles.get()
-        write_xmd(self._extra("train.xmd"), particles_to_table(parts, need_alignment=True))
-        argv = ["train", "--particles", self._extra("train.xmd"), "--out", self._extra("model"),
-                "--pixel-size", parts.getSamplingRate(),
-                "--mode-list", ",".join(str(m) for m in self._modeNumbers()),
-                "--architecture", self.ARCHITECTURES[self.architecture.get()],
-                "--epochs", self.epochs.get(), "--batch-size", self.batchSize.get(),
-                "--lr", self.learningRate.get(), "--val-fraction", self.valFraction.get(),
-                "--test-fraction", 0.0, "--dropout", self.dropout.get(),
-                "--patience", self.patience.get(), "--device", self._device()]
-        if self.inputSize.get() > 0:
-            argv += ["--input-size", self.inputSize.get()]
-        if self.coordChannels.get():
-            argv.append("--coord-channels")
-        if os.path.exists(self._extra("model", "last.pt")):
-            argv.append("--resume")
-        if self.augment.get():
-            argv.append("--augment")
-        if self.mahalanobis.get() > 0:
-            argv += ["--mahalanobis", self.mahalanobis.get()]
-        if self.initModel.get() is not None:
-            argv += ["--init-model", self.initModel.get().getFileName()]
-        run_command(argv)
+        write_xmd(self._extra("train.xmd"),
+                  particles_to_table(self.inputParticles.get(), need_alignment=True))
+        run_stage(stage, self._config(self._extra("train.xmd"), self._device(),
+                                      self._modeNumbers()))
 
     def createOutputStep(self):
         from ..objects import DeepHEMNMAModel
-        m = DeepHEMNMAModel(filename=self._extra("model", "model.pt"))
+        m = DeepHEMNMAModel(filename=self.trainOutputs().model)
         m.loadMeta()
         self._defineOutputs(outputModel=m)
         self._defineSourceRelation(self.inputParticles, m)
 
     def _validate(self):
-        errors = self._validateParticlesNma(self.inputParticles.get(), self.inputModes.get())
-        parts = self.inputParticles.get()
-        if parts is not None and parts.getSize() and parts.getSize() * 0.8 < self.batchSize.get():
-            errors.append(f"{parts.getSize()} particles: too few for batch size "
-                          f"{self.batchSize.get()}")
-        size = self.inputSize.get()
-        if size and parts is not None and parts.getSize() and (size > parts.getXDim() or size % 2):
-            errors.append(f"network input size {size} must be even and <= the particles' "
-                          f"box ({parts.getXDim()} px)")
-        if not 0 <= self.dropout.get() < 1:
-            errors.append(f"dropout must be in [0, 1), got {self.dropout.get()}")
-        init = self.initModel.get()
-        if init is not None and parts is not None and init.getImageSize():
-            box = parts.getXDim()
-            if box and box != init.getImageSize():
-                errors.append(f"the model to fine-tune was trained on {init.getImageSize()} px "
-                              f"images, these particles are {box} px")
+        from ..errors import InputError
+        parts, init = self.inputParticles.get(), self.initModel.get()
+        errors = self._validateParticlesNma(parts, self.inputModes.get())
+        errors += config_errors(self._config)
+        if errors or parts is None:
+            return errors
+        cfg = self._config()
+        try:
+            modes = self._modeNumbers()
+            cfg.check_box(parts.getXDim())
+            cfg.check_count(parts.getSize())
+            if init is not None:
+                stage.check_init_meta(
+                    {"image_size": init.getImageSize(), "pixel_size": init.getSamplingRate(),
+                     "mode_numbers": init.getModeNumbers() or None,
+                     "architecture": init.getArchitecture()},
+                    parts.getXDim(), pixel_size=parts.getSamplingRate(), mode_numbers=modes,
+                    architecture=cfg.architecture, name="the model to fine-tune")
+        except InputError as e:
+            errors.append(str(e))
         return errors
 
     def _summary(self):
         if not hasattr(self, "outputModel"):
             return ["Not trained yet."]
-        return [str(self.outputModel), "Training curves: extra/model/curves.png"]
+        return [str(self.outputModel), f"Training curves: {self.trainOutputs().curves_png}"]
 
     def _methods(self):
         return ["A ResNet-34 [He2016] + MLP network was trained to predict normal-mode "

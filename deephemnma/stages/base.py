@@ -410,20 +410,3 @@ def remove_stale_temporaries(*paths):
         for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*")):
             if pattern.fullmatch(os.path.basename(tmp)) and os.path.isfile(tmp):
                 os.remove(tmp)
-
-
-def checked_device(name, option="--device"):
-    """torch.device for 'auto'/'cpu'/'cuda[:k]'; InputError naming ``option``
-    for an unknown device or one this machine does not have."""
-    import torch
-    from ..utils import resolve_device
-    try:
-        device = resolve_device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise InputError(f"{option} {name}: unknown device (auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"{option} {name}: no CUDA GPU is available")
-    if device.type == "cuda" and device.index is not None and \
-            device.index >= torch.cuda.device_count():
-        raise InputError(f"{option} {name}: only {torch.cuda.device_count()} GPU(s)")
-    return device

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import base
 from .base import InputError, need
+from ..utils import resolve_device
 
 __all__ = ["Config", "Outputs", "run", "summary"]
 
@@ -62,7 +63,7 @@ class Config(base.StageConfig):
         need(int(self.batch_size) == self.batch_size and int(self.chunk) == self.chunk,
              f"--batch-size and --chunk must be whole numbers, got {self.batch_size}, "
              f"{self.chunk}")
-        _device(self.device)
+        resolve_device(self.device)
         return self
 
     def validate(self):
@@ -102,12 +103,6 @@ class Outputs:
     def parts(self):
         """Finished chunks of an unfinished run (removed at the end)."""
         return self.particles + ".parts"
-
-
-def _device(name):
-    """torch.device for 'auto'/'cpu'/'cuda[:k]' (InputError when unavailable)."""
-    from ..utils import resolve_device
-    return resolve_device(name)
 
 
 def _scan(cfg):
@@ -211,7 +206,7 @@ def run(cfg, progress=True):
     from ..utils import Progress
     cfg.validate()
     out = Outputs(cfg.out)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     nets, meta = load_model(cfg.model, device)
     pred = Predictor(nets, meta, device, int(cfg.batch_size))
     n, stacks, files = _scan(cfg)

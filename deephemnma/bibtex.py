@@ -1,5 +1,9 @@
 # -*- coding: utf-8 -*-
 """
+References of the DeepHEMNMA plugin (pyworkflow parses this docstring). The
+doi fields are URLs so that Scipion turns citations into links.
+
+
 @article{Hamitouche2022,
 title = {DeepHEMNMA: ResNet-based hybrid analysis of continuous conformational heterogeneity in cryo-EM single particle images},
 author = {Hamitouche, Ilyes and Jonic, Slavica},
@@ -7,7 +11,7 @@ journal = {Frontiers in Molecular Biosciences},
 volume = {9},
 pages = {965645},
 year = {2022},
-doi = {10.3389/fmolb.2022.965645}
+doi = {https://doi.org/10.3389/fmolb.2022.965645}
 }
 
 @article{Jin2014,
@@ -17,7 +21,7 @@ journal = {Structure},
 volume = {22},
 pages = {496--506},
 year = {2014},
-doi = {10.1016/j.str.2014.01.004}
+doi = {https://doi.org/10.1016/j.str.2014.01.004}
 }
 
 @article{Harastani2020,
@@ -27,7 +31,7 @@ journal = {Protein Science},
 volume = {29},
 pages = {223--236},
 year = {2020},
-doi = {10.1002/pro.3772}
+doi = {https://doi.org/10.1002/pro.3772}
 }
 
 @inproceedings{He2016,
@@ -36,6 +40,6 @@ author = {He, Kaiming and Zhang, Xiangyu and Ren, Shaoqing and Sun, Jian},
 booktitle = {IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},
 pages = {770--778},
 year = {2016},
-doi = {10.1109/CVPR.2016.90}
+doi = {https://doi.org/10.1109/CVPR.2016.90}
 }
 """

@@ -236,7 +236,7 @@ def write_animation(path_prefix, structure, models):
     name = os.path.basename(pdb)
     with atomic_path(path_prefix + ".cxc") as tmp, open(tmp, "w") as f:
         f.write(f"open {name} coordset true\nstyle stick\ncolor bychain\n"
-                f"coordset #1 1,{len(models)} loop true\n")
+                f"coordset #1 1,{len(models)} loop 100 bounce true\n")
     with atomic_path(path_prefix + ".vmd") as tmp, open(tmp, "w") as f:
         f.write(f"mol new {name} type pdb waitfor all\nmol modstyle 0 top NewCartoon\n"
                 "animate style rock\nanimate forward\n")

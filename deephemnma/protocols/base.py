@@ -1,5 +1,7 @@
 """Shared pieces of the DeepHEMNMA protocols (form helpers, device choice)."""
 import os
+import subprocess
+import sys
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
@@ -12,9 +14,16 @@ class DeepHEMNMABase(EMProtocol):
     @classmethod
     def _addComputeParams(cls, form, threads=2):
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
-                       label="Use GPU", help="Use a CUDA GPU when one is available.")
-        form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU id",
-                       help="CUDA device index to use (one per process).")
+                       label="Use GPU",
+                       help="Run on the CUDA GPU(s) below. When none is available, the run "
+                            "runs on the CPU with a warning in the log; the log states "
+                            "the device(s) used.")
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU ids",
+                       help="CUDA device indices, e.g. 0 or 0,1 or 0-3. One GPU: the run "
+                            "uses cuda:N. Several: training and HEMNMA alignment run "
+                            "under torchrun, one process per GPU (the other protocols use "
+                            "the first). Ids the machine does not have are dropped with a "
+                            "warning.")
         form.addParallelSection(threads=threads, mpi=0)
 
     def _devices(self):
@@ -35,6 +44,45 @@ class DeepHEMNMABase(EMProtocol):
     def _device(self):
         """The first device (one-process stages)."""
         return self._devices()[0]
+
+    def _runStage(self, stage, cfg):
+        """Run a stage that supports torchrun (train, align) on the devices of
+        :meth:`_devices`: in this process on one device; with several GPUs,
+        one process per GPU under torchrun (:meth:`_launchStage`)."""
+        cuda = [d for d in self._devices() if d.startswith("cuda:")]
+        if len(cuda) > 1:
+            return self._launchStage(stage, cfg.replace(device="cuda"), cuda)
+        return run_stage(stage, cfg)
+
+    def _launchStage(self, stage, cfg, devices):
+        """Run ``stage`` on ``cfg`` under torchrun, one process per device of
+        ``devices`` (``cuda:i``): the config is validated here (a bad input
+        fails the step with the stage's own message), saved as
+        ``extra/<stage>_torchrun.json`` and run by ``python -m
+        deephemnma.stages`` (:func:`launch_command`) with CUDA_VISIBLE_DEVICES
+        set to the chosen GPUs (:func:`launch_env`); its output goes to the
+        run's log. Returns the path of the saved config."""
+        from ..errors import InputError
+        from ..stages.base import save_config
+        name = stage.__name__.rsplit(".", 1)[-1]
+        try:
+            cfg.validate()
+        except (InputError, FileNotFoundError) as e:
+            raise Exception(f"deephemnma {name}: {e}") from None
+        path = save_config(cfg, self._extra(f"{name}_torchrun.json"))
+        ids = [int(d.split(":", 1)[1]) for d in devices]
+        argv = launch_command(name, path, len(ids))
+        import pyworkflow.utils as pwutils
+        env = pwutils.Environ(os.environ)      # the plugin adds no variables
+        env.update(launch_env(ids, os.environ))
+        self.info(f"deephemnma {name}: {len(ids)} processes under torchrun, one per GPU "
+                  f"({', '.join(devices)}; CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})")
+        try:
+            self.runJob(argv[0], argv[1:], env=env, numberOfMpi=1)
+        except subprocess.CalledProcessError as e:
+            raise Exception(f"deephemnma {name} under torchrun failed (exit status "
+                            f"{e.returncode}): the reason is in the log above") from None
+        return path
 
     def _extra(self, *p):
         return self._getExtraPath(*p)
@@ -154,6 +202,29 @@ def gpu_devices(use_gpu, gpu_list, cuda_count):
     if not ok:
         return ["cpu"], warning
     return [f"cuda:{i}" for i in ok], warning
+
+
+def launch_command(stage_name, config_json, n_procs, python=None):
+    """The command (argv list) that runs the stage ``stage_name`` on the
+    config saved in ``config_json`` under torchrun with ``n_procs`` processes
+    on this machine: ``python -m torch.distributed.run --standalone
+    --nproc_per_node N -m deephemnma.stages STAGE CONFIG.json``."""
+    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node", str(int(n_procs)), "-m", "deephemnma.stages",
+            str(stage_name), str(config_json)]
+
+
+def launch_env(gpu_ids, environ=None):
+    """Environment variables for a torchrun launch on the GPUs ``gpu_ids``
+    (indices as torch numbers them in this process): CUDA_VISIBLE_DEVICES
+    lists them, mapped through an existing CUDA_VISIBLE_DEVICES of
+    ``environ`` (a queue system's), so process k sees its GPU as cuda:k."""
+    visible = (environ or {}).get("CUDA_VISIBLE_DEVICES", "").strip()
+    ids = [str(int(i)) for i in gpu_ids]
+    if visible:
+        physical = [v.strip() for v in visible.split(",") if v.strip()]
+        ids = [physical[int(i)] if int(i) < len(physical) else i for i in ids]
+    return {"CUDA_VISIBLE_DEVICES": ",".join(ids)}
 
 
 def run_command(argv):

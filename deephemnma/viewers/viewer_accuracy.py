@@ -7,7 +7,7 @@ from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 
 from ..protocols.protocol_align import DeepHEMNMAProtAlign
 from ..protocols.protocol_predict import DeepHEMNMAProtPredict
-from .common import AccuracyFiles, Shower
+from .common import AccuracyFiles, Shower, mode_label, numbers_or_default
 
 
 class DeepHEMNMAAccuracyViewer(Viewer):
@@ -42,15 +42,17 @@ class DeepHEMNMAAccuracyViewer(Viewer):
         import matplotlib.pyplot as plt
         qe, qt = e["nmaDisplacements"], t["nmaDisplacements"]
         m = qe.shape[1]
+        numbers = numbers_or_default(self.protocol, m)     # HEMNMA numbers: mode 7, 8, ...
         fig, axes = plt.subplots(1, m + 2, figsize=(3.2 * (m + 2), 3.4))
         for k in range(m):
             ax = axes[k]
             ax.scatter(qt[:, k], qe[:, k], s=3, alpha=0.4)
             lim = [min(qt[:, k].min(), qe[:, k].min()), max(qt[:, k].max(), qe[:, k].max())]
             ax.plot(lim, lim, "k--", lw=0.8)
-            ax.set_xlabel("true amplitude")
+            ax.set_xlabel(f"true amplitude, {mode_label(numbers[k])}")
             ax.set_ylabel("estimated")
-            ax.set_title(f"mode {k + 1}: MAE {np.abs(qe[:, k] - qt[:, k]).mean():.1f}")
+            ax.set_title(f"{mode_label(numbers[k])}: MAE "
+                         f"{np.abs(qe[:, k] - qt[:, k]).mean():.1f}")
         a = angular_errors(e.angles(), t.angles())
         axes[m].hist(a, bins=50)
         axes[m].set_xlabel("angular error (deg)")
@@ -73,6 +75,7 @@ class DeepHEMNMAAccuracyViewer(Viewer):
     def _visualize(self, obj, **kwargs):
         out = self.accuracy()
         if out is None:
-            return [self.errorMessage("These particles carry no ground truth "
-                                      "(only synthesized particles do).")]
+            return [self.errorMessage("These particles carry no ground truth (only "
+                                      "synthesized particles do): see the 'amplitudes and "
+                                      "landscape' viewer.")]
         return [Shower(self._fig)]

@@ -32,7 +32,8 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["deephemnma", "deephemnma.*"]),
     include_package_data=True,
-    package_data={"deephemnma": ["protocols.conf", "templates/*.json", "data/*"]},
+    package_data={"deephemnma": ["protocols.conf", "deephemnma_logo.png", "templates/*.json.template",
+                                 "data/*"]},
     install_requires=_requirements(),
     extras_require={"test": ["pytest>=7", "scipion-app>=3.8", "pyflakes>=3"]},
     entry_points={

@@ -410,3 +410,45 @@ def remove_stale_temporaries(*paths):
         for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*")):
             if pattern.fullmatch(os.path.basename(tmp)) and os.path.isfile(tmp):
                 os.remove(tmp)
+
+
+# --------------------------------------------------------------------------
+# configs saved as JSON (a stage run in another process: torchrun)
+def _tuples(value):
+    """JSON lists back to the tuples a config field holds (nested too)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def save_config(cfg, path):
+    """Write a stage config as JSON (``{field: value}``; tuples become lists),
+    atomically. :func:`load_config` reads it back equal."""
+    data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    return path
+
+
+def load_config(config_class, path):
+    """The config of class ``config_class`` saved by :func:`save_config`.
+    Lists are read back as tuples where the field's default or annotation is
+    a tuple; an unknown field or a file that is not a JSON object is an
+    InputError."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not a JSON config ({e})") from None
+    need(isinstance(data, dict), f"{path}: not a JSON object of config fields")
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(data) - set(fields))
+    need(not unknown, f"{path}: unknown field(s) for {config_class.__module__}."
+                      f"{config_class.__name__}: {', '.join(unknown)}")
+    values = {}
+    for name, value in data.items():
+        f = fields[name]
+        wants_tuple = f.type is tuple or isinstance(f.default, tuple)
+        values[name] = _tuples(value) if wants_tuple else value
+    return config_class(**values)

@@ -21,7 +21,7 @@ $(STAMP): $(PY) setup.py requirements.txt
 venv: $(STAMP)
 
 test: $(STAMP) lint
-	MPLBACKEND=Agg OMP_NUM_THREADS=2 $(PY) -m pytest -q tests
+	MPLBACKEND=Agg OMP_NUM_THREADS=2 $(PY) -m pytest -q tests deephemnma/tests
 
 # zero warnings: pyflakes over the package, the tests and the benchmarks
 lint: $(STAMP)
@@ -41,4 +41,12 @@ oracles:
 	for d in .oracles/debs/*.deb; do dpkg-deb -x $$d .oracles/relion; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output bench_output
+	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output bench_output .cflex-venv
+
+# The separate venv of the ContinuousFlex round trip (scipion-em-xmipp and
+# scipion-em-continuousflex from the registry, this checkout editable; cached
+# in .cflex-venv/, rebuilt when tools/continuousflex_venv.sh changes).
+# tests/test_continuousflex_roundtrip.py skips its round trip without it.
+.PHONY: continuousflex-venv
+continuousflex-venv:
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash tools/continuousflex_venv.sh

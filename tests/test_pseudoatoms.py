@@ -121,3 +121,160 @@ def test_stage_bad_input_leaves_nothing(ak_map, tmp_path, changes, match):
     with pytest.raises(InputError, match=match):
         stage.run(cfg, progress=False)
     assert sorted(os.listdir(tmp_path)) == before and not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------
+# the Gaussian width chosen from the map (issue 14, item 5)
+def _cistem_volume():
+    d = np.load(shared_file("oracles", "cistem_projection.npz"))
+    return d["volume"].astype(np.float64), float(d["voxel_size"])
+
+
+def test_peak_widths_measure_gaussians():
+    """The log-curvature at a peak gives the std of a sampled Gaussian;
+    voxel-integrated Gaussians of std s measure about sqrt(s^2 + 1/12)."""
+    from deephemnma.core.pseudoatoms import peak_widths
+    g = np.arange(32) - 16.0
+    z, y, x = np.meshgrid(g, g, g, indexing="ij")
+    for s in (0.6, 1.0, 2.0):
+        w = peak_widths(np.exp(-(x ** 2 + y ** 2 + z ** 2) / (2 * s * s)))
+        assert len(w) == 1 and w[0] == pytest.approx(s, rel=1e-6)
+    rng = np.random.default_rng(0)
+    c = rng.uniform(-20, 20, (200, 3))
+    for s in (0.5, 1.0):
+        v = atoms_to_volume(torch.tensor(c), torch.ones(200, dtype=torch.float64), 64, 1.0,
+                            s).numpy()
+        assert np.median(peak_widths(v)) == pytest.approx(np.sqrt(s * s + 1 / 12), rel=0.05)
+
+
+def test_cistem_volume_converts_with_defaults(tmp_path):
+    """cisTEM's 64^3 test volume (a sampled atomic potential, 1 Å voxels):
+    61.7 % error with Gaussians of 1.5 voxels; with the defaults the width is
+    read from the map and the conversion reaches the 5 % target."""
+    from deephemnma.core.pseudoatoms import estimate_sigma
+    from deephemnma.stages import pseudoatoms as stage
+    vol, vs = _cistem_volume()
+    assert 0.4 <= estimate_sigma(vol, vs) / vs <= 0.55
+    write_volume(tmp_path / "cistem.mrc", vol, vs)
+    cfg = stage.Config(map=str(tmp_path / "cistem.mrc"), out=str(tmp_path / "p"))
+    out = stage.run(cfg, progress=False)
+    assert out.error <= 0.05 and out.estimated is not None
+    assert out.sigma <= out.estimated
+    approx, _ = read_volume(out.approx)
+    assert relative_error(vol, approx) <= 0.05          # measured independently
+    pdb = read_structure(out.pdb)
+    assert pdb.sigma == pytest.approx(out.sigma, rel=1e-4) and len(pdb) == out.n_atoms
+    assert any("automatic width" in line for line in stage.summary(out, cfg))
+    # the old default width does not convert it, and the message says what was tried
+    with pytest.raises(InputError, match="1.5 Å: 6[0-9].[0-9] %"):
+        stage.run(cfg.replace(out=str(tmp_path / "q"), sigma_voxels=1.5), progress=False)
+    assert not (tmp_path / "q.pdb").exists()
+
+
+def test_automatic_width_retries_narrower_gaussians():
+    """The AK map (atoms blurred by 1 voxel) has broad peaks (atoms cluster):
+    the first width estimate stalls above the target, a 0.7x narrower one
+    converts."""
+    from deephemnma.core.pseudoatoms import AUTO_SHRINK, convert
+    s, _ = read_structure(shared_file("continuousflex", "AK.pdb")).center()
+    vol = atoms_to_volume(torch.tensor(s.coords), torch.tensor(s.weights), 40, 2.0, 2.0).numpy()
+    r = convert(vol, 2.0)
+    assert len(r.tried) == 2 and r.tried[0][1] > 0.05 and r.error <= 0.05
+    assert r.sigma == pytest.approx(AUTO_SHRINK * r.estimated)
+    # a limit on the number of pseudoatoms is not a reason to narrow them
+    with pytest.raises(InputError, match="allow more pseudoatoms"):
+        convert(vol, 2.0, max_atoms=30)
+
+
+def test_neighbour_cutoff_is_xmipps_distance_histogram_percentile():
+    """ContinuousFlex's relative cutoff: percentile of the distances between
+    each atom and its 3 nearest neighbours (brute force here)."""
+    from deephemnma.core.pseudoatoms import neighbour_cutoff
+    x = np.random.default_rng(1).normal(size=(60, 3)) * 5
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    near = np.sort(d, axis=1)[:, 1:4].ravel()
+    for p in (50, 95, 100):
+        assert neighbour_cutoff(x, p) == pytest.approx(np.percentile(near, p))
+    with pytest.raises(InputError, match="too few"):
+        neighbour_cutoff(x[:3])
+
+
+def test_network_cutoff_joins_separate_pieces():
+    """Two tight clusters far apart: ContinuousFlex's cutoff keeps them apart
+    (an elastic network in two pieces); the network cutoff joins them, and
+    gives every atom 3 contacts."""
+    from scipy.spatial import cKDTree
+    from deephemnma.core.pseudoatoms import network_cutoff, neighbour_cutoff
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) + [12.0, 0, 0]])
+    rc, first = network_cutoff(x)
+    assert first == neighbour_cutoff(x) and first < 5.0 < rc
+    assert min(len(n) for n in cKDTree(x).query_ball_point(x, rc)) >= 4   # self + 3
+    # a uniformly packed body: ContinuousFlex's cutoff already holds it
+    g = np.arange(6.0)
+    lattice = np.stack(np.meshgrid(g, g, g), -1).reshape(-1, 3)
+    assert network_cutoff(lattice) == (1.0, 1.0)
+
+
+# --------------------------------------------------------------------------
+# the NMA protocol on an EM map (Scipion)
+from pyworkflow.tests import BaseTest, setupTestProject  # noqa: E402
+
+
+class TestNMAFromMap(BaseTest):
+    """An EM map enters the NMA protocol: pseudoatoms (automatic width), ANM
+    with ContinuousFlex's relative cutoff, outputs in its layout."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+
+    def test_nma_protocol_from_em_map(self):
+        from pwem.protocols import ProtImportVolumes
+        from deephemnma.core.nma import compute_modes
+        from deephemnma.core.pseudoatoms import network_cutoff, neighbour_cutoff
+        from deephemnma.io.metadata import read_xmd
+        from deephemnma.protocols import DeepHEMNMAProtNMA
+        vol, vs = _cistem_volume()
+        path = os.path.join(self.proj.getTmpPath(), "cistem.mrc")
+        write_volume(path, vol, vs)
+        imp = self.newProtocol(ProtImportVolumes, filesPath=path, samplingRate=vs)
+        self.launchProtocol(imp)
+        v = imp.outputVolume
+        nma = self.newProtocol(DeepHEMNMAProtNMA, inputStructure=v, numberOfModes=10,
+                               useGpu=False, numberOfThreads=1)
+        self.assertEqual(nma.validate(), [])
+        bad = self.newProtocol(DeepHEMNMAProtNMA, inputStructure=v, targetError=0.0,
+                               cutoffPercentage=0.0, useGpu=False)
+        errors = bad.validate()
+        self.assertTrue(any("--target-error" in e for e in errors), errors)
+        self.assertTrue(any("percentile" in e for e in errors), errors)
+        self.launchProtocol(nma)
+        ref = nma.outputReference
+        self.assertTrue(ref.getPseudoAtoms())
+        s = read_structure(ref.getFileName())
+        assert s.is_pseudoatomic and s.sigma < 0.6 * vs
+        # the pseudoatoms' map reproduces the input map within the default 5 %
+        approx, _ = read_volume(nma.outputPseudoatomsMap.getFileName())
+        assert relative_error(vol, approx) <= 0.05
+        # ANM with the percentile-95 neighbour cutoff, raised to hold every
+        # pseudoatom: the same eigenvalues computed here, none flexible at zero
+        modes = nma.outputModes
+        assert modes.getSize() == 10 and modes.getPdb().getPseudoAtoms()
+        t_modes = read_xmd(nma._getPath("modes.xmd"))
+        rc, first = network_cutoff(s.coords, 95.0)
+        assert first == neighbour_cutoff(s.coords, 95.0) and rc > first
+        mine = compute_modes(s.coords, 10, cutoff=rc, method="anm")
+        assert np.allclose(t_modes["nmaEigenval"], mine.eigenvalues, rtol=1e-6, atol=1e-12)
+        assert (mine.eigenvalues[6:] > 1e-4).all()
+        assert [m.getObjId() for m in modes] == list(range(1, 11))
+        # ContinuousFlex's run layout: Xmipp-format pseudoatoms beside modes.sqlite
+        pdb = modes.getPdb().getFileName()
+        assert os.path.dirname(pdb) == os.path.dirname(modes.getFileName())
+        with open(pdb) as f:
+            head = [next(f) for _ in range(4)]
+        assert head[1].split()[:2] == ["REMARK", "fixedGaussian"]
+        assert float(head[1].split()[2]) == pytest.approx(s.sigma, rel=1e-4)
+        assert head[3].startswith("ATOM") and "DENS" in head[3]
+        assert os.path.exists(nma._getExtraPath("maxAtomShifts.xmd"))
+        assert any("pseudoatoms" in line for line in nma.summary())

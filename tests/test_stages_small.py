@@ -136,14 +136,14 @@ def test_protocol_forms_show_the_stage_messages():
     from deephemnma import protocols as P
     from deephemnma.stages import nma, simulate
     prot = P.DeepHEMNMAProtNMA()
-    assert prot._validate() == []
+    assert prot._validate() == ["no input structure or map"]
     assert prot.blockSize.get() == nma.Config().block_size
     assert prot._config().method == "auto"
     prot.numberOfModes.set(5)
     msg = prot._validate()
     with pytest.raises(InputError) as e:
         nma.Config(n_modes=5).validate_options()
-    assert msg == [str(e.value)]
+    assert msg == [str(e.value), "no input structure or map"]
     syn = P.DeepHEMNMAProtSynthesize()
     assert syn._validate() == []
     for param, value, match in [("box", 31, "--box"), ("numberOfImages", 0, "-n"),

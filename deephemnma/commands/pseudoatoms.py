@@ -3,10 +3,14 @@
 Writes OUT.pdb (pseudoatoms; weights relative to the largest, in the occupancy
 column; sigma in a REMARK, recognised by every deephemnma command) and
 OUT_approx.mrc (the map the pseudoatoms reproduce). Nothing is written when the
-target error cannot be reached. For NMA of pseudoatoms use a percentile cutoff.
+target error cannot be reached. Without --sigma/--sigma-voxels the Gaussian
+width is chosen from the map's own sharpness (narrower ones are tried while the
+error stalls above the target). For NMA of pseudoatoms use a percentile cutoff.
 
 Examples:
-  deephemnma pseudoatoms --map emd_1234.mrc --out pseudo/emd_1234 --target-error 5
+  deephemnma pseudoatoms --map emd_1234.mrc --out pseudo/emd_1234
+  deephemnma pseudoatoms --map emd_1234.mrc --out pseudo/emd_1234 --sigma-voxels 1.5 \
+      --target-error 5
   deephemnma nma --structure pseudo/emd_1234.pdb --percentile 5 --out nma_pseudo/
 """
 from ..stages import pseudoatoms as stage
@@ -18,7 +22,7 @@ def add_args(p):
     p.add_argument("--out", required=True, help="output prefix (OUT.pdb, OUT_approx.mrc)")
     p.add_argument("--voxel-size", type=float, default=d.voxel_size, help="Å (default: header)")
     p.add_argument("--sigma", type=float, default=d.sigma,
-                   help="Gaussian std, Å (default 1.5 voxels)")
+                   help="Gaussian std, Å (default: automatic, from the map's sharpest peaks)")
     p.add_argument("--sigma-voxels", type=float, default=d.sigma_voxels,
                    help="Gaussian std in voxels")
     p.add_argument("--target-error", type=float, default=d.target_error,

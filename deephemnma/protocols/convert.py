@@ -132,16 +132,120 @@ def fill_particles(out_set, in_set, table, with_alignment=True):
 
 
 def modes_to_set(protocol, modes_xmd, pdb):
-    """ContinuousFlex-layout folder -> SetOfNormalModes output."""
+    """ContinuousFlex-layout folder -> SetOfNormalModes output. Each mode's
+    objId is its number (vec.N -> N), as ContinuousFlex's ``rowToMode`` sets
+    it: its mode selection ("7-9") and viewers index modes by objId."""
+    from ..core.nma import mode_number
     from ..io.metadata import read_xmd
     folder = os.path.dirname(modes_xmd)
     t = read_xmd(modes_xmd)
     nm = protocol._createSetOfNormalModes()
-    for f, col, score in zip(t["nmaModefile"], t["nmaCollectivity"], t["nmaScore"]):
-        nm.append(emobj.NormalMode(modeFile=os.path.join(folder, f), collectivity=float(col),
-                                   score=float(score)))
+    orders = t["order_"] if "order_" in t else [None] * len(t)
+    for f, col, score, order in zip(t["nmaModefile"], t["nmaCollectivity"], t["nmaScore"],
+                                    orders):
+        fn = f if os.path.isabs(f) else os.path.join(folder, f)
+        m = emobj.NormalMode(modeFile=fn, collectivity=float(col), score=float(score))
+        m.setObjId(int(order) if order is not None else mode_number(fn))
+        nm.append(m)
     nm.setPdb(pdb)
     return nm
+
+
+# --------------------------------------------------------------------------
+# ContinuousFlex's NMA run layout
+class ContinuousFlexLayout:
+    """File names of a ContinuousFlex NMA run folder (FlexProtNMA), the ones
+    its other protocols and viewers open from a SetOfNormalModes:
+
+    * ``modes.sqlite``, ``modes.xmd``, ``modes/vec.N`` in the run folder
+      (FlexNMAViewer: ``dirname(dirname(vec.N))`` is the run folder);
+    * ``atoms.pdb`` beside ``modes.sqlite`` (FlexProtAlignmentNMA for an
+      atomic structure) or ``pseudoatoms.pdb`` (the modes' PDB when it is
+      flagged as pseudoatoms);
+    * ``extra/maxAtomShifts.xmd`` (per atom: its largest shift over the
+      flexible modes, ``nmaAtomShift``, and that mode's file, ``nmaModefile``)
+      and ``extra/distanceProfiles/vecN.xmd`` (per atom: its shift along mode
+      N, ``nmaAtomShift``), N >= 7."""
+
+    def __init__(self, run_folder):
+        self.run = os.fspath(run_folder)
+
+    def path(self, *p):
+        return os.path.join(self.run, *p)
+
+    @property
+    def modes_xmd(self):
+        return self.path("modes.xmd")
+
+    @property
+    def atoms_pdb(self):
+        return self.path("atoms.pdb")
+
+    @property
+    def pseudoatoms_pdb(self):
+        return self.path("pseudoatoms.pdb")
+
+    @property
+    def max_shifts(self):
+        return self.path("extra", "maxAtomShifts.xmd")
+
+    def distance_profile(self, number):
+        return self.path("extra", "distanceProfiles", f"vec{int(number)}.xmd")
+
+
+def write_xmipp_pseudoatoms(path, coords, weights, sigma):
+    """Pseudoatoms as Xmipp's ``volume_to_pseudoatoms`` writes them (read by
+    Xmipp's programs and ContinuousFlex): REMARK lines with the Gaussian std
+    in Å (``fixedGaussian``) and the intensity column, one ``DENS`` atom per
+    line, intensity (weight relative to the largest) in the occupancy column."""
+    from ..utils import atomic_path
+    w = np.asarray(weights, float)
+    w = w / w.max()
+    lines = ["REMARK xmipp_volume_to_pseudoatoms (written by deephemnma)",
+             f"REMARK fixedGaussian {float(sigma):f}", "REMARK intensityColumn occupancy"]
+    for n, ((x, y, z), i) in enumerate(zip(np.asarray(coords, float), w), start=1):
+        lines.append(f"ATOM  {n % 100000:5d} DENS DENS{n % 100000:5d}    "
+                     f"{x:8.3f}{y:8.3f}{z:8.3f}{i:6.2f}     1      DENS")
+    with atomic_path(os.fspath(path)) as tmp, open(tmp, "w") as f:
+        f.write("\n".join(lines + ["END"]) + "\n")
+
+
+def write_continuousflex_layout(run_folder, reference_pdb, pseudoatoms=None):
+    """Complete an NMA run folder that holds ``modes.xmd`` + ``modes/vec.N``
+    (:func:`deephemnma.core.nma.write_continuousflex`) with the files
+    ContinuousFlex opens (:class:`ContinuousFlexLayout`): ``atoms.pdb`` (a copy
+    of ``reference_pdb``, the atoms the modes move), or for an EM map
+    ``pseudoatoms.pdb`` in Xmipp's format from ``pseudoatoms`` = (coords Å,
+    weights, sigma Å), and the atom-shift profiles. Shifts are the norms of
+    each atom's 3-vector in the unit-norm mode (ContinuousFlex: "unitary
+    shift"). Returns the layout."""
+    import shutil
+    from ..core.nma import is_rigid, mode_number
+    from ..io.metadata import Table, read_xmd, write_xmd
+    lay = ContinuousFlexLayout(run_folder)
+    if pseudoatoms is None:
+        shutil.copyfile(reference_pdb, lay.atoms_pdb)
+    else:
+        write_xmipp_pseudoatoms(lay.pseudoatoms_pdb, *pseudoatoms)
+    t = read_xmd(lay.modes_xmd)
+    os.makedirs(os.path.dirname(lay.distance_profile(7)), exist_ok=True)
+    best, best_file = None, None
+    for f in t["nmaModefile"]:
+        fn = f if os.path.isabs(f) else os.path.join(lay.run, f)
+        num = mode_number(fn)
+        if num is None or is_rigid(num):
+            continue
+        d = np.linalg.norm(np.loadtxt(fn).reshape(-1, 3), axis=1)
+        write_xmd(lay.distance_profile(num), Table({"nmaAtomShift": d}))
+        if best is None:
+            best, best_file = d.copy(), np.full(len(d), os.path.abspath(fn), dtype=object)
+        else:
+            larger = d > best
+            best[larger] = d[larger]
+            best_file[larger] = os.path.abspath(fn)
+    if best is not None:
+        write_xmd(lay.max_shifts, Table({"nmaAtomShift": best, "nmaModefile": best_file}))
+    return lay
 
 
 def modes_from_set(modes_set, ref_coords):

@@ -2,9 +2,10 @@
 import os
 
 import pyworkflow.protocol.params as params
+from pwem.objects import SetOfParticles
 
 from ..stages import align as stage
-from .base import DeepHEMNMABase, config_errors, run_stage
+from .base import DeepHEMNMABase, config_errors
 from .convert import fill_particles, particles_to_table
 
 
@@ -14,7 +15,7 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
     The output particles carry _xmipp_nmaDisplacements, _xmipp_cost and the
     projection alignment as ContinuousFlex's HEMNMA writes them."""
     _label = "HEMNMA alignment"
-    _possibleOutputs = {"outputParticles": "SetOfParticles"}
+    _possibleOutputs = {"outputParticles": SetOfParticles, "outputParticlesKept": SetOfParticles}
 
     def _defineParams(self, form):
         d = stage.Config()
@@ -23,24 +24,39 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       label="Particles", important=True,
                       help="Typically a random subset (the training set of DeepHEMNMA).")
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
-                      label="Normal modes")
+                      label="Normal modes",
+                      help="Normal modes of the reference (ours or ContinuousFlex's); the "
+                           "modes of the mode list are used.")
         form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
                       label="Reference", help="The structure the modes were computed on.")
         form.addParam("modeList", params.StringParam, default=d.mode_list, label="Modes",
                       help="HEMNMA numbers, e.g. 7-9 or 7,8,11.")
         form.addParam("imagesFlipped", params.BooleanParam, default=d.images_flipped,
-                      label="Images already phase-flipped?")
+                      label="Images already phase-flipped?",
+                      help="Yes: the images are already CTF phase-flipped (only |CTF| is "
+                           "applied to the reference projections). No: they are phase-flipped "
+                           "here when the particles have a CTF.")
         form.addSection("Search")
         form.addParam("angularStep", params.FloatParam, default=d.angular_step,
-                      label="Global angular step (deg)")
-        form.addParam("maxShift", params.FloatParam, default=d.max_shift, label="Max shift (Å)")
+                      label="Global angular step (deg)",
+                      help="Orientation sampling of the global search (degrees, at most 90): "
+                           "smaller is more thorough and slower.")
+        form.addParam("maxShift", params.FloatParam, default=d.max_shift, label="Max shift (Å)",
+                      help="Half-range of the global shift search (Å).")
         form.addParam("candidates", params.IntParam, default=d.n_candidates,
                       label="Candidates refined",
-                      expertLevel=params.LEVEL_ADVANCED)
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Number of best poses of the global search (with distinct "
+                           "orientations) refined continuously at the coarse level; the best "
+                           "one is then refined at full size.")
         form.addParam("coarseIters", params.IntParam, default=d.coarse_iters,
-                      expertLevel=params.LEVEL_ADVANCED, label="Coarse-level iterations")
+                      expertLevel=params.LEVEL_ADVANCED, label="Coarse-level iterations",
+                      help="Optimisation steps (Adam) of amplitudes, angles and shifts at the "
+                           "coarse (downscaled) level, per candidate.")
         form.addParam("fineIters", params.IntParam, default=d.fine_iters,
-                      expertLevel=params.LEVEL_ADVANCED, label="Fine-level iterations")
+                      expertLevel=params.LEVEL_ADVANCED, label="Fine-level iterations",
+                      help="Optimisation steps at the finer levels, up to the full image "
+                           "size.")
         form.addParam("outlierThreshold", params.FloatParam, default=d.outlier_threshold,
                       label="Mahalanobis threshold",
                       help="Images whose amplitudes are farther are left out of the "
@@ -60,13 +76,13 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             structure=ref.getFileName() if ref is not None else None,
             mode_list=self.modeList.get(),
             pixel_size=parts.getSamplingRate() if parts is not None else None,
-            out=self._outputs().particles, angular_step=self.angularStep.get(),
+            out=self._stageOutputs().particles, angular_step=self.angularStep.get(),
             max_shift=self.maxShift.get(), n_candidates=self.candidates.get(),
             coarse_iters=self.coarseIters.get(), fine_iters=self.fineIters.get(),
             images_flipped=self.imagesFlipped.get(),
             outlier_threshold=self.outlierThreshold.get(), device=device)
 
-    def _outputs(self):
+    def _stageOutputs(self):
         return stage.Outputs(self._extra("aligned.xmd"))
 
     def alignStep(self):
@@ -74,13 +90,14 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
         modes_dir = self._modesFolder(self.inputModes.get(),
                                       self.inputReference.get().getFileName())
-        run_stage(stage, self._config(self._extra("input.xmd"), modes_dir, self._device()))
+        # several GPUs: one process per GPU under torchrun (DeepHEMNMABase._runStage)
+        self._runStage(stage, self._config(self._extra("input.xmd"), modes_dir, self._device()))
 
     def createOutputStep(self):
         from ..io.metadata import read_metadata
         inp = self.inputParticles.get()
         out = self._createSetOfParticles()
-        files = self._outputs()
+        files = self._stageOutputs()
         fill_particles(out, inp, read_metadata(files.particles))
         outputs = {"outputParticles": out}
         kept = files.kept
@@ -121,4 +138,4 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
 
     def _methods(self):
         return ["Particles were aligned with the reference and its normal modes by HEMNMA "
-                "[Jin2014, Harastani2020], embedded in PyTorch."]
+                "([Jin2014]; [Harastani2020]), embedded in PyTorch."]

@@ -4,8 +4,15 @@ Outputs from the prefix OUT (a trailing ``.pdb`` is dropped): ``OUT.pdb``
 (pseudoatoms; weights relative to the largest in the occupancy column, sigma
 in a REMARK that every deephemnma stage recognises) and ``OUT_approx.mrc``
 (the map the pseudoatoms reproduce). The conversion raises InputError, and
-writes nothing, when the target error is out of reach. For normal modes of
-pseudoatoms use a percentile cutoff (``nma --percentile 5``).
+writes nothing, when the target error is out of reach.
+
+Gaussian width: ``sigma`` (Å) or ``sigma_voxels``; neither (the default):
+automatic, from the width of the map's sharpest peaks, narrowed and tried
+again while the error stalls above the target
+(:func:`deephemnma.core.pseudoatoms.convert`). For normal modes of
+pseudoatoms use a cutoff from the pseudoatoms' spacing, as ContinuousFlex
+does (:func:`deephemnma.core.pseudoatoms.neighbour_cutoff`; the Scipion NMA
+protocol does this for an EM map).
 """
 import dataclasses
 import os
@@ -24,7 +31,7 @@ class Config(base.StageConfig):
     map: str = None                  # MRC/SPIDER map
     out: str = None                  # output prefix
     voxel_size: float = None         # Å (default: the map's header)
-    sigma: float = None              # Gaussian std, Å (default 1.5 voxels)
+    sigma: float = None              # Gaussian std, Å (default: automatic)
     sigma_voxels: float = None       # Gaussian std in voxels (instead of sigma)
     target_error: float = 5.0        # relative error to reach, %
     threshold: float = None          # density below is ignored
@@ -64,7 +71,9 @@ class Outputs:
     n_atoms: int = 0
     error: float = None              # relative error reached (fraction)
     voxel_size: float = None         # Å
-    sigma: float = None              # Å
+    sigma: float = None              # Å, the width used
+    estimated: float = None          # Å, the map's own width (automatic width only)
+    tried: list = None               # (sigma Å, error, pseudoatoms) per width tried
     seconds: float = 0.0
 
     @property
@@ -85,7 +94,7 @@ class Outputs:
 
 def run(cfg, progress=True):
     """Convert ``cfg.map``; returns :class:`Outputs`."""
-    from ..core.pseudoatoms import volume_to_pseudoatoms
+    from ..core.pseudoatoms import convert
     from ..core.structure import Structure, write_pdb
     from ..io.stacks import read_volume, write_volume
     cfg.validate()
@@ -99,13 +108,13 @@ def run(cfg, progress=True):
         m, _ = read_volume(cfg.mask)
         mask = m > 0.5
     sigma = cfg.sigma if cfg.sigma is not None else (
-        cfg.sigma_voxels * vs if cfg.sigma_voxels is not None else 1.5 * vs)
+        cfg.sigma_voxels * vs if cfg.sigma_voxels is not None else None)   # None: automatic
     report = (lambda n, e: print(f"  {n} pseudoatoms: error {100 * e:.2f} %", flush=True)) \
         if progress else None
     t0 = time.perf_counter()
-    c, w, approx, err = volume_to_pseudoatoms(
-        vol, vs, sigma, cfg.target_error / 100.0, cfg.threshold, mask, cfg.max_atoms,
-        device=cfg.device, progress=report)
+    r = convert(vol, vs, sigma, cfg.target_error / 100.0, cfg.threshold, mask, cfg.max_atoms,
+                device=cfg.device, progress=report)
+    c, w, approx, err, sigma = r.coords, r.weights, r.approx, r.error, r.sigma
     n = len(c)
     s = Structure(coords=c, weights=w / w.max(), names=np.array(["CA"] * n, dtype=object),
                   resnames=np.array(["PSE"] * n, dtype=object), resnums=np.arange(1, n + 1),
@@ -117,11 +126,17 @@ def run(cfg, progress=True):
         write_pdb(out.pdb, s)
         write_volume(out.approx, approx, vs)
     out.n_atoms, out.error, out.voxel_size, out.sigma = n, err, vs, sigma
+    out.estimated, out.tried = r.estimated, r.tried
     out.seconds = time.perf_counter() - t0
     return out
 
 
 def summary(out, cfg):
-    return [f"{out.n_atoms} pseudoatoms (sigma {out.sigma:.3g} Å) reproduce {cfg.map} with "
-            f"{100 * out.error:.2f} % relative error in {out.seconds:.1f} s -> {out.pdb}",
-            f"approximation -> {out.approx}"]
+    lines = [f"{out.n_atoms} pseudoatoms (sigma {out.sigma:.3g} Å = "
+             f"{out.sigma / out.voxel_size:.3g} voxel) reproduce {cfg.map} with "
+             f"{100 * out.error:.2f} % relative error in {out.seconds:.1f} s -> {out.pdb}"]
+    if out.estimated is not None:
+        lines.append("automatic width: the map's sharpest peaks suggest "
+                     f"{out.estimated:.3g} Å; tried " + ", ".join(
+                         f"{s:.3g} Å ({100 * e:.1f} %)" for s, e, _ in out.tried))
+    return lines + [f"approximation -> {out.approx}"]

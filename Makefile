@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean oracles
+.PHONY: venv test test-slow lint demo bench clean oracles
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ venv: $(STAMP)
 
 test: $(STAMP) lint
 	MPLBACKEND=Agg OMP_NUM_THREADS=2 $(PY) -m pytest -q tests deephemnma/tests
+
+# the slow checks (the workflow templates run through pyworkflow's scheduler:
+# minutes of its waits); CI runs them after `make test`
+test-slow: $(STAMP)
+	DEEPHEMNMA_SLOW_TESTS=1 MPLBACKEND=Agg OMP_NUM_THREADS=2 $(PY) -m pytest -q deephemnma/tests/test_templates.py
 
 # zero warnings: pyflakes over the package, the tests and the benchmarks
 lint: $(STAMP)

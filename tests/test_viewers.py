@@ -313,8 +313,10 @@ STANDARD = {"runName", "runMode", "comment", "hostName", "numberOfThreads", "num
 
 
 def _registered():
-    from pyworkflow.plugin import Domain
-    prots = Domain.getProtocols()          # sets each class's package (the plugin)
+    import pyworkflow
+    # Scipion's own domain (pwem.Domain): pyworkflow.plugin.Domain.getProtocols()
+    # would rebind pwem.Domain for the rest of the process
+    prots = pyworkflow.Config.getDomain().getProtocols()   # sets each class's plugin
     return [prots[name] for name in P.__all__]
 
 
@@ -341,8 +343,8 @@ def test_logo_exists_and_is_packaged():
 
 def test_citations_exist_and_methods_link_them():
     import deephemnma
-    from pyworkflow.plugin import Domain
-    bibtex = Domain.getPlugin("deephemnma")._bibtex
+    import pyworkflow
+    bibtex = pyworkflow.Config.getDomain().getPlugin("deephemnma")._bibtex
     assert set(deephemnma._references) <= set(bibtex)
     for key, entry in bibtex.items():
         assert entry["doi"].startswith("https://doi.org/"), key   # a link in the GUI

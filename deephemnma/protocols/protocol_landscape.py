@@ -2,6 +2,7 @@
 import os
 
 import pyworkflow.protocol.params as params
+from pwem.objects import SetOfParticles, Volume
 
 from ..stages import fsc, landscape, model_map, reconstruct
 from .base import DeepHEMNMABase, config_errors, run_stage
@@ -10,6 +11,7 @@ from .convert import fill_particles, particles_to_table
 GROUPINGS = ["none", "split along axis", "expression", "k-means"]
 SPLIT, EXPRESSION, KMEANS = 1, 2, 3
 MIN_GROUP_IMAGES = 10       # smallest group reconstructed
+SPLIT_MAX_GROUPS = 20       # split_axis's max_groups (the stage uses its default)
 
 
 class DeepHEMNMAProtLandscape(DeepHEMNMABase):
@@ -20,35 +22,59 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
     particles' angles and shifts, with its FSC against the map of the group's
     centroid model."""
     _label = "conformational landscape"
-    _possibleOutputs = {"outputParticles": "SetOfParticles"}
+    # every output it can define: group k's particles outputGroupKK and map
+    # outputVolumeKK (two digits); getPossibleOutputs() narrows the groups to
+    # those the form's grouping can produce, for the GUI to offer before a run
+    _possibleOutputs = {"outputParticles": SetOfParticles,
+                        **{f"outputGroup{k:02d}": SetOfParticles for k in range(1, 100)},
+                        **{f"outputVolume{k:02d}": Volume for k in range(1, 100)}}
 
     def _defineParams(self, form):
         d = landscape.Config()
         form.addSection("Input")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
-                      label="Particles with amplitudes", important=True)
+                      label="Particles with amplitudes", important=True,
+                      help="Particles carrying normal-mode amplitudes (from HEMNMA alignment "
+                           "or predict, e.g. predict's output merged with the HEMNMA "
+                           "particles).")
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
                       allowsNull=True, label="Normal modes (for animations)",
                       help="With the reference: animations along each axis and the "
                            "centroid model of each group.")
         form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
-                      allowsNull=True, label="Reference (for animations)")
-        form.addParam("components", params.IntParam, default=d.components, label="Dimensions")
+                      allowsNull=True, label="Reference (for animations)",
+                      help="The reference the modes move (the normal mode analysis protocol's "
+                           "outputReference); with the normal modes, for animations along "
+                           "each axis and the centroid model of each group.")
+        form.addParam("components", params.IntParam, default=d.components, label="Dimensions",
+                      help="Number of principal axes of the PCA of the amplitudes (at most "
+                           "the number of modes).")
         form.addParam("grouping", params.EnumParam, choices=GROUPINGS, default=SPLIT,
-                      label="Groups")
+                      label="Groups",
+                      help="How particle groups are made in the landscape: none; split along "
+                           "an axis (quasi-uniform intervals holding at least the minimum "
+                           "size, the paper's Fig. 9); an expression on PC1, PC2...; k-means "
+                           "clusters. Each group becomes a particle subset.")
         form.addParam("splitAxis", params.IntParam, default=1, condition="grouping == 1",
-                      label="Axis")
+                      label="Axis",
+                      help="Principal axis split into groups (1: PC1).")
         form.addParam("minGroupSize", params.IntParam, default=900, condition="grouping == 1",
                       label="Minimum group size", help="The paper used 900 (Fig. 9).")
         form.addParam("expression", params.StringParam, default="PC1 > 0",
                       condition="grouping == 2", label="Expression",
                       help="e.g. 'PC1 > 100 and PC2 < 0'")
         form.addParam("kmeans", params.IntParam, default=4, condition="grouping == 3",
-                      label="Clusters")
+                      label="Clusters",
+                      help="Number of k-means clusters in the landscape.")
         form.addParam("reconstruct", params.BooleanParam, default=True,
-                      label="Reconstruct each group?")
+                      label="Reconstruct each group?",
+                      help="Reconstruct a 3D map from each group's particles (their angles "
+                           "and shifts), with its FSC against the map of the group's centroid "
+                           "model.")
         form.addParam("imagesFlipped", params.BooleanParam, default=False,
-                      condition="reconstruct", label="Images phase-flipped?")
+                      condition="reconstruct", label="Images phase-flipped?",
+                      help="Whether the particle images are already CTF phase-flipped (for "
+                           "the reconstructions' CTF correction).")
         self._addComputeParams(form, threads=2)
 
     # ---- configs and outputs ---------------------------------------------
@@ -84,6 +110,34 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
 
     def _reconstructs(self):
         return bool(self.reconstruct.get()) and self.grouping.get() != 0
+
+    def maxGroups(self):
+        """The most groups the form's grouping can produce: none 0, expression
+        1, k-means k, split along an axis min(20, n // minimum size) (20: the
+        split's cap, deephemnma.core.landscape.split_axis; n: the input size,
+        unknown until the upstream protocol has run), never more than 99."""
+        g = self.grouping.get()
+        if g == EXPRESSION:
+            return 1
+        if g == KMEANS:
+            return max(0, min(99, self.kmeans.get() or 0))
+        if g == SPLIT:
+            parts = self.inputParticles.get()
+            n = parts.getSize() if parts is not None else 0
+            size = self.minGroupSize.get() or 1
+            return min(SPLIT_MAX_GROUPS, n // size) if n else SPLIT_MAX_GROUPS
+        return 0
+
+    def getPossibleOutputs(self):
+        """Names of the outputs this form can produce (pyworkflow lists them as
+        candidates while the protocol has no output): the particles, then
+        outputGroupKK (and outputVolumeKK when reconstructing) for each group
+        k <= maxGroups()."""
+        n = self.maxGroups()
+        names = ["outputParticles"] + [f"outputGroup{k:02d}" for k in range(1, n + 1)]
+        if self._reconstructs():
+            names += [f"outputVolume{k:02d}" for k in range(1, n + 1)]
+        return names
 
     # ---- steps --------------------------------------------------------------
     def _insertAllSteps(self):
@@ -179,5 +233,8 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
 
     def _methods(self):
         return ["Normal-mode amplitudes were projected by PCA and groups of images were "
-                "reconstructed [Jin2014, Hamitouche2022]."]
+                "reconstructed ([Jin2014]; [Hamitouche2022])."]
+
+    def _citations(self):
+        return ["Hamitouche2022", "Jin2014"]
 

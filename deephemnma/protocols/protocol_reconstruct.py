@@ -165,3 +165,6 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
     def _methods(self):
         return ["The particles were reconstructed by direct Fourier inversion with Wiener "
                 "CTF correction, from their angles and shifts [Hamitouche2022]."]
+
+    def _citations(self):
+        return ["Hamitouche2022"]

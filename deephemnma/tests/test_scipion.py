@@ -1,53 +1,70 @@
-"""The Scipion plugin in real (headless) pyworkflow projects."""
-import os
+"""The Scipion plugin in real (headless) pyworkflow projects: registration,
+the whole chain driven through the Python API, ContinuousFlex-format inputs.
 
-import numpy as np
-import pytest
+    scipion3 tests deephemnma.tests.test_scipion
+    python -m pytest -q deephemnma/tests/test_scipion.py
+"""
+from . import assert_outputs_declared, scipion_domain, shared_file  # first: sets up Scipion's environment
 
-from conftest import shared_file
+import os  # noqa: E402
 
-pwem = pytest.importorskip("pwem")
-
+import numpy as np  # noqa: E402
 from pyworkflow.tests import BaseTest, setupTestProject  # noqa: E402
 
 from deephemnma import protocols as P  # noqa: E402
 
-_STANDARD = {"runName", "runMode", "hostName", "numberOfThreads", "numberOfMpi"}
 OURS = ["DeepHEMNMAProtNMA", "DeepHEMNMAProtSynthesize", "DeepHEMNMAProtAlign",
-        "DeepHEMNMAProtTrain", "DeepHEMNMAProtPredict", "DeepHEMNMAProtLandscape"]
+        "DeepHEMNMAProtTrain", "DeepHEMNMAProtPredict", "DeepHEMNMAProtLandscape",
+        "DeepHEMNMAProtReconstruct"]
 
 
-def test_every_protocol_registered_and_forms_valid():
-    from pyworkflow.plugin import Domain
-    prots = Domain.getProtocols()
-    for name in OURS:
-        assert name in prots, f"{name} not registered (import error in the plugin?)"
-        cls = prots[name]
-        prot = cls()
-        form = prot.getDefinition()
-        assert form is not None and len(list(form.iterAllParams())) > 3
-        for pname, param in form.iterAllParams():
-            if pname in ("useGpu", "gpuList"):       # hidden standard GPU params
-                continue
-            assert param.label.get(), f"{name}.{pname} has no label"
-        assert cls._possibleOutputs, f"{name} declares no outputs"
-    assert "DeepHEMNMAModel" in Domain.getObjects()
-    assert {"DeepHEMNMALandscapeViewer", "DeepHEMNMATrainViewer"} <= set(Domain.getViewers())
-    from pyworkflow.plugin import Domain as D
-    plugin = D.getPlugin("deephemnma")
-    assert "Hamitouche2022" in plugin._bibtex
+class TestPlugin(BaseTest):
+    """Registration, forms and conversions (no project)."""
 
+    @classmethod
+    def setUpClass(cls):
+        scipion_domain()
 
-def test_alignment_matrix_round_trip():
-    from deephemnma.protocols.convert import geometry_from_matrix, matrix_from_geometry
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        a = np.array([rng.uniform(-180, 180), rng.uniform(1, 179), rng.uniform(-180, 180)])
-        s = rng.uniform(-5, 5, 2)
-        a2, s2 = geometry_from_matrix(matrix_from_geometry(a, s))
+    def test_every_protocol_registered_and_forms_valid(self):
+        Domain = scipion_domain()     # as Scipion does (not pyworkflow.plugin.Domain)
+        prots = Domain.getProtocols()
+        for name in OURS:
+            self.assertIn(name, prots, f"{name} not registered (import error in the plugin?)")
+            cls = prots[name]
+            form = cls().getDefinition()
+            self.assertTrue(form is not None and len(list(form.iterAllParams())) > 3)
+            for pname, param in form.iterAllParams():
+                if pname in ("useGpu", "gpuList"):       # hidden standard GPU params
+                    continue
+                self.assertTrue(param.label.get(), f"{name}.{pname} has no label")
+            self.assertTrue(cls._possibleOutputs, f"{name} declares no outputs")
+        self.assertIn("DeepHEMNMAModel", Domain.getObjects())
+        self.assertLessEqual({"DeepHEMNMALandscapeViewer", "DeepHEMNMATrainViewer"},
+                             set(Domain.getViewers()))
+        self.assertIn("Hamitouche2022", Domain.getPluginModule("deephemnma")._bibtex)
+
+    def test_alignment_matrix_round_trip(self):
         from deephemnma.core.rotations import angular_distance, euler_to_matrix
-        assert angular_distance(euler_to_matrix(a), euler_to_matrix(a2)) < 1e-4
-        assert np.allclose(s, s2)
+        from deephemnma.protocols.convert import geometry_from_matrix, matrix_from_geometry
+        rng = np.random.default_rng(0)
+        for _ in range(50):
+            a = np.array([rng.uniform(-180, 180), rng.uniform(1, 179), rng.uniform(-180, 180)])
+            s = rng.uniform(-5, 5, 2)
+            a2, s2 = geometry_from_matrix(matrix_from_geometry(a, s))
+            self.assertLess(angular_distance(euler_to_matrix(a), euler_to_matrix(a2)), 1e-4)
+            self.assertTrue(np.allclose(s, s2))
+
+    def test_reads_continuousflex_particles(self):
+        """ContinuousFlex-format particle metadata (its HEMNMA output) carries
+        what training needs: amplitudes, angles and shifts in Xmipp names."""
+        from deephemnma.core.rotations import angular_distance, euler_to_matrix
+        from deephemnma.io.metadata import read_metadata
+        from deephemnma.protocols.convert import geometry_from_matrix, matrix_from_geometry
+        t = read_metadata(shared_file("continuousflex", "images_WS_atoms.xmd"))
+        t.require(["nmaDisplacements", "angleRot", "shiftX", "cost"])
+        a, s = geometry_from_matrix(matrix_from_geometry(t.angles()[0], t.shifts()[0]))
+        self.assertLess(angular_distance(euler_to_matrix(a), euler_to_matrix(t.angles()[0])),
+                        1e-4)
 
 
 class TestDeepHEMNMAWorkflow(BaseTest):
@@ -56,6 +73,7 @@ class TestDeepHEMNMAWorkflow(BaseTest):
 
     @classmethod
     def setUpClass(cls):
+        scipion_domain()
         setupTestProject(cls)
 
     def test_chain(self):
@@ -66,6 +84,7 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         nma = self.newProtocol(P.DeepHEMNMAProtNMA, inputStructure=imp.outputPdb,
                                numberOfModes=12)
         self.launchProtocol(nma)
+        assert_outputs_declared(self, nma)
         self.assertEqual(nma.outputModes.getSize(), 12)
         first = nma.outputModes.getFirstItem().getModeFile()
         self.assertTrue(first.endswith("vec.1") and os.path.exists(first))
@@ -74,6 +93,7 @@ class TestDeepHEMNMAWorkflow(BaseTest):
                                inputReference=nma.outputReference, numberOfImages=120, box=48,
                                samplingRate=1.8, snr=0.0, seed=1)
         self.launchProtocol(syn)
+        assert_outputs_declared(self, syn)
         parts = syn.outputParticles
         self.assertEqual(parts.getSize(), 120)
         p = parts.getFirstItem()
@@ -89,6 +109,8 @@ class TestDeepHEMNMAWorkflow(BaseTest):
                                inputModes=nma.outputModes, inputReference=nma.outputReference,
                                angularStep=15.0, coarseIters=30, fineIters=20, useGpu=False)
         self.launchProtocol(ali)
+        self.assertEqual(assert_outputs_declared(self, ali),
+                         ["outputParticles", "outputParticlesKept"])
         out = ali.outputParticles
         self.assertEqual(out.getSize(), 60)
         # HEMNMA amplitudes correlate with the ground truth kept on the particles
@@ -108,18 +130,19 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.assertAlmostEqual(res["amplitude_mae_mean"]["mean"], mae.mean(), places=3)
         self.assertTrue(os.path.getsize(png) > 10000)
 
-        bad = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=out, inputSize=47,
-                               dropout=1.0)
-        errors = bad.validate()
-        self.assertTrue(any("input size 47" in e for e in errors), errors)
-        self.assertTrue(any("dropout" in e for e in errors), errors)
+        # the form shows the train stage's own messages (one per impossible value)
+        for bad, word in (({"inputSize": 47}, "47"), ({"dropout": 1.0}, "dropout")):
+            errors = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=out,
+                                      **bad).validate()
+            self.assertTrue(any(word in e for e in errors), errors)
         tr = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=out,
                               inputModes=nma.outputModes, epochs=2, batchSize=16, inputSize=32,
                               coordChannels=True, dropout=0.0, useGpu=False)
         self.launchProtocol(tr)
+        assert_outputs_declared(self, tr)
         model = tr.outputModel
         self.assertEqual(model.getImageSize(), 48)
-        from deephemnma.io.models import load_model
+        from deephemnma.core.models import load_model
         meta = load_model(model.getFileName())[1]
         self.assertEqual((meta["input_size"], meta["train_config"]["coord_channels"],
                           meta["train_config"]["dropout"]), (32, True, 0.0))
@@ -130,6 +153,7 @@ class TestDeepHEMNMAWorkflow(BaseTest):
                               inputParticles=split.outputParticles02, mergeParticles=out,
                               useGpu=False)
         self.launchProtocol(pr)
+        assert_outputs_declared(self, pr)
         self.assertEqual(pr.outputParticles.getSize(), 120)
         q = np.array([[float(v) for v in x._xmipp_nmaDisplacements] for x in pr.outputParticles])
         self.assertTrue(np.isfinite(q).all())
@@ -139,6 +163,7 @@ class TestDeepHEMNMAWorkflow(BaseTest):
                                 inputModes=nma.outputModes, inputReference=nma.outputReference,
                                 grouping=1, minGroupSize=10, reconstruct=True, useGpu=False)
         self.launchProtocol(land)
+        assert_outputs_declared(self, land)
         # a 2-epoch network predicts nearly the mean: half the points form one clump,
         # so the equal-width split can only promise small groups on the other side
         groups = [getattr(land, a) for a in dir(land) if a.startswith("outputGroup")]
@@ -150,17 +175,21 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.assertEqual(len(fscs), len(groups))
         self.assertTrue(os.path.exists(land._getExtraPath("landscape", "density.png")))
         self.assertTrue(os.path.exists(land._getExtraPath("landscape", "axis_1.pdb")))
-        # interactive selection: a mask on the landscape becomes a new subset output
+        # interactive selection: a mask on the landscape becomes a subset run
+        # (ProtUserSubSet; the dialog and the lasso: tests/test_viewers.py)
         from deephemnma.viewers import DeepHEMNMALandscapeViewer
         v = DeepHEMNMALandscapeViewer(project=self.proj, protocol=land)
         t, c = v._coords()
         mask = c[:, 0] > np.median(c[:, 0])
-        sub = v.createSubset(mask)
-        self.assertEqual(sub.getSize(), int(mask.sum()))
-        land2 = self.proj.getProtocol(land.getObjId())
-        self.assertTrue(hasattr(land2, "outputSelection1"))
-        ids = {p.getObjId() for p in land2.outputSelection1}
+        sub = v.createSubset(mask, "right half", wait=True).outputParticles
+        ids = {p.getObjId() for p in sub}
         self.assertEqual(ids, {int(i) for i in t["itemId"][mask]})
+        # which any reconstruct protocol takes
+        rec = self.newProtocol(P.DeepHEMNMAProtReconstruct, inputParticles=sub, minImages=10,
+                               useGpu=False)
+        self.launchProtocol(rec)
+        assert_outputs_declared(self, rec)
+        self.assertEqual(rec.outputVolume.getDim(), (48, 48, 48))
 
     def test_validation_messages(self):
         from pwem.protocols import ProtImportPdb
@@ -173,18 +202,6 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.assertTrue(any("at least 7 modes" in e for e in errors))
 
 
-def test_reads_continuousflex_particles(tmp_path):
-    """ContinuousFlex-format particle metadata (its HEMNMA output) carries what
-    training needs: amplitudes, angles and shifts in Xmipp names."""
-    from deephemnma.io.metadata import read_metadata
-    t = read_metadata(shared_file("continuousflex", "images_WS_atoms.xmd"))
-    t.require(["nmaDisplacements", "angleRot", "shiftX", "cost"])
-    from deephemnma.protocols.convert import geometry_from_matrix, matrix_from_geometry
-    a, s = geometry_from_matrix(matrix_from_geometry(t.angles()[0], t.shifts()[0]))
-    from deephemnma.core.rotations import angular_distance, euler_to_matrix
-    assert angular_distance(euler_to_matrix(a), euler_to_matrix(t.angles()[0])) < 1e-4
-
-
 class TestContinuousFlexInputs(BaseTest):
     """Objects as ContinuousFlex writes them: a SetOfNormalModes pointing to
     modes/vec.N text files (arbitrary scale, one 'x y z' line per atom) and
@@ -194,6 +211,7 @@ class TestContinuousFlexInputs(BaseTest):
 
     @classmethod
     def setUpClass(cls):
+        scipion_domain()
         setupTestProject(cls)
 
     def test_train_and_landscape_on_continuousflex_objects(self):
@@ -215,6 +233,9 @@ class TestContinuousFlexInputs(BaseTest):
         holder = self.newProtocol(EMProtocol)
         holder.setObjLabel("ContinuousFlex NMA (as written by FlexProtNMA)")
         self.proj._storeProtocol(holder)
+        # its own run folder (a rerun in the same Scipion user data starts afresh)
+        holder.setWorkingDir(self.proj.getPath("Runs", self.proj.getProtWorkingDir(holder)))
+        holder.makePathsAndClean()
         folder = holder._getExtraPath("modes")
         os.makedirs(folder)
         nm = compute_modes(read_structure(ak), n_modes=8, cutoff=8.0)
@@ -272,7 +293,7 @@ class TestContinuousFlexInputs(BaseTest):
         self.assertEqual(model.getModeNumbers(), [7, 8])
         self.assertEqual(model.getImageSize(), 128)
         # the stored label statistics are those of Xmipp's amplitudes
-        from deephemnma.io.models import load_model
+        from deephemnma.core.models import load_model
         _, meta = load_model(model.getFileName(), "cpu")
         split = np.load(tr._getExtraPath("model", "split.npz"))
         q = xmd["nmaDisplacements"][split["train"]]    # objIds follow the xmd's rows

@@ -42,7 +42,7 @@ def main():
                 "--phase-flip"]) == 0
     assert cli(["train", "--particles", os.path.join(sim, "particles.xmd"), "--out",
                 os.path.join(work, "model"), "--epochs", "1", "--batch-size", "64",
-                "--device", args.device]) == 0
+                "--images-flipped", "--device", args.device]) == 0
     t = read_metadata(os.path.join(sim, "particles.xmd"))
     base = load_images(t, sim)
     print(f"\n## Peak memory of `deephemnma predict` ({args.box} px, joint ResNet-34, "

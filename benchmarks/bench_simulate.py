@@ -1,6 +1,8 @@
 """Simulation and projection speed (issue 2): projector images/s for AK (1,656
-atoms) at 64 and 128 px, and `simulate` of 20,000 images of 64 px (paper's
-protocol: helix, CTF, SNR 0.1, rendered at 128 px and downscaled).
+atoms) at 64 and 128 px, and `simulate` of 20,000 images of 64 px at 1.3 Å/px
+with the command's default chain, the paper's (helix, CTF, SNR 0.1 at 0.325
+Å/px: rendered at 256 px, then downscaled), and with --snr-in-output (SNR 0.1
+in the 64 px images, rendered at 128 px).
 
     python benchmarks/bench_simulate.py [-n 20000]
 """
@@ -25,7 +27,7 @@ def main():
     from deephemnma.stages.reference import load_reference
     from deephemnma.core import rotations
     from deephemnma.core.projector import Projector
-    from deephemnma.core.simulate import simulate_to_folder
+    from deephemnma.core.simulate import render_factor_for, simulate_to_folder
     s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
     print(f"torch threads: {torch.get_num_threads()}, device {args.device}\n")
     print("| projector (AK, 1656 atoms, 3 modes) | box | batch | images/s |")
@@ -50,18 +52,23 @@ def main():
         P(qq, AA, sh).square().sum().backward()
         dt = time.perf_counter() - t0
         print(f"| forward + backward | {box} | {B} | {B / dt:.0f} |")
-    out = tempfile.mkdtemp()
-    try:
-        t0 = time.perf_counter()
-        simulate_to_folder(out, s, modes, args.n, box=64, pixel_size=1.3, quiet=True,
-                           device=args.device)
-        dt = time.perf_counter() - t0
-    finally:
-        shutil.rmtree(out)
     print("\n| simulate | images | box | time s | images/s | target |")
     print("|---|---|---|---|---|---|")
-    print(f"| helix, CTF, SNR 0.1, render 128 -> 64 | {args.n} | 64 | {dt:.1f} | "
-          f"{args.n / dt:.0f} | < 120 s for 20,000 |")
+    chains = [("the paper's chain (default): SNR 0.1 at 0.325 Å/px, render 256 -> 64",
+               dict(snr_at_render=True, render_factor=render_factor_for(1.3))),
+              ("--snr-in-output: SNR 0.1 in the 64 px images, render 128 -> 64",
+               dict(snr_at_render=False, render_factor=2))]
+    for label, kw in chains:
+        out = tempfile.mkdtemp()
+        try:
+            t0 = time.perf_counter()
+            simulate_to_folder(out, s, modes, args.n, box=64, pixel_size=1.3, quiet=True,
+                               device=args.device, snr=0.1, **kw)
+            dt = time.perf_counter() - t0
+        finally:
+            shutil.rmtree(out)
+        print(f"| helix, CTF, {label} | {args.n} | 64 | {dt:.1f} | {args.n / dt:.0f} | "
+              "< 120 s for 20,000 |", flush=True)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def test_resnet34_matches_torchvision_layout():
     assert n_params == 21797672          # torchvision resnet34's parameter count
 
 
+@pytest.mark.gpu
 def test_torchvision_parity():
     tv = pytest.importorskip("torchvision")
     ref = tv.models.resnet34(weights=None).eval()
@@ -491,3 +492,208 @@ def test_ddp_two_processes_match_single(tmp_path):
     assert abs(a[-1] - b[-1]) / a[-1] < 0.25, (a, b)
     nets, meta = load_model(tmp_path / "b" / "model.pt")
     assert meta["mode_numbers"] == [7, 8, 9]
+
+
+# --------------------------------------------------------------------------
+# the paper's schedule, augmentation, Mahalanobis filter and phase flip
+def test_paper_schedule_adam_l2_and_lr_steps(small, tmp_path):
+    """schedule='paper': Adam with the L2 term added to the gradients (not
+    AdamW's decoupled decay) and the learning rate divided by 1/gamma every
+    lr_step epochs; the command's --schedule paper takes the paper's numbers
+    (400 epochs, batch 2, lr 1e-5, L2 1e-5) unless given."""
+    from deephemnma.cli import build_parser
+    from deephemnma.commands import train as command
+    from deephemnma.core.training import Trainer
+    d, imgs, t, _ = small
+    cfg = stage.Config(particles=str(d / "p.xmd"), out=str(tmp_path / "tr"),
+                       **dict(RUN, schedule="paper", lr=1e-3, lr_step=1, lr_gamma=0.5))
+    res = stage.run(cfg, progress=False)
+    lrs = [r["lr"] for r in stage.read_curves(res.curves_csv)]
+    assert lrs == pytest.approx([5e-4, 2.5e-4, 1.25e-4])        # lr after epochs 1, 2, 3
+    tr = Trainer(imgs, t, np.arange(16), cfg.training_options())
+    opt = next(iter(tr.opts.values()))
+    assert type(opt) is torch.optim.Adam and opt.defaults["weight_decay"] == 1e-5
+    assert not opt.defaults.get("decoupled_weight_decay", False)
+    # the L2 term: a weight with zero loss gradient still gets weight_decay * w
+    p = torch.nn.Parameter(torch.ones(3))
+    a = torch.optim.Adam([p], lr=0.1, weight_decay=1e-5)
+    (0 * p.sum()).backward()
+    a.step()
+    assert torch.all(p < 1)
+    args = build_parser().parse_args(["train", "--particles", "p.xmd", "--out", "o",
+                                      "--schedule", "paper"])
+    c = command.config(args)
+    assert (c.schedule, c.epochs, c.batch_size, c.lr, c.weight_decay, c.lr_step, c.lr_gamma,
+            c.dropout) == ("paper", 400, 2, 1e-5, 1e-5, 80, 0.1, 0.5)
+    c = command.config(build_parser().parse_args(
+        ["train", "--particles", "p.xmd", "--out", "o", "--schedule", "paper", "--epochs", "7"]))
+    assert c.epochs == 7 and c.lr == 1e-5
+    c = command.config(build_parser().parse_args(["train", "--particles", "p", "--out", "o"]))
+    assert (c.schedule, c.epochs, c.lr) == ("onecycle", stage.Config().epochs, stage.Config().lr)
+    for bad, msg in ((dict(schedule="cosine"), "--schedule"), (dict(lr_step=0), "--lr-step"),
+                     (dict(lr_gamma=2.0), "--lr-gamma"), (dict(augment_copies=-1), "copies"),
+                     (dict(augment_shift=-1.0), "--augment-shift"),
+                     (dict(augment_copies=1.5), "whole number")):
+        with pytest.raises(InputError, match=msg):
+            cfg.replace(**bad).validate_options()
+
+
+def test_shift_and_rotation_copies_are_label_consistent():
+    """The paper's augmentation (Supp. D): an image rotated by alpha and moved
+    by d px with the updated labels (psi + alpha, R(alpha) shift - d) equals
+    the projection at those labels (rendered by the projector); moving the
+    shift label the wrong way is detectably worse."""
+    from deephemnma.core.structure import read_structure
+    from deephemnma.core.training import transform_batch
+    s, _ = read_structure(shared_file("continuousflex", "AK.pdb")).center()
+    rng = np.random.default_rng(5)
+    ang = rotations.random_euler(4, rng)
+    sh = rng.uniform(-3, 3, (4, 2))
+    alpha = rng.uniform(0, 360, 4)
+    moves = np.array([[7.0, -7.0], [-6.5, 3.0], [0.5, 6.8], [-7.0, -2.0]])
+    X, w = torch.tensor(s.coords), torch.tensor(s.weights)
+
+    def render(a, t):
+        return project(X, w, torch.tensor(rotations.euler_to_matrix(a)), torch.tensor(t), 64,
+                       1.5, sigma=2.0)
+    out, ang2, sh2 = transform_batch(render(ang, sh), ang, sh, alpha, moves)
+    expect = render(ang2, sh2)
+    for a, b in zip(out, expect):
+        assert np.corrcoef(a.flatten(), b.flatten())[0, 1] > 0.99
+    wrong = render(ang2, sh2 + 2 * moves)                        # shift + d instead of - d
+    assert max(np.corrcoef(a.flatten(), b.flatten())[0, 1] for a, b in zip(out, wrong)) < 0.9
+    # on images downscaled for the network (scale 0.5) the move is halved, labels the same
+    half, ang3, sh3 = transform_batch(downscale(render(ang, sh), 32), ang, sh, alpha, moves,
+                                      scale=0.5)
+    assert np.allclose(sh3, sh2) and np.allclose(ang3, ang2)
+    for a, b in zip(half, downscale(expect, 32)):
+        assert np.corrcoef(a.flatten(), b.flatten())[0, 1] > 0.99
+
+
+def test_trainer_copies_extend_the_epoch(tiny_data):
+    """augment_copies=1: each training row r gets the copy id n + r (fixed
+    rotation and move, drawn from the seed), the epoch has twice the steps,
+    and a copy's inputs and targets are the transformed original's."""
+    from deephemnma.core.config import TrainConfig
+    from deephemnma.core.training import Trainer, transform_batch
+    imgs, t = tiny_data
+    n = len(t)
+    cfg = TrainConfig(augment_copies=1, batch_size=8, device="cpu", input_size=16,
+                      dropout=0.0)
+    tr = Trainer(imgs, t, np.arange(40), cfg)
+    assert tr.steps_per_epoch == 80 // 8
+    assert np.abs(tr.copy_moves).max() <= 7.0 and tr.copy_moves.shape == (1, n, 2)
+    x0, t0 = tr.batch(np.array([3, 5]))
+    x1, t1 = tr.batch(np.array([n + 3, n + 5]))
+    ref, ang, sh = transform_batch(x0, t.angles()[[3, 5]], t.shifts()[[3, 5]],
+                                   tr.copy_alpha[0, [3, 5]], tr.copy_moves[0, [3, 5]],
+                                   16 / 32)
+    assert torch.allclose(x1, ref) and torch.equal(t1["amplitudes"], t0["amplitudes"])
+    assert np.allclose(tr.codec.decode({"shifts": t1["shifts"].numpy()})["shifts"], sh,
+                       atol=1e-4)
+    again = Trainer(imgs, t, np.arange(40), cfg)
+    assert np.array_equal(again.copy_moves, tr.copy_moves)          # fixed by the seed
+    assert tr.train_epoch(0, np.arange(40)) > 0
+
+
+def test_mahalanobis_statistics_from_training_rows_only():
+    """The Mahalanobis filter's mean and covariance come from the training
+    rows: the validation and test rows' labels (however wild) change nothing,
+    and an outlier among the training rows is left out."""
+    from deephemnma.core.config import TrainConfig
+    from deephemnma.core.training import mahalanobis_keep, prepare_split
+    rng = np.random.default_rng(0)
+    n = 200
+    q = rng.normal(0, 10, (n, 3))
+    t = Table({"itemId": np.arange(1, n + 1), "angleRot": np.zeros(n), "angleTilt": np.zeros(n),
+               "anglePsi": np.zeros(n), "nmaDisplacements": q})
+    cfg = TrainConfig(mahalanobis=3.2, batch_size=8, val_fraction=0.1, test_fraction=0.2)
+    tr, va, te, n_out = prepare_split(t, cfg)
+    full_tr, _, full_te = split_indices(n, 0.1, 0.2, 0, t["itemId"])
+    q2 = q.copy()
+    q2[full_te] *= 50                                     # test labels far away
+    t2 = t.copy()
+    t2["nmaDisplacements"] = q2
+    tr2, va2, te2, n_out2 = prepare_split(t2, cfg)
+    assert np.array_equal(tr, tr2) and np.array_equal(va, va2) and n_out == n_out2
+    assert np.array_equal(te2, full_te)                    # test rows are never filtered
+    q3 = q.copy()
+    q3[full_tr[0]] = [300.0, -300.0, 300.0]               # a training outlier
+    keep, d = mahalanobis_keep(q3, full_tr, 3.2)
+    assert not keep[full_tr[0]] and d[full_tr[0]] > 3.2
+    t3 = t.copy()
+    t3["nmaDisplacements"] = q3
+    assert full_tr[0] not in prepare_split(t3, cfg)[0]
+
+
+def _ctf_particles(stem, n=12, seed=3, pixel_size=2.6):
+    """n noiseless 32 px AK images with a CTF (not phase-flipped) and their
+    labels (with CTF columns): the .xmd path, the images and the table."""
+    from deephemnma.core.simulate import simulate
+    from deephemnma.stages.reference import load_reference
+    s, modes = load_reference(shared_file("continuousflex", "AK.pdb"))
+    ch = list(simulate(s.coords, s.weights, modes.vectors, n, box=32, pixel_size=pixel_size,
+                       snr=None, ctf=True, defocus=8000.0, seed=seed, render_factor=1))
+    imgs, t = np.concatenate([c[1] for c in ch]), Table.concatenate([c[2] for c in ch])
+    return _labelled(stem, imgs, t, pixel_size), imgs, t
+
+
+def test_network_sees_phase_flipped_images_in_training_and_prediction(tmp_path, capsys):
+    """The paper's rule, end to end: train phase-flips images with CTF columns
+    (unless --images-flipped) and the model says so; predict applies the same
+    rule, so predicting unflipped images equals predicting their flipped
+    versions; --images-flipped images are used as given. A flip of an image
+    does not depend on the others (rows stay independent)."""
+    from deephemnma.cli import main as cli
+    from deephemnma.core.ctf import CTFParams
+    from deephemnma.core.training import phase_flip_images
+    xmd, imgs, t = _ctf_particles(tmp_path / "p")
+    ctf = CTFParams.from_table(t)
+    flipped = phase_flip_images(imgs, ctf, 2.6)
+    assert not np.allclose(flipped, imgs, atol=1e-3)
+    assert np.allclose(phase_flip_images(imgs[5:6], ctf.subset([5]), 2.6), flipped[5:6],
+                       atol=1e-5)
+    cfg = stage.Config(particles=xmd, out=str(tmp_path / "m"), **dict(RUN, epochs=1))
+    data = stage._prepare(cfg)
+    assert data.n_flipped == 12 and np.array_equal(data.images, flipped)
+    # a bad row (NaN defocus) is left out before the flip: the others' network
+    # images are bit for bit those of the input without it
+    bad = t.subset(np.r_[np.arange(12), 4])
+    bad["itemId"] = np.r_[np.arange(1, 13), 99]
+    dfu = bad["ctfDefocusU"].astype(np.float64)
+    dfu[-1] = np.nan
+    bad["ctfDefocusU"] = dfu
+    worse = stage._prepare(cfg.replace(particles=_labelled(tmp_path / "bad", imgs[np.r_[
+        np.arange(12), 4]], bad)))
+    assert len(worse.rejected) == 1 and np.array_equal(worse.images, flipped)
+    as_given = stage._prepare(cfg.replace(images_flipped=True))
+    assert as_given.n_flipped == 0 and np.array_equal(as_given.images, imgs)
+    res = stage.run(cfg, progress=False)
+    assert res.n_flipped == 12
+    assert any("phase-flipped from their CTF" in line for line in stage.summary(res, cfg))
+    nets, meta = load_model(res.model)
+    assert meta["phase_flip"] is True and meta["train_config"]["images_flipped"] is False
+    pred = Predictor(nets, meta)
+    pred.check(32, 2.6)
+    on_flipped = pred.predict(flipped)
+    assert np.allclose(pred.predict(imgs, ctf)["amplitudes"], on_flipped["amplitudes"],
+                       atol=1e-4)
+    argv = ["predict", "--model", res.model, "--particles", xmd, "--device", "cpu"]
+    assert cli(argv + ["--out", str(tmp_path / "a.xmd")]) == 0
+    assert "12 images phase-flipped" in capsys.readouterr().out
+    a = read_metadata(tmp_path / "a.xmd")
+    assert np.allclose(a["nmaDisplacements"], on_flipped["amplitudes"], atol=1e-4)
+    assert np.allclose(a.angles(), on_flipped["angles"], atol=1e-3)
+    # images marked flipped are used as given (here: the unflipped ones, so other results)
+    from deephemnma.stages import predict as pstage
+    out = pstage.run(pstage.Config(model=res.model, particles=xmd, out=str(tmp_path / "b.xmd"),
+                                   images_flipped=True, device="cpu"), progress=False)
+    assert out.n_flipped == 0 and out.model_flips
+    b = read_metadata(tmp_path / "b.xmd")
+    assert np.allclose(b["nmaDisplacements"], pred.predict(imgs)["amplitudes"], atol=1e-4)
+    # a model without the key (older files) saw images as given: nothing is flipped
+    old = dict(meta)
+    old.pop("phase_flip")
+    assert not Predictor(nets, old).flips
+    assert np.array_equal(Predictor(nets, old).predict(imgs, ctf)["amplitudes"],
+                          Predictor(nets, old).predict(imgs)["amplitudes"])

@@ -202,3 +202,54 @@ def test_stage_refuses_to_overwrite_its_inputs(tmp_path):
     assert out.n == 3 and out.mode_numbers == [7, 8, 9]
     with pytest.raises(InputError, match="already holds particles"):
         stage.run(_stage_cfg(tmp_path, "s", modes=modes.folder), progress=False)
+
+
+def test_default_noise_chain_is_the_papers(tmp_path):
+    """One default chain for the command, the stage and the Scipion protocol:
+    the paper's (SNR at ~0.325 Å/px before downscaling); --snr-in-output is
+    the explicit harder variant. The stage's images are those of
+    core.simulate with snr_at_render and the paper's rendering factor."""
+    from deephemnma.cli import build_parser, main as cli
+    from deephemnma.commands import simulate as command
+    from deephemnma.core.simulate import render_factor_for
+    from deephemnma.stages import simulate as stage
+    d = stage.Config()
+    assert d.snr_at_render and d.rendering() == render_factor_for(d.pixel_size) == 2
+    assert d.replace(pixel_size=1.3).rendering() == 4
+    assert d.replace(snr_at_render=False, pixel_size=1.3).rendering() == 2
+    base = ["simulate", "--structure", "AK.pdb", "--out", "o"]
+    c = command.config(build_parser().parse_args(base))
+    assert c.snr_at_render and c.snr == 0.1
+    assert command.config(build_parser().parse_args(base + ["--snr-at-render"])).snr_at_render
+    hard = command.config(build_parser().parse_args(base + ["--snr-in-output"]))
+    assert not hard.snr_at_render and hard.rendering() == 2
+    assert "in the output images" in stage.noise_description(hard)
+    assert "the paper's chain" in stage.noise_description(c)
+    ak = str(shared_file("continuousflex", "AK.pdb"))
+    assert cli(["simulate", "--structure", ak, "--out", str(tmp_path / "x"),
+                "--snr-in-output", "--snr-at-render"]) == 2
+    assert not (tmp_path / "x").exists()
+    # the stage's images: the paper's chain at 2.6 Å/px = rendered 8x (256 px at 0.325 Å)
+    cfg = stage.Config(structure=ak, out=str(tmp_path / "s"), n=3, box=32, pixel_size=2.6,
+                       seed=4)
+    out = stage.run(cfg, progress=False)
+    assert out.render_factor == 8
+    assert any("the paper's chain" in line for line in stage.summary(out, cfg))
+    imgs, t = _images(tmp_path / "s")
+    from deephemnma.stages.reference import load_reference
+    s, modes = load_reference(ak)
+    ref, _ = _all(simulate(s.coords, s.weights, modes.vectors, 3, box=32, pixel_size=2.6,
+                           seed=4, snr=0.1, render_factor=8, snr_at_render=True))
+    assert np.allclose(imgs, ref, atol=1e-5)
+
+
+def test_protocol_default_is_the_stage_default():
+    """The synthesize protocol's form starts on the stage's (the paper's) chain
+    and says its images are not phase-flipped."""
+    pytest.importorskip("pyworkflow")
+    from deephemnma.protocols.protocol_synthesize import DeepHEMNMAProtSynthesize
+    from deephemnma.stages import simulate as stage
+    prot = DeepHEMNMAProtSynthesize()
+    assert prot.snrAtRender.get() is stage.Config().snr_at_render is True
+    cfg = prot._config()
+    assert cfg.snr_at_render and not cfg.phase_flip and cfg.rendering() == 4     # 1.3 Å/px

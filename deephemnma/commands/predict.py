@@ -32,6 +32,9 @@ def add_args(p):
                         "the images' pixels")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per pass")
     p.add_argument("--chunk", type=int, default=d.chunk, help="rows per resumable part")
+    p.add_argument("--images-flipped", action="store_true",
+                   help="the images are already CTF phase-flipped (else they are flipped from "
+                        "their CTF columns when the model was trained on flipped images)")
     p.add_argument("--absolute-paths", action="store_true",
                    help="absolute image references in the outputs")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
@@ -41,6 +44,7 @@ def config(args):
     return stage.Config(model=args.model, particles=args.particles, out=args.out,
                         pixel_size=args.pixel_size, rescale=args.rescale,
                         batch_size=args.batch_size, chunk=args.chunk, device=args.device,
+                        images_flipped=args.images_flipped,
                         absolute_paths=args.absolute_paths)
 
 

@@ -2,14 +2,19 @@
 
 Writes OUT/particles.mrcs, OUT/particles.xmd (ground truth in Xmipp names),
 OUT/particles.star, OUT/modes.xmd + OUT/modes/vec.N and OUT/reference.pdb.
-Defaults follow the paper after its downscaling: AK modes 7-9 on the helix,
-uniform orientations, +-1.625 Å shifts, CTF 200 kV / Cs 2 mm / 5000 Å underfocus,
-SNR 0.1, rendered at 2x and downscaled. Running the same command again after
+Defaults follow the paper: AK modes 7-9 on the helix, uniform orientations,
++-1.625 Å shifts, CTF 200 kV / Cs 2 mm / 5000 Å underfocus, and the paper's
+noise chain: rendered at ~0.325 Å/px (2x for the default 128 px at 0.65 Å/px),
+SNR 0.1 there, then downscaled (the output images have SNR ~0.4 at 0.65 Å/px,
+~1.6 at 1.3 Å/px). --snr-in-output puts the SNR in the output images instead
+(harder). The images are not phase-flipped (align, train and predict flip them
+from the CTF columns, as the paper does). Running the same command again after
 an interruption continues.
 
 Examples:
   deephemnma simulate --structure AK.pdb --modes nma/ --out data/ -n 20000 \\
-      --box 64 --pixel-size 1.3 --snr-at-render
+      --box 64 --pixel-size 1.3
+  deephemnma simulate --structure AK.pdb --out hard/ -n 2000 --snr-in-output
   deephemnma simulate --structure AK.pdb --out clean/ -n 100 --no-noise --no-ctf
 """
 from ..stages import simulate as stage
@@ -39,13 +44,17 @@ def add_args(p):
     p.add_argument("--shift-range", type=float, default=d.shift_range,
                    help="shifts U[-r, r] in Å")
     p.add_argument("--render-factor", type=int, default=d.render_factor,
-                   help="render at this many times the sampling, then downscale (default 2; "
-                        "with --snr-at-render, the factor closest to 0.325 Å/px)")
+                   help="render at this many times the sampling, then downscale (default: "
+                        "the factor closest to the paper's 0.325 Å/px; 2 with "
+                        "--snr-in-output)")
+    p.add_argument("--snr-in-output", action="store_true",
+                   help="the SNR holds in the output images (harder than the paper, whose "
+                        "SNR 0.1 is in the 0.325 Å/px rendering, before downscaling)")
     p.add_argument("--snr-at-render", action="store_true",
-                   help="the SNR holds in the rendered images, before downscaling, as in "
-                        "the paper (SNR 0.1 at 256 px, 0.325 Å/px; the output images then "
-                        "have SNR ~0.4 at 0.65 Å/px, ~1.6 at 1.3 Å/px)")
-    p.add_argument("--phase-flip", action="store_true", help="phase-flip the output images")
+                   help="the default (the paper's chain); accepted for old scripts")
+    p.add_argument("--phase-flip", action="store_true",
+                   help="phase-flip the output images (then give --images-flipped to align, "
+                        "train and predict)")
     p.add_argument("--sigma", type=float, default=d.sigma, help="atom Gaussian std (Å)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
@@ -56,13 +65,16 @@ def config(args):
         structure=args.structure, out=args.out, n=args.number, modes=args.modes,
         mode_list=args.mode_list, selection=args.selection, box=args.box,
         pixel_size=args.pixel_size, law=args.law, amplitude_scale=args.amplitude_scale,
-        noise=not args.no_noise, snr=args.snr, snr_at_render=args.snr_at_render,
+        noise=not args.no_noise, snr=args.snr, snr_at_render=not args.snr_in_output,
         ctf=not args.no_ctf, defocus=args.defocus, voltage=args.voltage, cs=args.cs,
         q0=args.q0, shift_range=args.shift_range, render_factor=args.render_factor,
         phase_flip=args.phase_flip, sigma=args.sigma, seed=args.seed, device=args.device)
 
 
 def main(args):
+    from ..errors import InputError
+    if args.snr_in_output and args.snr_at_render:
+        raise InputError("--snr-in-output and --snr-at-render contradict each other")
     cfg = config(args)
     out = stage.run(cfg)
     for line in stage.summary(out, cfg):

@@ -2,11 +2,18 @@
 
 Constant memory: images are read chunk by chunk from a memory-mapped stack,
 predicted in batches, and converted back to Xmipp conventions (Euler angles
-from the unit quaternions, shifts and amplitudes de-standardised)."""
+from the unit quaternions, shifts and amplitudes de-standardised).
+
+Phase flip: a model whose meta says ``phase_flip`` saw CTF phase-flipped images
+in training (core.training.flip_ctf's rule); :meth:`Predictor.predict` given
+the images' CTF flips them the same way (on the predictor's device), so the
+network sees in prediction what it saw in training. Models without the key
+(older files) saw the images as given: nothing is flipped for them."""
 import numpy as np
 import torch
 
 from ..errors import InputError
+from .ctf import phase_flip
 from .image import downscale, normalize
 from .models import model_pixel_size
 from .training import LabelCodec
@@ -48,16 +55,28 @@ def input_scale(box, pixel_size, model_box, model_pixel_size=None, rescale=False
 class Predictor:
     def __init__(self, nets, meta, device="cpu", batch_size=256):
         self.nets = {k: v.to(device).eval() for k, v in nets.items()}
+        if torch.device(device).type == "cuda":          # as in training (core.training)
+            self.nets = {k: v.to(memory_format=torch.channels_last)
+                         for k, v in self.nets.items()}
         self.meta = meta
         self.codec = LabelCodec.from_meta(meta)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.box = int(meta["image_size"])
         self.scale = 1.0                 # input px per model px (see check)
+        self.pixel_size = model_pixel_size(meta)     # Å/px of the images given (see check)
+
+    @property
+    def flips(self):
+        """The model saw phase-flipped images: give :meth:`predict` the CTF of
+        images that are not flipped yet."""
+        return bool(self.meta.get("phase_flip", False))
 
     def check(self, box, pixel_size=None, rescale=False):
         """Refuse images the model cannot read (see :func:`input_scale`)."""
         self.scale = input_scale(box, pixel_size, self.box, model_pixel_size(self.meta), rescale)
+        if pixel_size:
+            self.pixel_size = float(pixel_size)
 
     @property
     def columns(self):
@@ -66,14 +85,22 @@ class Predictor:
         return [c for h in heads if h in _FROM_HEAD for c in COLUMNS[_FROM_HEAD[h]]]
 
     @torch.no_grad()
-    def predict(self, images):
+    def predict(self, images, ctf=None):
         """images (B, N, N) numpy/torch -> dict angles (B, 3), shifts (B, 2) in
-        pixels of these images, amplitudes (B, M) numpy."""
+        pixels of these images, amplitudes (B, M) numpy. ``ctf``: the images'
+        CTF (core.ctf.CTFParams, B rows) when they are not phase-flipped yet:
+        flipped first if the model saw flipped images (:attr:`flips`), at the
+        images' pixel size (:meth:`check`, else the model's)."""
         out = {}
         use_bf16 = self.device.type == "cuda"
+        flip = ctf is not None and self.flips
+        if flip and not self.pixel_size:
+            raise InputError("phase flipping needs the images' pixel size")
         for i in range(0, len(images), self.batch_size):
             x = torch.as_tensor(np.asarray(images[i:i + self.batch_size]), dtype=torch.float32,
                                 device=self.device)
+            if flip:
+                x = phase_flip(x, ctf.subset(np.arange(i, i + len(x))), self.pixel_size)
             if self.scale != 1:
                 x = downscale(x, self.box)
             x = normalize(x, self.meta.get("input_size"))

@@ -10,15 +10,18 @@ Gaussian atoms, and degraded by the CTF and noise:
   renders 256 px at 0.325 Å and downscales to 128 px at 0.65 Å) and the images
   are then downscaled by Fourier cropping (antialiased);
 * noise: SNR = var(signal) / var(noise) over the whole box, where the
-  signal is the CTF-modulated noiseless projection. By default the SNR holds
-  in the output images; with ``snr_at_render=True`` it holds at the rendering
-  sampling and the noisy images are downscaled afterwards, as in the paper
+  signal is the CTF-modulated noiseless projection. With ``snr_at_render=True``
+  (the default of the simulate command, stage and Scipion protocol:
+  stages.simulate.Config) the SNR holds at the rendering sampling and the noisy
+  images are downscaled afterwards, as in the paper
   (SNR 0.1 in 256 px images at 0.325 Å/px, then downscaled to 128 px): the
   downscaling averages the noise, so the output SNR is then ~``render_factor``^2
   times higher (about 0.4 at 128 px, 1.6 at 64 px with a 256 px rendering). Following Sorzano et al.
   (2007), a fraction ``noise_before_ctf`` (default 0.5) of the final noise
   variance is "structural" noise added before the CTF (and modulated by it),
-  the rest is white shot noise added after it;
+  the rest is white shot noise added after it. ``snr_at_render=False`` (this
+  function's default, kept for its callers) puts the SNR in the output images
+  (harder);
 * shifts are stored in output pixels with Xmipp's sign (the particle sits at
   minus the stored shift). ``shift_range`` is in Å (default 1.625 Å: the
   paper's +-5 px at 0.325 Å/px).
@@ -80,12 +83,15 @@ def simulate(coords, weights, vectors, n, box=128, pixel_size=0.65, amplitudes="
              snr=0.1, ctf=True, defocus=5000.0, voltage=200.0, cs=2.0, q0=0.1,
              shift_range=1.625, render_factor=2, phase_flip=False, noise_before_ctf=0.5,
              sigma=1.0, seed=0, device="cpu", chunk=512, start=0, progress=None,
-             amplitude_scale=200.0, snr_at_render=False):
+             amplitude_scale=200.0, snr_at_render=False, in_plane=True):
     """Generator of chunks ``(start_index, images float32 (b, box, box), Table)``.
 
     ``coords`` (N, 3) centred reference (Å), ``weights`` (N,), ``vectors``
     (M, N, 3) unit-norm modes. Everything random is drawn up front from
-    ``seed`` so chunks (and a resumed run from ``start``) are reproducible."""
+    ``seed`` so chunks (and a resumed run from ``start``) are reproducible.
+    ``in_plane=False``: no in-plane rotation (psi = 0; the projection
+    directions stay uniform), as in rows of the paper's Supplementary Table 3;
+    the other random values are those of the run with in-plane rotations."""
     if n < 1:
         raise InputError(f"number of images must be >= 1, got {n}")
     if box < 16 or box % 2:
@@ -100,6 +106,8 @@ def simulate(coords, weights, vectors, n, box=128, pixel_size=0.65, amplitudes="
     M = vectors.shape[0]
     q = sample_amplitudes(amplitudes, n, M, rng, scale=amplitude_scale)
     angles = rotations.random_euler(n, rng)
+    if not in_plane:
+        angles[:, 2] = 0.0
     shifts = rng.uniform(-shift_range, shift_range, (n, 2)) / pixel_size   # output px
     noise_seeds = rng.integers(0, 2 ** 63 - 1, n)
     rb, rps = box * render_factor, pixel_size / render_factor

@@ -3,15 +3,27 @@
 * labels (:class:`LabelCodec`): normal-mode amplitudes and shifts standardised
   (mean/std stored in the model), orientations as canonical unit quaternions
   (from Xmipp Euler angles);
+* the network's images (:func:`flip_ctf`, :func:`phase_flip_images`): as in
+  the paper, the network sees CTF phase-flipped images, in training and in
+  prediction: images are flipped from their CTF columns unless they are marked
+  as flipped already (the model records the rule: ``phase_flip`` in its meta);
 * data preparation (:func:`prepare_split`): a particle-level split into
   training / validation / test rows (no leakage), the optional Mahalanobis
-  filter of the labels (paper: 3.2), and the size checks that need the data;
+  filter of the labels (paper: 3.2; mean and covariance of the training rows
+  only), and the size checks that need the data;
 * one epoch and the evaluation (:class:`Trainer`): losses L1 (the paper's mean
   absolute error) on standardised amplitudes and shifts, the sign-invariant L1
-  min(|q - p|, |q + p|) on orientations; AdamW (weight decay 1e-5) with a
-  one-cycle learning-rate schedule over ``epochs``; optional label-consistent
-  augmentation (an in-plane rotation of the image by alpha changes psi by alpha
-  and rotates the shift vector, tested against the projector);
+  min(|q - p|, |q + p|) on orientations; ``schedule='onecycle'``: AdamW
+  (decoupled weight decay 1e-5) with a one-cycle learning rate over
+  ``epochs``; ``schedule='paper'``: the paper's Adam with an L2 term of
+  ``weight_decay`` added to the gradients and the learning rate divided by 10
+  every ``lr_step`` (80) epochs (config.PAPER_SCHEDULE); label-consistent
+  augmentation, tested against the projector: random in-plane rotations of
+  every batch (``augment``: a rotation of the image by alpha changes psi by
+  alpha and rotates the shift vector) and the paper's rotated and shifted
+  copies (``augment_copies``, Supp. D: each training image gets fixed copies
+  rotated by U[0, 360) degrees and shifted by U[-s, s] px, s =
+  ``augment_shift`` = 7; moving the content by d changes the shift label by -d);
 * the run's progress (:class:`RunState`: history, best validation loss, early
   stopping) and checkpointing (:func:`save_checkpoint`, :func:`read_checkpoint`:
   the networks, optimisers, schedules and the RunState in one file);
@@ -39,13 +51,14 @@ import torch
 from ..errors import InputError
 from ..utils import Progress, atomic_path, resolve_device
 from . import rotations
-from .config import TrainConfig
+from .config import SCHEDULES, TrainConfig
 from .image import normalize, rotate_images
 from .network import DeepHEMNMANet
 
 __all__ = ["TrainConfig", "LabelCodec", "split_indices", "prepare_split", "check_split_sizes",
-           "augment_batch", "heads_for", "Trainer", "RunState", "fit", "save_checkpoint",
-           "read_checkpoint", "CHECKPOINT"]
+           "mahalanobis_keep", "augment_batch", "transform_batch", "flip_ctf",
+           "phase_flip_images", "heads_for", "Trainer", "RunState", "fit", "save_checkpoint",
+           "read_checkpoint", "CHECKPOINT", "SCHEDULES"]
 
 CHECKPOINT = "deephemnma-checkpoint"
 EVAL_BATCH = 256
@@ -114,20 +127,37 @@ def split_indices(n, val_fraction=0.1, test_fraction=0.1, seed=0, groups=None):
     return np.nonzero(w == 0)[0], np.nonzero(w == 1)[0], np.nonzero(w == 2)[0]
 
 
+def mahalanobis_keep(amplitudes, fit_rows, threshold):
+    """(keep mask (n,), distances (n,)): every row's Mahalanobis distance to
+    the mean of the ``fit_rows`` under their covariance (pseudo-inverse when
+    singular, as core.outliers), kept when <= ``threshold``. The statistics
+    come from ``fit_rows`` alone (the training rows: nothing of the
+    validation or test rows leaks into the filter)."""
+    q = np.asarray(amplitudes, np.float64).reshape(len(amplitudes), -1)
+    x = q[np.asarray(fit_rows)]
+    if len(x) < 2:
+        raise InputError(f"the Mahalanobis filter needs at least 2 training rows, got {len(x)}")
+    icov = np.linalg.pinv(np.atleast_2d(np.cov(x, rowvar=False)))
+    d = q - x.mean(0)
+    dist = np.sqrt(np.einsum("ni,ij,nj->n", d, icov, d).clip(min=0))
+    return dist <= threshold, dist
+
+
 def prepare_split(table, cfg):
     """The rows of ``table`` (labels, all finite) that train, validate and test
     a run of ``cfg``: (train, val, test, n_outliers). Rows sharing an
-    ``itemId`` stay together; with ``cfg.mahalanobis`` the label outliers are
-    left out of training and validation (n_outliers of them), not of the test
-    rows. InputError when too few rows are left."""
+    ``itemId`` stay together; with ``cfg.mahalanobis`` the label outliers
+    (distance to the training rows' amplitude distribution > the threshold,
+    :func:`mahalanobis_keep`) are left out of training and validation
+    (n_outliers of them), not of the test rows. InputError when too few rows
+    are left."""
     table.require(list(LABEL_COLUMNS), "label")
     n = len(table)
     groups = table["itemId"] if "itemId" in table else None
     tr, va, te = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups)
     keep = np.ones(n, bool)
     if cfg.mahalanobis:
-        from .outliers import mahalanobis_filter
-        keep, _ = mahalanobis_filter(table["nmaDisplacements"], cfg.mahalanobis)
+        keep, _ = mahalanobis_keep(table["nmaDisplacements"], tr, cfg.mahalanobis)
     n_out = int((~keep[tr]).sum() + (~keep[va]).sum())
     tr, va = tr[keep[tr]], va[keep[va]]
     check_split_sizes(len(tr), len(va), cfg.batch_size)
@@ -147,12 +177,56 @@ def augment_batch(images, angles, shifts, rng):
     """Label-consistent in-plane rotation: images (B, N, N) torch, Euler angles
     (B, 3) and shifts (B, 2) numpy -> rotated images, psi + alpha, R(alpha) shift."""
     alpha = rng.uniform(0, 360, len(images))
+    return transform_batch(images, angles, shifts, alpha)
+
+
+def transform_batch(images, angles, shifts, alpha, moves=None, scale=1.0):
+    """Label-consistent in-plane rotation then translation of images (B, N, N)
+    torch with their Euler angles (B, 3) and shifts (B, 2) (px, Xmipp's sign:
+    the particle sits at minus the shift) as numpy: the content is rotated by
+    ``alpha`` (B,) degrees about pixel N//2 (psi + alpha, shift -> R(alpha)
+    shift), then moved by ``moves`` (B, 2) px (Fourier shift: shift -> shift -
+    move). ``scale``: pixels of these images per pixel of the labels (images
+    downscaled for the network: the labels stay in the stored images' px)."""
     out = rotate_images(images, alpha)
-    ang = angles.copy()
+    ang = np.array(angles, np.float64, copy=True)
     ang[:, 2] = ang[:, 2] + alpha
-    R = rotations.inplane_rotation_matrix(alpha)
+    R = rotations.inplane_rotation_matrix(np.asarray(alpha, np.float64))
     sh = np.einsum("bij,bj->bi", R, shifts)
+    if moves is not None:
+        from .projector import fourier_shift
+        moves = np.asarray(moves, np.float64)
+        out = fourier_shift(out, torch.as_tensor(moves * scale, dtype=out.dtype,
+                                                 device=out.device))
+        sh = sh - moves
     return out, ang, sh
+
+
+def flip_ctf(table, images_flipped=False):
+    """The CTF (core.ctf.CTFParams) to phase-flip the images of ``table`` with
+    before the network sees them -- the paper's rule, the same in training and
+    prediction: None when the images are marked as flipped already
+    (``images_flipped``) or the table has no CTF columns (nothing to flip)."""
+    if images_flipped:
+        return None
+    from .ctf import CTFParams
+    return CTFParams.from_table(table)
+
+
+def phase_flip_images(images, ctf, pixel_size, device="cpu", batch=256):
+    """Phase-flipped float32 copy (numpy) of images (n, N, N) (array or Stack)
+    with their CTF (n rows) at ``pixel_size`` Å/px. Each image is flipped with
+    its own CTF (batched FFTs: the same as alone to float precision; the same
+    rows give bit-identical results)."""
+    from .ctf import phase_flip
+    n = len(images)
+    out = np.empty((n,) + tuple(images.shape[1:]), np.float32)
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    for s in range(0, n, batch):
+        e = min(n, s + batch)
+        x = torch.as_tensor(np.asarray(images[s:e]), dtype=torch.float32, device=dev)
+        out[s:e] = phase_flip(x, ctf.subset(np.arange(s, e)), pixel_size).cpu().numpy()
+    return out
 
 
 def heads_for(architecture, n_amplitudes):
@@ -214,6 +288,21 @@ def _seed(*parts):
     return int(state[0]) & ((1 << 63) - 1)
 
 
+def _optimiser(params, cfg, steps_per_epoch):
+    """(optimiser, per-step lr scheduler) of ``cfg.schedule``."""
+    if cfg.schedule == "paper":
+        # torch's Adam adds weight_decay * w to the gradients: the paper's L2 term
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        spe, step, gamma = int(steps_per_epoch), int(cfg.lr_step), float(cfg.lr_gamma)
+        return opt, torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: gamma ** ((k // spe) // step))
+    if cfg.schedule != "onecycle":
+        raise InputError(f"unknown schedule '{cfg.schedule}' ({' or '.join(SCHEDULES)})")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.15)
+
+
 # --------------------------------------------------------------------------
 # one epoch, evaluation, checkpoint state
 class Trainer:
@@ -239,6 +328,14 @@ class Trainer:
         self.angles, self.shifts = table.angles(), table.shifts()
         self.images = _Images(images, self.device, cfg.max_resident_gb)
         self.n_amplitudes = table["nmaDisplacements"].shape[1]
+        self.n_rows = len(table)
+        # the paper's augmented copies: copy c of row r is training id c * n + r,
+        # rotated by copy_alpha[c - 1, r] and moved by copy_moves[c - 1, r] px
+        self.copies = int(cfg.augment_copies or 0)
+        g = np.random.default_rng(_seed(cfg.seed, 3))
+        self.copy_alpha = g.uniform(0, 360, (self.copies, self.n_rows))
+        self.copy_moves = g.uniform(-cfg.augment_shift, cfg.augment_shift,
+                                    (self.copies, self.n_rows, 2)) if self.copies else None
         torch.manual_seed(cfg.seed)
         self.nets = {k: DeepHEMNMANet(h, cfg.dropout, cfg.coord_channels).to(self.device)
                      for k, h in heads_for(cfg.architecture, self.n_amplitudes).items()}
@@ -246,13 +343,10 @@ class Trainer:
             self.nets[k].load_state_dict(net.state_dict())
         if self.device.type == "cuda":
             self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
-        self.steps_per_epoch = max(1, len(train_rows) // cfg.batch_size)
-        self.opts = {k: torch.optim.AdamW(v.parameters(), lr=cfg.lr,
-                                          weight_decay=cfg.weight_decay)
-                     for k, v in self.nets.items()}
-        self.scheds = {k: torch.optim.lr_scheduler.OneCycleLR(
-            o, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
-            pct_start=0.15) for k, o in self.opts.items()}
+        self.steps_per_epoch = max(1, len(train_rows) * (1 + self.copies) // cfg.batch_size)
+        self.opts, self.scheds = {}, {}
+        for k, v in self.nets.items():
+            self.opts[k], self.scheds[k] = _optimiser(v.parameters(), cfg, self.steps_per_epoch)
         self.ddp = dict(self.nets)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -260,13 +354,18 @@ class Trainer:
         self.bf16 = self.device.type == "cuda"
 
     # model file -----------------------------------------------------------
-    def meta(self, mode_numbers, pixel_size):
+    def meta(self, mode_numbers, pixel_size, phase_flip=True):
         """The model file's metadata (see core.models): sizes in px, pixel size
-        in Å/px of the images (``box`` px), the label standardisation."""
+        in Å/px of the images (``box`` px), the label standardisation, and
+        ``phase_flip``: the images were given to the network by the rule of
+        :func:`flip_ctf` (prediction applies it too)."""
         return {"architecture": self.cfg.architecture, "image_size": self.box,
                 "input_size": self.input_size, "pixel_size": float(pixel_size),
                 "mode_numbers": [int(m) for m in mode_numbers],
                 "normalization": "per-image mean/std",
+                # the network's images are CTF phase-flipped (flip_ctf's rule):
+                # predict flips from the CTF columns unless the images are flipped
+                "phase_flip": bool(phase_flip),
                 "train_config": {f.name: getattr(self.cfg, f.name)
                                  for f in dataclasses.fields(TrainConfig)},
                 **self.codec.to_meta()}
@@ -275,24 +374,45 @@ class Trainer:
     def _inputs(self, rows):
         return normalize(self.images.get(rows), self.input_size)
 
-    def _targets(self, rows, x=None, rng=None):
+    def _targets(self, rows):
         idx = torch.as_tensor(rows, device=self.device)
-        if rng is None:
-            return x, {k: v[idx] for k, v in self.targets.items()}
-        x, ang, sh = augment_batch(x, self.angles[rows], self.shifts[rows], rng)
+        return {k: v[idx] for k, v in self.targets.items()}
+
+    def batch(self, ids, rng=None):
+        """Network inputs (B, n, n) and targets of training ``ids`` (a row r of
+        the table, or c * n_rows + r for its augmented copy c >= 1), with the
+        random in-plane rotations of ``rng`` (``augment``) on top."""
+        ids = np.asarray(ids)
+        rows, copy = ids % self.n_rows, ids // self.n_rows
+        x, t = self._inputs(rows), self._targets(rows)
+        if not copy.any() and rng is None:
+            return x, t
+        ang, sh = self.angles[rows].copy(), self.shifts[rows].copy()
+        if copy.any():
+            sel = np.nonzero(copy)[0]
+            c, r = copy[sel] - 1, rows[sel]
+            moved, ang[sel], sh[sel] = transform_batch(
+                x[torch.as_tensor(sel, device=x.device)], ang[sel], sh[sel],
+                self.copy_alpha[c, r], self.copy_moves[c, r], x.shape[-1] / self.box)
+            x = x.index_copy(0, torch.as_tensor(sel, device=x.device), moved)
+        if rng is not None:
+            x, ang, sh = augment_batch(x, ang, sh, rng)
         c = self.codec
-        return x, {"amplitudes": self.targets["amplitudes"][idx],
-                   "orientation": torch.as_tensor(rotations.euler_to_quaternion(ang),
-                                                  dtype=torch.float32, device=self.device),
-                   "shifts": torch.as_tensor((sh - c.shift_mean) / c.shift_std,
-                                             dtype=torch.float32, device=self.device)}
+        t["orientation"] = torch.as_tensor(rotations.euler_to_quaternion(ang),
+                                           dtype=torch.float32, device=self.device)
+        t["shifts"] = torch.as_tensor((sh - c.shift_mean) / c.shift_std, dtype=torch.float32,
+                                      device=self.device)
+        return x, t
 
     def train_epoch(self, epoch, rows, progress=None):
-        """One pass over the training ``rows`` (0-based ``epoch``): shuffled
-        batches of ``batch_size`` (the last incomplete one dropped), each
-        process taking its share; -> mean training loss of this process."""
+        """One pass over the training ``rows`` and their augmented copies
+        (0-based ``epoch``): shuffled batches of ``batch_size`` (the last
+        incomplete one dropped), each process taking its share; -> mean
+        training loss of this process."""
         cfg = self.cfg
-        order = np.random.default_rng(_seed(cfg.seed, epoch)).permutation(rows)
+        rows = np.asarray(rows)
+        ids = np.concatenate([rows + c * self.n_rows for c in range(self.copies + 1)])
+        order = np.random.default_rng(_seed(cfg.seed, epoch)).permutation(ids)
         aug = np.random.default_rng(_seed(cfg.seed, epoch, self.rank, 1)) if cfg.augment \
             else None
         torch.manual_seed(_seed(cfg.seed, epoch, self.rank, 2))      # dropout
@@ -301,7 +421,7 @@ class Trainer:
         total, seen = 0.0, 0
         for s in range(self.steps_per_epoch):
             b = np.sort(order[s * cfg.batch_size:(s + 1) * cfg.batch_size])[self.rank::self.world]
-            x, t = self._targets(b, self._inputs(b), aug)
+            x, t = self.batch(b, aug)
             if self.device.type == "cuda":
                 x = x[:, None].contiguous(memory_format=torch.channels_last)
             for k, net in self.ddp.items():
@@ -327,7 +447,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             for i in range(0, len(rows), EVAL_BATCH):
                 b = rows[i:i + EVAL_BATCH]
-                _, t = self._targets(b)
+                t = self._targets(b)
                 x = self._inputs(b)
                 for v in self.nets.values():
                     loss, parts = _loss({h: y.float() for h, y in v(x).items()}, t)

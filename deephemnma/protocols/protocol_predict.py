@@ -2,6 +2,7 @@
 import os
 
 import pyworkflow.protocol.params as params
+from pwem.objects import SetOfParticles
 
 from .base import DeepHEMNMABase, config_errors, run_stage
 from .convert import fill_particles, particles_to_table
@@ -12,14 +13,18 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
     trained DeepHEMNMA model. Optionally merges the training particles (with
     their HEMNMA values) into the output, the paper's combined space."""
     _label = "predict"
-    _possibleOutputs = {"outputParticles": "SetOfParticles"}
+    _possibleOutputs = {"outputParticles": SetOfParticles}
 
     def _defineParams(self, form):
         form.addSection("Input")
         form.addParam("inputModel", params.PointerParam, pointerClass="DeepHEMNMAModel",
-                      label="Trained model", important=True)
+                      label="Trained model", important=True,
+                      help="A model from the train network protocol.")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
-                      label="Particles", important=True)
+                      label="Particles", important=True,
+                      help="Particles to infer amplitudes, angles and shifts for (the same "
+                           "physical pixel size as the training images; larger boxes are "
+                           "downscaled, see below).")
         form.addParam("mergeParticles", params.PointerParam, pointerClass="SetOfParticles",
                       allowsNull=True, label="Merge with (optional)",
                       help="e.g. the HEMNMA-aligned training particles.")
@@ -29,7 +34,9 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
                            "with more pixels are Fourier-cropped to the model's box; the "
                            "predicted shifts are returned in the particles' pixels.")
         form.addParam("batchSize", params.IntParam, default=256, label="Batch size",
-                      expertLevel=params.LEVEL_ADVANCED)
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Images per forward pass of the network (memory only: the results "
+                           "do not depend on it).")
         self._addComputeParams(form, threads=2)
 
     def _insertAllSteps(self):
@@ -45,7 +52,8 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
             model=m.getFileName() if m is not None else None,
             particles=self._extra("input.xmd"), out=self._extra("predicted.xmd"),
             pixel_size=parts.getSamplingRate() if parts is not None else None,
-            rescale=bool(self.rescale.get()), batch_size=self.batchSize.get(), device=device)
+            rescale=bool(self.rescale.get()), batch_size=self.batchSize.get(),
+            images_flipped=bool(parts is not None and parts.isPhaseFlipped()), device=device)
 
     def predictStep(self):
         from ..io.metadata import write_xmd
@@ -100,3 +108,6 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
     def _methods(self):
         return ["Parameters were predicted with the trained DeepHEMNMA network "
                 "[Hamitouche2022]."]
+
+    def _citations(self):
+        return ["Hamitouche2022", "He2016"]

@@ -1,5 +1,6 @@
 """Synthetic particles with ground truth (the paper's data synthesis)."""
 import pyworkflow.protocol.params as params
+from pwem.objects import SetOfParticles
 
 from ..stages import simulate as stage
 from .base import DeepHEMNMABase, config_errors, run_stage
@@ -13,28 +14,37 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
     alignment and _xmipp_nmaDisplacements (usable as labels) and as
     _deephemnma_gt* attributes (kept through later protocols for evaluation)."""
     _label = "synthesize particles"
-    _possibleOutputs = {"outputParticles": "SetOfParticles"}
+    _possibleOutputs = {"outputParticles": SetOfParticles}
 
     def _defineParams(self, form):
         d = stage.Config()
         form.addSection("Input")
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
-                      label="Normal modes", important=True)
+                      label="Normal modes", important=True,
+                      help="The normal modes of the reference (the normal mode analysis "
+                           "protocol's outputModes); the images are deformed along the modes "
+                           "of the mode list.")
         form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
                       label="Reference (as used for the modes)",
                       help="The reference.pdb output of the normal mode protocol.")
-        form.addParam("modeList", params.StringParam, default=d.mode_list, label="Modes")
+        form.addParam("modeList", params.StringParam, default=d.mode_list, label="Modes",
+                      help="HEMNMA numbers of the modes the images are deformed along, e.g. "
+                           "7-9 or 7,8,11 (the helix law needs exactly 3 modes).")
         form.addParam("law", params.EnumParam, choices=list(stage.LAWS),
                       default=stage.LAWS.index(d.law), label="Amplitude law",
                       help="helix: the paper's q7=-200r, q8=200 sin(pi r), q9=200 cos(pi r).")
-        form.addParam("numberOfImages", params.IntParam, default=d.n, label="Images")
+        form.addParam("numberOfImages", params.IntParam, default=d.n, label="Images",
+                      help="Number of particle images to synthesize.")
         # the form's sampling and noise defaults are the paper's downscaled 64 px
         # protocol (the command's are its 128 px one)
-        form.addParam("box", params.IntParam, default=64, label="Box (px)")
-        form.addParam("samplingRate", params.FloatParam, default=1.3, label="Pixel size (Å)")
+        form.addParam("box", params.IntParam, default=64, label="Box (px)",
+                      help="Size of the output images in pixels (even, at least 16).")
+        form.addParam("samplingRate", params.FloatParam, default=1.3, label="Pixel size (Å)",
+                      help="Pixel size of the output images (Å/px). The defaults (64 px at "
+                           "1.3 Å/px) are the paper's downscaled images.")
         form.addParam("snr", params.FloatParam, default=d.snr, label="SNR",
                       help="Signal variance / noise variance; 0 for no noise.")
-        form.addParam("snrAtRender", params.BooleanParam, default=True,
+        form.addParam("snrAtRender", params.BooleanParam, default=d.snr_at_render,
                       label="SNR before downscaling (the paper's)?",
                       help="Yes: as in the paper, the images are rendered at 0.325 Å/px, the "
                            "noise is added there at this SNR, and the images are then "
@@ -44,7 +54,9 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         form.addParam("defocus", params.FloatParam, default=d.defocus, label="Defocus (Å)",
                       help="Underfocus; 0 for no CTF.")
         form.addParam("seed", params.IntParam, default=d.seed, label="Random seed",
-                      expertLevel=params.LEVEL_ADVANCED)
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Seed of the random draws (amplitudes, orientations, shifts, "
+                           "noise): the same seed and options give the same images.")
         self._addComputeParams(form, threads=2)
 
     def _insertAllSteps(self):
@@ -86,6 +98,8 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         out.setAcquisition(acq)
         has_ctf = "ctfDefocusU" in t
         out.setHasCTF(has_ctf)
+        # not flipped: align, train and predict flip them from their CTF (the paper's chain)
+        out.setIsPhaseFlipped(bool(cfg.phase_flip and has_ctf))
         out.setAlignmentProj()
         ang, sh, q = t.angles(), t.shifts(), t["nmaDisplacements"]
         for k in range(len(t)):
@@ -134,3 +148,6 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
 
     def _methods(self):
         return ["Synthetic particles were generated following [Hamitouche2022]."]
+
+    def _citations(self):
+        return ["Hamitouche2022"]

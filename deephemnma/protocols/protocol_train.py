@@ -1,9 +1,10 @@
 """Train DeepHEMNMA's network (Stage 2)."""
 import pyworkflow.protocol.params as params
 
+from ..core.config import SCHEDULES
 from ..objects import DeepHEMNMAModel
 from ..stages import train as stage
-from .base import DeepHEMNMABase, config_errors, run_stage
+from .base import DeepHEMNMABase, config_errors
 from .convert import particles_to_table
 
 
@@ -20,7 +21,10 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         d = stage.Config()
         form.addSection("Input")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
-                      label="Particles with NMA labels", important=True)
+                      label="Particles with NMA labels", important=True,
+                      help="Particles carrying normal-mode amplitudes "
+                           "(_xmipp_nmaDisplacements) and a projection alignment: the labels, "
+                           "e.g. the output of HEMNMA alignment (ours or ContinuousFlex's).")
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
                       label="Normal modes", allowsNull=True,
                       help="Gives the mode numbers stored in the model (default 7, 8, ...).")
@@ -28,19 +32,38 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                       default=self.ARCHITECTURES.index(d.architecture), label="Architecture",
                       help="joint: one network with three heads; separate: the paper's three "
                            "networks (amplitudes, orientation, shifts).")
-        form.addParam("epochs", params.IntParam, default=d.epochs, label="Epochs")
-        form.addParam("batchSize", params.IntParam, default=d.batch_size, label="Batch size")
+        form.addParam("epochs", params.IntParam, default=d.epochs, label="Epochs",
+                      help="Passes over the training images; the learning-rate schedule (one "
+                           "cycle) spans them.")
+        form.addParam("batchSize", params.IntParam, default=d.batch_size, label="Batch size",
+                      help="Images per training step.")
         form.addParam("learningRate", params.FloatParam, default=d.lr, label="Learning rate",
-                      expertLevel=params.LEVEL_ADVANCED)
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Peak learning rate of the one-cycle schedule (AdamW).")
         form.addParam("valFraction", params.FloatParam, default=d.val_fraction,
-                      label="Validation fraction")
+                      label="Validation fraction",
+                      help="Fraction of the images held out for validation: the model kept is "
+                           "the one of the epoch with the lowest validation loss.")
         form.addParam("augment", params.BooleanParam, default=d.augment,
                       label="In-plane rotation augmentation",
                       help="Label-consistent: psi and shifts are rotated with the image.")
         form.addParam("mahalanobis", params.FloatParam, default=0.0,
                       label="Mahalanobis filter", help="0: off; the paper used 3.2.")
+        form.addParam("schedule", params.EnumParam, choices=list(SCHEDULES),
+                      default=SCHEDULES.index(d.schedule), label="Optimiser schedule",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="onecycle: AdamW with a one-cycle learning rate over the epochs. "
+                           "paper: Adam with an L2 term (weight decay 1e-5) and the learning "
+                           "rate divided by 10 every 80 epochs; the paper's run also used "
+                           "Epochs 400, Batch size 2, Learning rate 1e-5 (set them above).")
+        form.addParam("augmentCopies", params.IntParam, default=d.augment_copies,
+                      label="Augmented copies per image", expertLevel=params.LEVEL_ADVANCED,
+                      help="Label-consistent copies of each training image, rotated in-plane "
+                           "at random and shifted by up to 7 px (the paper's augmentation: 1).")
         form.addParam("initModel", params.PointerParam, pointerClass="DeepHEMNMAModel",
-                      allowsNull=True, label="Fine-tune from", expertLevel=params.LEVEL_ADVANCED)
+                      allowsNull=True, label="Fine-tune from", expertLevel=params.LEVEL_ADVANCED,
+                      help="Optional: a trained DeepHEMNMA model to start from (same image "
+                           "size, pixel size, modes and architecture).")
         form.addParam("inputSize", params.IntParam, default=0, label="Network input size (px)",
                       expertLevel=params.LEVEL_ADVANCED,
                       help="0: the particles' box. Smaller: Fourier-downscale the images first "
@@ -51,7 +74,9 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                       label="Coordinate channels", expertLevel=params.LEVEL_ADVANCED,
                       help="Add x/y coordinate channels to the image (helps reading shifts).")
         form.addParam("patience", params.IntParam, default=d.patience,
-                      label="Early-stopping patience (epochs)", expertLevel=params.LEVEL_ADVANCED)
+                      label="Early-stopping patience (epochs)", expertLevel=params.LEVEL_ADVANCED,
+                      help="Training stops after this many epochs without a lower validation "
+                           "loss.")
         self._addComputeParams(form, threads=2)
 
     def _insertAllSteps(self):
@@ -87,6 +112,9 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
             epochs=self.epochs.get(), batch_size=self.batchSize.get(),
             lr=self.learningRate.get(), val_fraction=self.valFraction.get(),
             test_fraction=0.0, augment=bool(self.augment.get()),
+            schedule=SCHEDULES[self.schedule.get()], augment_copies=self.augmentCopies.get(),
+            # the network sees phase-flipped images: flipped from the CTF unless already
+            images_flipped=bool(parts is not None and parts.isPhaseFlipped()),
             mahalanobis=self.mahalanobis.get() if self.mahalanobis.get() > 0 else None,
             init_model=init.getFileName() if init is not None else None,
             input_size=self.inputSize.get() or None, dropout=self.dropout.get(),
@@ -97,8 +125,9 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         from ..io.metadata import write_xmd
         write_xmd(self._extra("train.xmd"),
                   particles_to_table(self.inputParticles.get(), need_alignment=True))
-        run_stage(stage, self._config(self._extra("train.xmd"), self._device(),
-                                      self._modeNumbers()))
+        # several GPUs: one process per GPU under torchrun (DeepHEMNMABase._runStage)
+        self._runStage(stage, self._config(self._extra("train.xmd"), self._device(),
+                                           self._modeNumbers()))
 
     def createOutputStep(self):
         from ..objects import DeepHEMNMAModel

@@ -12,6 +12,12 @@ all, header pixel size vs ``--pixel-size``, image numbers within the stacks)
 and the images are checked against the model (box, or the ``--rescale`` rule;
 pixel size: see :func:`deephemnma.core.inference.input_scale`).
 
+Phase flip, the rule of training (core.training.flip_ctf): a model that saw
+phase-flipped images (meta ``phase_flip``, every model `deephemnma train`
+writes) gets the images phase-flipped from their CTF columns, unless they are
+marked as flipped already (``images_flipped``); models without the key get the
+images as given.
+
 Rows with a non-finite value in a column the prediction keeps (CTF...), an
 unusable image (NaN/inf pixels, constant) or a non-finite prediction are left
 out alone and listed in ``OUT.rejected.xmd``; the other rows' predictions are
@@ -48,6 +54,8 @@ class Config(base.StageConfig):
     out: str = None                  # output .xmd
     pixel_size: float = None         # Å/px of the images (None: from the stack headers)
     rescale: bool = False            # Fourier-crop larger images of the same field to the model's box
+    images_flipped: bool = False     # images already CTF phase-flipped (else flipped from
+    #                                  their CTF columns when the model saw flipped images)
     batch_size: int = 256            # images per forward pass
     chunk: int = 4096                # rows per resumable part
     device: str = "auto"             # 'auto', 'cpu', 'cuda', 'cuda:1'...
@@ -88,6 +96,8 @@ class Outputs:
     model_pixel_size: float = None   # Å/px of the training images; None: unknown
     box: int = None                  # px of the images
     scale: float = 1.0               # image px per model px (> 1 with --rescale)
+    model_flips: bool = False        # the model saw phase-flipped images
+    n_flipped: int = 0               # images phase-flipped from their CTF columns
 
     @property
     def stem(self):
@@ -165,13 +175,14 @@ def _with_predictions(t, res):
     return out
 
 
-def _predict_chunk(store, k, t, imgs, pred, ref_dir, absolute):
+def _predict_chunk(store, k, t, imgs, pred, ref_dir, absolute, ctf=None):
     """Predict one chunk and save it as parts ``k.xmd`` (the rows with finite
     predictions, image references resolving from ``ref_dir``, the output's
     folder) and ``k.rejected.xmd`` (the input rows whose prediction is not
-    finite; written first, so that a part never exists without it)."""
+    finite; written first, so that a part never exists without it). ``ctf``:
+    phase-flip the images with it first (the model's rule)."""
     from ..io.metadata import write_xmd
-    res = pred.predict(imgs)
+    res = pred.predict(imgs) if ctf is None else pred.predict(imgs, ctf)
     ok = np.ones(len(t), bool)
     for v in res.values():
         ok &= np.isfinite(np.asarray(v).reshape(len(t), -1)).all(1)
@@ -193,6 +204,7 @@ def _stamp(cfg, files, out, device):
             "stacks": h, "model": base.file_digest(cfg.model),
             "pixel_size": out.pixel_size, "rescale": bool(cfg.rescale), "scale": out.scale,
             "chunk": int(cfg.chunk), "batch_size": int(cfg.batch_size),
+            "phase_flip": bool(out.model_flips and not cfg.images_flipped),
             "device": device.type, "absolute_paths": bool(cfg.absolute_paths),
             "out_folder": os.path.dirname(os.path.abspath(cfg.out))}
 
@@ -222,6 +234,9 @@ def run(cfg, progress=True):
          "which must be those of the training images)")
     pred.check(out.box, out.pixel_size, cfg.rescale)
     out.scale = pred.scale
+    out.model_flips = pred.flips
+    from ..core.training import flip_ctf
+    flip = pred.flips and not cfg.images_flipped
     stamp = _stamp(cfg, files, out, device)
     # columns the predictions replace need not be finite in the input
     columns = [c for c in base.ROW_NUMBERS if c not in pred.columns]
@@ -242,10 +257,12 @@ def run(cfg, progress=True):
                                       lambda t: base.finite_rows(t, columns))
         for k, t, imgs in chunks:
             n_chunks, n_usable = k + 1, n_usable + len(t)
+            ctf = flip_ctf(t) if flip else None
+            out.n_flipped += 0 if ctf is None else len(t)
             if store.done(k, ".xmd"):
                 out.resumed_chunks += 1
             else:
-                _predict_chunk(store, k, t, imgs, pred, ref_dir, cfg.absolute_paths)
+                _predict_chunk(store, k, t, imgs, pred, ref_dir, cfg.absolute_paths, ctf)
             prog.update(len(t))
         prog.update(len(rejected))
         prog.close()
@@ -275,6 +292,15 @@ def summary(out, cfg):
     if out.scale != 1:
         lines.append(f"{out.box} px images Fourier-cropped to the model's "
                      f"{out.box / out.scale:.0f} px; shifts in the images' pixels")
+    if out.n_flipped:
+        lines.append(f"{out.n_flipped} images phase-flipped from their CTF columns, as in "
+                     "training")
+    elif out.model_flips and cfg.images_flipped:
+        lines.append("images marked as phase-flipped already (--images-flipped): used as given")
+    elif out.model_flips:
+        lines.append("no CTF columns: the images were used as given (nothing to phase-flip)")
+    else:
+        lines.append("the model predates phase flipping in training: images used as given")
     if out.model_pixel_size is None:
         lines.append(f"the model stores no pixel size: the images' {out.pixel_size:g} Å/px "
                      "(--pixel-size) could not be checked against it")

@@ -7,6 +7,17 @@ shifted by up to ``shift_range`` Å, projected as Gaussian atoms at
 ``render_factor`` times the output sampling, degraded by the CTF and noise and
 downscaled (see :mod:`deephemnma.core.simulate` for the noise chain).
 
+The default noise chain is the paper's (the command and the Scipion protocol
+share it): the images are rendered at about 0.325 Å/px (256 px for 128 px
+output images at 0.65 Å/px), the noise is added there at ``snr`` (0.1), and
+the noisy images are downscaled (antialiased), which averages the noise (the
+output images then have SNR ~0.4 at 0.65 Å/px, ~1.6 at 1.3 Å/px). The harder
+variant, SNR ``snr`` in the output images themselves, is
+``snr_at_render=False`` (``--snr-in-output``). The images are not phase-flipped
+by default: align, train and predict flip them from the CTF columns, as the
+paper's chain does (``phase_flip=True`` writes flipped images; then give
+``--images-flipped`` to align, train and predict).
+
 Outputs in the folder OUT: ``particles.mrcs`` (float32, the header carries
 the pixel size), ``particles.xmd`` (ground truth in Xmipp names: angles,
 shifts in output pixels, ``nmaDisplacements``, CTF), ``particles.star``
@@ -26,7 +37,7 @@ import numpy as np
 from . import base
 from .base import need
 
-__all__ = ["Config", "Outputs", "run", "summary", "LAWS"]
+__all__ = ["Config", "Outputs", "run", "summary", "noise_description", "LAWS"]
 
 LAWS = ("helix", "uniform", "clusters")
 
@@ -45,15 +56,18 @@ class Config(base.StageConfig):
     amplitude_scale: float = 200.0   # helix radius / uniform half-width
     noise: bool = True               # add noise at ``snr``
     snr: float = 0.1                 # signal variance / noise variance
-    snr_at_render: bool = False      # the SNR holds before downscaling (the paper's)
+    snr_at_render: bool = True       # the SNR holds at the rendering sampling, before
+    #                                  downscaling (the paper's); False: in the output images
     ctf: bool = True
     defocus: float = 5000.0          # Å, positive = underfocus
     voltage: float = 200.0           # kV
     cs: float = 2.0                  # mm
     q0: float = 0.1                  # amplitude contrast
     shift_range: float = 1.625       # shifts U[-r, r], Å
-    render_factor: int = None        # None: 2, or with snr_at_render the paper's sampling
-    phase_flip: bool = False         # phase-flip the output images
+    render_factor: int = None        # None: the factor bringing the sampling to the
+    #                                  paper's 0.325 Å/px with snr_at_render, else 2
+    phase_flip: bool = False         # phase-flip the output images (mark them flipped
+    #                                  downstream: --images-flipped)
     sigma: float = 1.0               # atom Gaussian std, Å
     seed: int = 0
     device: str = "cpu"
@@ -232,9 +246,26 @@ def run(cfg, progress=True):
     return out
 
 
+def noise_description(cfg, render_factor=None):
+    """One line on the noise chain of ``cfg`` (the paper's or the harder one)."""
+    if not cfg.noise:
+        return "no noise"
+    rf = render_factor or cfg.rendering()
+    if cfg.snr_at_render and rf > 1:
+        return (f"SNR {cfg.snr:g} at {cfg.pixel_size / rf:.3g} Å/px ({cfg.box * rf} px) before "
+                f"downscaling, the paper's chain (~{cfg.snr * rf * rf:.2g} in the output images)")
+    return f"SNR {cfg.snr:g} in the output images"
+
+
 def summary(out, cfg):
-    return [f"{out.n} images {cfg.box}x{cfg.box} px at {cfg.pixel_size} Å/px (rendered at "
-            f"{out.render_factor}x) in {out.seconds:.1f} s "
-            f"({out.n / max(out.seconds, 1e-9):.0f} images/s) -> {out.particles}",
-            f"modes {out.mode_numbers}; amplitude ranges: "
-            + ", ".join(f"[{a:.0f}, {b:.0f}]" for a, b in out.amplitude_ranges)]
+    lines = [f"{out.n} images {cfg.box}x{cfg.box} px at {cfg.pixel_size} Å/px (rendered at "
+             f"{out.render_factor}x) in {out.seconds:.1f} s "
+             f"({out.n / max(out.seconds, 1e-9):.0f} images/s) -> {out.particles}",
+             f"modes {out.mode_numbers}; amplitude ranges: "
+             + ", ".join(f"[{a:.0f}, {b:.0f}]" for a, b in out.amplitude_ranges),
+             f"noise: {noise_description(cfg, out.render_factor)}; CTF "
+             + (f"{cfg.defocus:g} Å underfocus" if cfg.ctf else "none")]
+    if cfg.phase_flip and cfg.ctf:
+        lines.append("the images are phase-flipped: give --images-flipped to align, train and "
+                     "predict")
+    return lines

@@ -8,6 +8,15 @@ then the run on the input without them. The pixel size (--pixel-size, else the
 stacks' headers) is checked against every stack's header and stored in the
 model; every stack's box is checked.
 
+As in the paper, the network sees CTF phase-flipped images: rows with CTF
+columns are phase-flipped from them before training unless the images are
+marked as flipped already (``images_flipped``); the model records the rule
+(meta ``phase_flip``) and `predict` applies it. Options select the paper's
+optimiser and schedule (``schedule='paper'``: Adam with an L2 term,
+learning rate divided by 10 every 80 epochs) and its augmentation (rotated and
+shifted copies of the training images, ``augment_copies``); the Mahalanobis
+filter uses the training rows' statistics (core.training.prepare_split).
+
 The output folder (:class:`Outputs`) holds model.pt (the epoch of lowest
 validation loss; self-describing, loads with torch.load(weights_only=True)),
 last.pt (checkpoint after the last epoch done), curves.csv/png, split.npz
@@ -88,10 +97,23 @@ class Config(base.StageConfig, TrainConfig):
         also :meth:`check_box`."""
         need(self.architecture in ("joint", "separate"),
              f"--architecture {self.architecture}: joint or separate")
+        from ..core.config import SCHEDULES
+        need(self.schedule in SCHEDULES,
+             f"--schedule {self.schedule}: {' or '.join(SCHEDULES)}")
         base.at_least("--epochs", self.epochs, 1)
         base.at_least("--batch-size", self.batch_size, 1)
+        for name in ("epochs", "batch_size", "lr_step", "augment_copies"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, np.integer)) and not isinstance(value, bool),
+                 f"--{name.replace('_', '-')} must be a whole number, got {value}")
         base.positive("--lr", self.lr)
         base.at_least("--weight-decay", self.weight_decay, 0)
+        base.at_least("--lr-step", self.lr_step, 1)
+        base.positive("--lr-gamma", self.lr_gamma)
+        need(self.lr_gamma <= 1, f"--lr-gamma {self.lr_gamma}: at most 1 (a factor applied "
+                                 "every --lr-step epochs)")
+        base.at_least("--augment-copies", self.augment_copies, 0)
+        base.at_least("--augment-shift", self.augment_shift, 0)
         base.fraction("--val-fraction", self.val_fraction)
         need(self.val_fraction > 0, "--val-fraction must be > 0: the best model and early "
                                     "stopping need validation images")
@@ -144,6 +166,7 @@ class Outputs:
     n_test: int = 0
     n_rejected: int = 0              # rows left out (non-finite values, unusable images)
     n_outliers: int = 0              # label outliers left out of training and validation
+    n_flipped: int = 0               # images phase-flipped from their CTF columns
     pixel_size: float = None         # Å/px stored in the model
     start_epoch: int = 0             # epochs done before this run (resumed)
     epochs_done: int = 0
@@ -221,6 +244,7 @@ class _Data:
     split: tuple                     # (train, val, test) rows of ``table``
     n_outliers: int
     init_nets: dict = None
+    n_flipped: int = 0               # rows phase-flipped from their CTF columns
 
 
 def check_init_meta(meta, box, input_size=None, pixel_size=None, mode_numbers=None,
@@ -274,6 +298,10 @@ def _prepare(cfg):
     if bad.any():
         t, images = t.subset(~bad), images[~bad]
     need(len(t) > 0, f"{cfg.particles}: no usable particle ({rejected.summary()})")
+    from ..core.training import flip_ctf, phase_flip_images
+    ctf = flip_ctf(t, cfg.images_flipped)
+    if ctf is not None:                      # the network sees phase-flipped images
+        images = phase_flip_images(images, ctf, float(stacks.pixel_size))
     M = t["nmaDisplacements"].reshape(len(t), -1).shape[1]
     if cfg.mode_list not in (None, ""):
         modes = parse_mode_list(cfg.mode_list)
@@ -293,7 +321,7 @@ def _prepare(cfg):
              f"--init-model {'has' if True in coord else 'has no'} coordinate channels: "
              f"{'add' if True in coord else 'leave out'} --coord-channels")
     return _Data(t, images, rejected, float(stacks.pixel_size), int(stacks.box), modes,
-                 (tr, va, te), n_out, init_nets)
+                 (tr, va, te), n_out, init_nets, 0 if ctf is None else len(t))
 
 
 def _stamp(cfg, data):
@@ -378,7 +406,8 @@ def _write_inputs(cfg, out, data, stamp):
             "mode_numbers": [int(m) for m in data.mode_numbers],
             "rows": {"usable": len(data.table), "rejected": len(data.rejected),
                      "train": len(data.split[0]), "val": len(data.split[1]),
-                     "test": len(data.split[2]), "outliers": data.n_outliers},
+                     "test": len(data.split[2]), "outliers": data.n_outliers,
+                     "phase_flipped": data.n_flipped},
             "stamp": stamp}
     with atomic_path(out.config) as tmp, open(tmp, "w") as f:
         json.dump(info, f, indent=1, sort_keys=True, default=str)
@@ -393,7 +422,7 @@ def _train(cfg, out, data, ck, state, stamp, progress, rank):
     trainer = Trainer(data.images, data.table, tr, cfg.training_options(), data.init_nets)
     if ck is not None:
         trainer.load_state_dict(ck)
-    meta = trainer.meta(data.mode_numbers, data.pixel_size)
+    meta = trainer.meta(data.mode_numbers, data.pixel_size, phase_flip=True)
 
     def on_epoch(state, improved):
         if rank != 0:
@@ -418,6 +447,7 @@ def run(cfg, progress=True):
     data = _prepare(cfg)
     out.n_rejected, out.n_outliers, out.pixel_size = (len(data.rejected), data.n_outliers,
                                                       data.pixel_size)
+    out.n_flipped = data.n_flipped
     out.n_train, out.n_val, out.n_test = (len(s) for s in data.split)
     stamp = _stamp_text(_stamp(cfg, data))      # one string: compared as it is
     created = not os.path.isdir(cfg.out)
@@ -484,6 +514,14 @@ def summary(out, cfg):
     if out.n_rejected:
         lines.append(f"left out {out.n_rejected} unusable row(s), listed in {out.rejected}")
     if out.n_outliers:
-        lines.append(f"Mahalanobis <= {cfg.mahalanobis}: {out.n_outliers} label outlier(s) "
-                     "left out of training and validation")
+        lines.append(f"Mahalanobis <= {cfg.mahalanobis} (training rows' statistics): "
+                     f"{out.n_outliers} label outlier(s) left out of training and validation")
+    if out.n_flipped:
+        lines.append(f"the network saw the images phase-flipped from their CTF columns "
+                     f"({out.n_flipped} images); predict does the same")
+    elif cfg.images_flipped:
+        lines.append("images marked as phase-flipped already (--images-flipped): used as "
+                     "given; give --images-flipped to predict too")
+    else:
+        lines.append("no CTF columns: the images were used as given (nothing to phase-flip)")
     return lines

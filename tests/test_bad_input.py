@@ -385,7 +385,8 @@ def fx(tmp_path_factory):
 # the table
 BASE = {
     "nma": "nma --structure {AK} --out {O}/nma --modes 10",
-    "pseudoatoms": "pseudoatoms --map {MAP} --out {O}/pa --max-atoms 60 --target-error 60",
+    "pseudoatoms": "pseudoatoms --map {MAP} --out {O}/pa --sigma-voxels 1.5 --max-atoms 60 "
+                   "--target-error 60",
     "simulate": "simulate --structure {AK} --modes {REF} --out {O}/sim -n 4 --box 32 "
                 "--pixel-size 2.6 --no-noise",
     "align": "align --particles {S}/particles.xmd --modes {REF} --structure {REF}/reference.pdb "

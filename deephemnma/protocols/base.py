@@ -91,7 +91,7 @@ class DeepHEMNMABase(EMProtocol):
         """Writes the modes of a SetOfNormalModes (ours, ContinuousFlex's, or a
         subset of either: only its items) in ContinuousFlex's layout
         (modes.xmd + modes/vec.N) under extra/input_modes, and returns that
-        folder for the deephemnma commands."""
+        folder for the stages."""
         from ..core.nma import write_continuousflex
         from .convert import modes_from_set
         folder = self._extra("input_modes")
@@ -225,15 +225,3 @@ def launch_env(gpu_ids, environ=None):
         physical = [v.strip() for v in visible.split(",") if v.strip()]
         ids = [physical[int(i)] if int(i) < len(physical) else i for i in ids]
     return {"CUDA_VISIBLE_DEVICES": ",".join(ids)}
-
-
-def run_command(argv):
-    """TEMPORARY (removed when every protocol calls its stage): run
-    ``deephemnma <argv>`` in-process."""
-    from ..cli import build_parser
-    from ..errors import InputError
-    args = build_parser().parse_args([str(a) for a in argv])
-    try:
-        return args._main(args)
-    except (InputError, FileNotFoundError) as e:
-        raise Exception(f"deephemnma {args.command}: {e}") from None

@@ -29,6 +29,9 @@ def add_args(p):
     p.add_argument("--search-amplitude", type=float, default=d.search_amplitude)
     p.add_argument("--max-shift", type=float, default=d.max_shift, help="Å, global search")
     p.add_argument("--candidates", type=int, default=d.n_candidates)
+    p.add_argument("--search-corners", type=int, default=d.search_corners,
+                   help="global search: references deformed by +-search-amplitude along all "
+                        "modes at once (at most this many of the 2^M corners)")
     p.add_argument("--coarse-iters", type=int, default=d.coarse_iters)
     p.add_argument("--fine-iters", type=int, default=d.fine_iters)
     p.add_argument("--images-flipped", action="store_true",
@@ -39,6 +42,8 @@ def add_args(p):
     p.add_argument("--chunk", type=int, default=d.chunk)
     p.add_argument("--absolute-paths", action="store_true",
                    help="absolute image references in the outputs")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="CPU worker threads, one torch thread each (0: all CPUs)")
     p.add_argument("--device", default=d.device)
 
 
@@ -55,7 +60,8 @@ def config(args):
         selection=args.selection, mode_list=args.mode_list, pixel_size=args.pixel_size,
         out=args.out, pyramid=pyramid, angular_step=args.angular_step,
         search_amplitude=args.search_amplitude, max_shift=args.max_shift,
-        n_candidates=args.candidates, coarse_iters=args.coarse_iters,
+        n_candidates=args.candidates, search_corners=args.search_corners,
+        threads=args.threads, coarse_iters=args.coarse_iters,
         fine_iters=args.fine_iters, images_flipped=args.images_flipped,
         use_ctf=not args.no_ctf, outlier_threshold=args.outlier_threshold, chunk=args.chunk,
         absolute_paths=args.absolute_paths, device=args.device)

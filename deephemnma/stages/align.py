@@ -62,6 +62,8 @@ class Config(base.StageConfig, AlignOptions):
             base.at_least("--" + name.replace("_", "-").replace("n-candidates", "candidates"),
                           getattr(self, name), 1)
         base.at_least("--outlier-threshold", self.outlier_threshold, 0)
+        base.at_least("--search-corners", self.search_corners, 0)
+        base.at_least("--threads", self.threads, 0)
         if self.pyramid is not None:
             need(len(self.pyramid) >= 1 and all(int(b) >= 8 for b in self.pyramid),
                  f"--pyramid {self.pyramid}: sizes of at least 8 px")
@@ -134,11 +136,16 @@ def run(cfg, progress=True):
         import torch
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}")
     opt = cfg.options(str(device))
+    if world > 1 and device.type == "cpu" and not opt.threads:
+        # torchrun on CPU: share the cores between the processes
+        opt.threads = max(1, (os.cpu_count() or 1) // world)
     aligner = Aligner(s.coords, s.weights, modes.vectors, stacks.box, cfg.pixel_size, opt)
     stamp = {"rows": base.table_digest(table), "structure": base.file_digest(cfg.structure),
              "modes": [int(n) for n in modes.numbers],
              "vectors": base.array_digest(modes.vectors), "chunk": cfg.chunk,
-             "options": {k: v for k, v in dataclasses.asdict(opt).items() if k != "device"},
+             # results depend on neither the device nor the worker threads
+             "options": {k: v for k, v in dataclasses.asdict(opt).items()
+                         if k not in ("device", "threads")},
              "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size}
     t0 = time.perf_counter()
     base.remove_stale_temporaries(out.particles, out.rejected, out.kept)   # of a killed run

@@ -136,9 +136,6 @@ def run(cfg, progress=True):
         import torch
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}")
     opt = cfg.options(str(device))
-    if world > 1 and device.type == "cpu" and not opt.threads:
-        # torchrun on CPU: share the cores between the processes
-        opt.threads = max(1, (os.cpu_count() or 1) // world)
     aligner = Aligner(s.coords, s.weights, modes.vectors, stacks.box, cfg.pixel_size, opt)
     stamp = {"rows": base.table_digest(table), "structure": base.file_digest(cfg.structure),
              "modes": [int(n) for n in modes.numbers],

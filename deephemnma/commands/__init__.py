@@ -1,4 +1,12 @@
-"""One module per ``deephemnma <command>`` (cryoDRGN style).
+"""One module per command: ``add_args(parser)``, ``config(args)`` (argparse ->
+the stage's Config) and ``main(args)``; the module docstring is the help."""
 
-Each module defines ``add_args(parser)`` and ``main(args)`` and a module docstring
-whose first line is the command's help."""
+
+def run_stage(stage, cfg):
+    """Run a stage and print its summary (only in the process that writes the
+    outputs: process 0 under torchrun)."""
+    out = stage.run(cfg)
+    if getattr(out, "primary", True):
+        for line in stage.summary(out, cfg):
+            print(line)
+    return 0

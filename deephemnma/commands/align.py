@@ -12,6 +12,7 @@ Example:
   deephemnma align --particles subset.xmd --modes nma/ --structure AK.pdb \\
       --pixel-size 1.3 --out hemnma/aligned.xmd --outlier-threshold 3.2
 """
+from . import run_stage
 from ..stages import align as stage
 
 
@@ -68,8 +69,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    if out.n_aligned:
-        for line in stage.summary(out, cfg):
-            print(line)
+    return run_stage(stage, config(args))

@@ -8,6 +8,7 @@ Example:
   deephemnma evaluate --est hemnma/aligned.xmd --truth data/particles.xmd \\
       --pixel-size 1.3 --modes nma/ --json hemnma/accuracy.json
 """
+from . import run_stage
 from ..stages import evaluate as stage
 
 
@@ -27,7 +28,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

@@ -7,6 +7,7 @@ Example:
   deephemnma fsc land/group_01.mrc land/centroid_01.mrc --png land/fsc_01.png \\
       --json land/fsc_01.json
 """
+from . import run_stage
 from ..stages import fsc as stage
 
 
@@ -26,7 +27,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

@@ -17,6 +17,7 @@ Examples:
   deephemnma landscape --particles more.xmd --pca land/pca.npz --out land2 \\
       --select 'PC1 > 100 and PC2 < 0'
 """
+from . import run_stage
 from ..stages import landscape as stage
 
 
@@ -61,7 +62,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

@@ -12,6 +12,7 @@ Example:
       --out land/centroid_01.mrc
   deephemnma fsc land/group_01.mrc land/centroid_01.mrc --png land/fsc_01.png
 """
+from . import run_stage
 from ..stages import model_map as stage
 
 
@@ -31,7 +32,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

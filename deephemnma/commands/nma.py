@@ -10,6 +10,7 @@ Examples:
   deephemnma nma --structure ribosome.cif --selection ca+p --block-size 10 --out nma_rib/
   deephemnma nma --structure pseudo.pdb --percentile 5 --out nma_pseudo/
 """
+from . import run_stage
 from ..stages import nma as stage
 
 
@@ -37,7 +38,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

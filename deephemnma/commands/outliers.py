@@ -7,6 +7,7 @@ OUT.rejected.xmd; they do not enter the mean and covariance.
 Example:
   deephemnma outliers --input hemnma/aligned.xmd --out hemnma/kept.xmd --threshold 3.2
 """
+from . import run_stage
 from ..stages import outliers as stage
 
 
@@ -26,7 +27,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

@@ -16,6 +16,7 @@ Example:
   deephemnma predict --model train/model.pt --particles big.xmd --pixel-size 1.3 \\
       --rescale --out big_pred.xmd
 """
+from . import run_stage
 from ..stages import predict as stage
 
 
@@ -49,7 +50,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

@@ -13,6 +13,7 @@ Examples:
       --target-error 5
   deephemnma nma --structure pseudo/emd_1234.pdb --percentile 5 --out nma_pseudo/
 """
+from . import run_stage
 from ..stages import pseudoatoms as stage
 
 
@@ -41,7 +42,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

@@ -14,6 +14,7 @@ Examples:
   deephemnma reconstruct --particles land/group_02.xmd --images full_size.xmd \\
       --shift-scale 2 --pixel-size 1.3 --out maps/group_02_full.mrc --flipped
 """
+from . import run_stage
 from ..stages import reconstruct as stage
 
 
@@ -43,7 +44,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

@@ -17,6 +17,7 @@ Examples:
   deephemnma simulate --structure AK.pdb --out hard/ -n 2000 --snr-in-output
   deephemnma simulate --structure AK.pdb --out clean/ -n 100 --no-noise --no-ctf
 """
+from . import run_stage
 from ..stages import simulate as stage
 
 
@@ -75,7 +76,4 @@ def main(args):
     from ..errors import InputError
     if args.snr_in_output and args.snr_at_render:
         raise InputError("--snr-in-output and --snr-at-render contradict each other")
-    cfg = config(args)
-    out = stage.run(cfg)
-    for line in stage.summary(out, cfg):
-        print(line)
+    return run_stage(stage, config(args))

@@ -31,6 +31,7 @@ Examples:
   deephemnma train --particles more.xmd --init-model net/model.pt --out net2
 """
 from ..core.config import PAPER_SCHEDULE, SCHEDULES
+from . import run_stage
 from ..stages import train as stage
 
 
@@ -118,8 +119,4 @@ def config(args):
 
 
 def main(args):
-    cfg = config(args)
-    out = stage.run(cfg)
-    if out.primary:
-        for line in stage.summary(out, cfg):
-            print(line)
+    return run_stage(stage, config(args))

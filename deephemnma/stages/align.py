@@ -83,6 +83,7 @@ class Outputs:
     n_kept: int = None
     seconds: float = 0.0
     resumed_chunks: int = 0
+    primary: bool = True             # False in the other processes under torchrun
 
     @property
     def stem(self):
@@ -177,6 +178,7 @@ def run(cfg, progress=True):
         if dist is not None:
             dist.barrier()
         if rank != 0:
+            out.primary = False
             return out
         if not n_chunks:
             raise InputError(f"{cfg.particles}: no usable particle ({rejected.summary()})")

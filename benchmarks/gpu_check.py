@@ -261,7 +261,7 @@ def step_b(c):
 def _probe_rate(c, images, table, cfg, steps):
     """Training images/s of ``cfg`` over ``steps`` steps (after 2 warm-up steps)."""
     import torch
-    from deephemnma.core.training import Trainer, _loss
+    from deephemnma.core.training import Trainer
     tr = Trainer(images, table, np.arange(len(table)), cfg)
     rows = np.arange(len(table))
     rng = np.random.default_rng(0)
@@ -271,16 +271,7 @@ def _probe_rate(c, images, table, cfg, steps):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         b = rng.choice(rows, cfg.batch_size, replace=len(rows) < cfg.batch_size)
-        x, t = tr.batch(np.sort(b))
-        if tr.device.type == "cuda":
-            x = x[:, None].contiguous(memory_format=torch.channels_last)
-        for name, net in tr.nets.items():
-            tr.opts[name].zero_grad(set_to_none=True)
-            with torch.autocast(tr.device.type, dtype=torch.bfloat16, enabled=tr.bf16):
-                out = net(x)
-            loss, _ = _loss({h: y.float() for h, y in out.items()}, t)
-            loss.backward()
-            tr.opts[name].step()
+        tr.step(*tr.batch(np.sort(b)))
     if tr.device.type == "cuda":
         torch.cuda.synchronize()
     return steps * cfg.batch_size / (time.perf_counter() - t0)

@@ -422,21 +422,29 @@ class Trainer:
         for s in range(self.steps_per_epoch):
             b = np.sort(order[s * cfg.batch_size:(s + 1) * cfg.batch_size])[self.rank::self.world]
             x, t = self.batch(b, aug)
-            if self.device.type == "cuda":
-                x = x[:, None].contiguous(memory_format=torch.channels_last)
-            for k, net in self.ddp.items():
-                self.opts[k].zero_grad(set_to_none=True)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    out = net(x)
-                loss, _ = _loss({h: y.float() for h, y in out.items()}, t)
-                loss.backward()
-                self.opts[k].step()
+            for k, loss in self.step(x, t, self.ddp).items():
                 self.scheds[k].step()
-                total += float(loss.detach()) * len(b)
+                total += float(loss) * len(b)
             seen += len(b)
             if progress is not None:
                 progress.update(len(b) * self.world, extra=f"loss {total / seen:.4f}")
         return total / max(seen, 1)
+
+    def step(self, x, t, nets=None):
+        """One optimiser step of each network (``nets``: name -> module, default
+        the networks) on images x (B, y, x) with targets t -> {name: loss}."""
+        if self.device.type == "cuda":
+            x = x[:, None].contiguous(memory_format=torch.channels_last)
+        losses = {}
+        for k, net in (nets or self.nets).items():
+            self.opts[k].zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = net(x)
+            loss, _ = _loss({h: y.float() for h, y in out.items()}, t)
+            loss.backward()
+            self.opts[k].step()
+            losses[k] = loss.detach()
+        return losses
 
     @torch.no_grad()
     def evaluate(self, rows):

@@ -21,12 +21,12 @@ $(STAMP): $(PY) setup.py requirements.txt
 venv: $(STAMP)
 
 test: $(STAMP) lint
-	MPLBACKEND=Agg OMP_NUM_THREADS=2 $(PY) -m pytest -q tests deephemnma/tests
+	MPLBACKEND=Agg OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q tests deephemnma/tests
 
 # the slow checks (the workflow templates run through pyworkflow's scheduler:
 # minutes of its waits); CI runs them after `make test`
 test-slow: $(STAMP)
-	DEEPHEMNMA_SLOW_TESTS=1 MPLBACKEND=Agg OMP_NUM_THREADS=2 $(PY) -m pytest -q deephemnma/tests/test_templates.py
+	DEEPHEMNMA_SLOW_TESTS=1 MPLBACKEND=Agg OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q deephemnma/tests/test_templates.py
 
 # zero warnings: pyflakes over the package, the tests and the benchmarks
 lint: $(STAMP)

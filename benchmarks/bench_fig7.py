@@ -12,7 +12,8 @@ groups (2 % trimmed at each end); from each group, a subgroup of the smallest
 group's size (paper 899; ``--subgroup``) is reconstructed from the
 reconstruction-size images (shifts x recon-box/box, CTF Wiener, the images not
 phase-flipped) with ground-truth poses, our HEMNMA's poses (the align stage on
-the pose-size images) and the network's poses; the whole group with the
+the pose-size images), the network's poses, and the network's poses refined
+by local HEMNMA (the refine stage, issue 17); the whole group with the
 network's poses (Fig. 7 itself). FSC 0.5 and 0.143 against the map of the
 atomic model at the group's ground-truth centroid amplitudes.
 
@@ -35,7 +36,8 @@ import paper
 
 
 def run(model, n=1500, box=64, recon_box=128, groups=10, subgroup=40, hemnma=True,
-        device="cpu", work=None, seed=7, progress=print, align_options=None, whole=True):
+        device="cpu", work=None, seed=7, progress=print, align_options=None, whole=True,
+        refine=True):
     """The comparison; -> dict with one row per group and the ranges
     (``whole``: also the map of each whole group from the network's poses)."""
     from deephemnma.core import rotations as R
@@ -77,6 +79,26 @@ def run(model, n=1500, box=64, recon_box=128, groups=10, subgroup=40, hemnma=Tru
         idx = np.array([pos[int(i)] for i in small["itemId"][rows]])
         ang[rows], sh[rows] = al.angles()[idx], al.shifts()[idx]
         poses["HEMNMA"] = (ang, sh)
+    t_ref = 0.0
+    if refine:        # issue 17: the network's poses refined by local HEMNMA (refine stage)
+        from deephemnma.io.metadata import read_metadata
+        from deephemnma.stages import refine as refine_stage
+        rows = np.sort(np.concatenate(list(sub.values())))
+        paper.write_rows(pred.subset(rows), os.path.join(work, "pred_sub.xmd"))
+        data = os.path.join(work, "big")
+        t0 = time.perf_counter()
+        res = refine_stage.run(refine_stage.Config(
+            particles=os.path.join(work, "pred_sub.xmd"), modes=data,
+            structure=os.path.join(data, "reference.pdb"), out=os.path.join(work, "refined.xmd"),
+            pixel_size=ps, device=device, outlier_threshold=0), progress=False)
+        t_ref = time.perf_counter() - t0
+        rf = read_metadata(res.particles)
+        pos = {int(i): j for j, i in enumerate(rf["itemId"])}
+        ang = np.full((len(small), 3), np.nan)
+        sh = np.full((len(small), 2), np.nan)
+        idx = np.array([pos[int(i)] for i in pred["itemId"][rows]])
+        ang[rows], sh[rows] = rf.angles()[idx], rf.shifts()[idx]
+        poses["network refined by HEMNMA"] = (ang, sh)
     big = open_stack(os.path.join(work, "big", "particles.mrcs"))
     q = small["nmaDisplacements"]
     gt_rot = R.euler_to_matrix(small.angles())
@@ -104,7 +126,7 @@ def run(model, n=1500, box=64, recon_box=128, groups=10, subgroup=40, hemnma=Tru
                      for t in ("fsc_0.5", "fsc_0.143")} for name in names}
     return {"groups": out, "ranges": ranges, "n": n, "box": box, "recon_box": recon_box,
             "pixel_size": ps, "recon_pixel_size": ps_r, "subgroup": m,
-            "seconds": {"simulate": t_sim, "predict": t_pred, "hemnma": t_hem},
+            "seconds": {"simulate": t_sim, "predict": t_pred, "hemnma": t_hem, "refine": t_ref},
             "nyquist_A": 2 * ps_r, "work": work}
 
 
@@ -157,6 +179,8 @@ def main(argv=None):
     ap.add_argument("--subgroup", type=int, default=40,
                     help="images per subgroup (paper 899; 0: the smallest group's size)")
     ap.add_argument("--no-hemnma", action="store_true")
+    ap.add_argument("--no-refine", action="store_true",
+                    help="no column of the network's poses refined by local HEMNMA")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", default=None)
     ap.add_argument("--json", default=None)
@@ -168,7 +192,7 @@ def main(argv=None):
         model = quick_model(work, args.box, args.device)
         note = " (network: a quick model trained on ground-truth labels, 800 images, 10 epochs)"
     r = run(model, args.n, args.box, args.recon_box, args.groups, args.subgroup,
-            not args.no_hemnma, args.device, work)
+            not args.no_hemnma, args.device, work, refine=not args.no_refine)
     print(markdown(r, note))
     if args.json:
         with open(args.json, "w") as f:

@@ -9,7 +9,11 @@ import pkgutil
 import sys
 import warnings
 
-from . import commands as _commands
+from . import passive_openmp
+
+passive_openmp()        # before any command module imports torch
+
+from . import commands as _commands  # noqa: E402
 from .errors import InputError
 from .utils import end_progress_lines
 from .version import __version__

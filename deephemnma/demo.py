@@ -1,17 +1,25 @@
 """``make demo``: the DeepHEMNMA workflow headless in a real Scipion project.
 
 Synthetic adenylate kinase (AK.pdb, modes 7-9, the paper's helix), sized for
-2 CPU cores: normal modes -> synthesize particles -> random split ->
-HEMNMA alignment of the training subset -> train the network on HEMNMA labels ->
-predict the rest -> landscape (PCA, groups along PC1, animations, group
-reconstructions). Prints the errors against the ground truth and the time of
-each stage, then how to open the project in Scipion's GUI.
+2 CPU cores (about 10 minutes): normal modes -> synthesize 3000 particles ->
+random split -> HEMNMA alignment of the training subset (1500) -> train the
+network on HEMNMA labels (the CPU recipe: images seen at 32 px, no dropout,
+coordinate channels, in-plane augmentation) -> predict the rest -> landscape:
+the paper's combined space (network-predicted + HEMNMA-labelled particles, the
+latter drawn apart), groups along PC1, animations, group reconstructions with
+their FSC. While a stage runs, its progress lines are echoed here (read from
+the protocol's logs). Prints the errors against the ground truth (network vs
+predict-the-mean), how well each set's PC1 follows the truth, each group's FSC,
+the time of each stage, then how to open the project in Scipion's GUI.
 
-    python -m deephemnma.demo [--images 3000] [--train-subset 500] [--out demo_output]
+    python -m deephemnma.demo [--images 3000] [--train-subset 1500] [--epochs 30]
+                              [--out demo_output]
 """
 import argparse
 import os
+import re
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,6 +33,75 @@ def _find_ak(path):
         if c and os.path.exists(c):
             return os.path.abspath(c)
     sys.exit("demo: AK.pdb not found; give --structure PATH (e.g. ContinuousFlex's AK.pdb)")
+
+
+# a progress token "N/TOTAL" standing alone (not part of a path or a date)
+_COUNT = re.compile(r"(?<![\w/.:-])\d+/\d+(?![\w/.:-])")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def progress_fragment(text):
+    """The last progress fragment of a protocol log's text, spaces collapsed
+    (e.g. ``'align 240/500 10.4 img/s ETA 00:00:24'``), or None. The stages
+    write their progress lines with carriage returns (deephemnma.utils.Progress)
+    to the run's stderr log; a fragment is a piece between ``\\r``/``\\n``
+    holding a count ``N/TOTAL``."""
+    for frag in reversed(re.split(r"[\r\n]+", _ANSI.sub("", text))):
+        if _COUNT.search(frag):
+            return " ".join(frag.split())
+    return None
+
+
+class LogEcho(threading.Thread):
+    """Echo a running protocol's progress to the demo's output: every
+    ``interval`` seconds (when the progress changed) one line
+    ``[demo] LABEL: FRAGMENT, ELAPSED s``. ``paths()`` gives the log files
+    (called until it returns paths: the protocol's working folder is set when
+    it is launched); the files are read from where the last read stopped."""
+
+    def __init__(self, label, paths, interval=10.0, poll=0.5, stream=None):
+        super().__init__(daemon=True)
+        self.label, self.paths, self.interval, self.poll = label, paths, interval, poll
+        self.stream = stream or sys.stdout
+        self.lines = 0                      # progress lines written
+        self._done = threading.Event()
+        self._t0 = time.perf_counter()
+
+    def run(self):
+        offsets, latest, shown, last = {}, None, None, -self.interval
+        while not self._done.wait(self.poll):
+            try:
+                files = [os.path.abspath(f) for f in self.paths() or [] if f]
+            except Exception:           # working folder not set yet
+                files = []
+            for f in files:
+                try:
+                    with open(f, "rb") as fh:
+                        fh.seek(offsets.get(f, 0))
+                        data = fh.read()
+                except OSError:
+                    continue
+                offsets[f] = offsets.get(f, 0) + len(data)
+                frag = progress_fragment(data.decode("utf-8", "replace"))
+                latest = frag or latest
+            now = time.perf_counter()
+            if latest and latest != shown and now - last >= self.interval:
+                self.stream.write(f"[demo] {self.label}: {latest}, {now - self._t0:.0f} s\n")
+                self.stream.flush()
+                shown, last = latest, now
+                self.lines += 1
+
+    def stop(self):
+        self._done.set()
+        self.join()
+
+
+def _child_cpu():
+    """User + system CPU seconds of the finished child processes (the
+    protocols' runs), all threads."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _table(parts, gt=True):
@@ -47,22 +124,106 @@ def _table(parts, gt=True):
     return t, Table(truth)
 
 
+def _mean_prediction(train, truth):
+    """Predict-the-mean baseline for the rows of ``truth``: the training rows'
+    mean amplitudes and shifts and their chordal-mean orientation."""
+    import numpy as np
+    from deephemnma.core import rotations as R
+    from deephemnma.io.metadata import Table
+    u, _, vt = np.linalg.svd(R.euler_to_matrix(train.angles()).mean(0))
+    ang = R.matrix_to_euler(u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt)
+    n = len(truth)
+    return Table({"itemId": truth["itemId"], "angleRot": np.full(n, ang[0]),
+                  "angleTilt": np.full(n, ang[1]), "anglePsi": np.full(n, ang[2]),
+                  "shiftX": np.full(n, train["shiftX"].mean()),
+                  "shiftY": np.full(n, train["shiftY"].mean()),
+                  "nmaDisplacements": np.tile(train["nmaDisplacements"].mean(0), (n, 1))})
+
+
+def network_verdict(net, mean, margin=0.9):
+    """One line: does the network beat predict-the-mean (its mean error below
+    ``margin`` x the baseline's) on amplitudes and on angles? ``net``/``mean``:
+    :func:`deephemnma.core.metrics.evaluate` results."""
+    cells = []
+    for key, name, unit in (("amplitude_mae_mean", "amplitudes", ""), ("angles_deg", "angles",
+                                                                        "°")):
+        a, b = net[key]["mean"], mean[key]["mean"]
+        cells.append(f"{name} {a:.1f}{unit} vs {b:.1f}{unit} "
+                     + ("(better)" if a < margin * b else "(not better: predict-the-mean level)"))
+    return "network vs predict-the-mean: " + ", ".join(cells)
+
+
+def landscape_report(land, truths):
+    """Lines on the landscape protocol's result: how well each set's PC1
+    follows the ground truth (correlation of the particles' PC1 with their
+    true amplitudes placed by the same PCA; ``truths``: {set name: truth
+    Table}, the second one the protocol's set shown apart), then one row per
+    group: size, particles of the second set, FSC 0.5 / 0.143 resolution (Å)
+    of the group's map against the map of its centroid model."""
+    import json
+    import numpy as np
+    from deephemnma.core.landscape import load_pca, transform
+    from deephemnma.core.metrics import match_rows
+    from deephemnma.io.metadata import read_metadata
+    files = land.landscapeOutputs()
+    t = read_metadata(files.landscape)
+    pca = load_pca(files.pca)
+    apart = np.asarray(t["source"]) == land.APART_FILE
+    names = list(truths)
+    lines = [f"landscape: the paper's combined space, {(~apart).sum()} {names[0]} + "
+             f"{apart.sum()} {names[1]} particles (drawn apart, orange), PCA of both; "
+             f"{files.density}"]
+    for name, mask in ((names[0], ~apart), (names[1], apart)):
+        sub = t.subset(np.flatnonzero(mask))
+        ie, it = match_rows(sub, truths[name])
+        pc_true = transform(pca, truths[name].subset(it)["nmaDisplacements"])[:, 0]
+        r = np.corrcoef(sub.subset(ie)["PC1"], pc_true)[0, 1]
+        lines.append(f"PC1 of the {name} particles vs their true amplitudes' PC1: r = {r:.2f}"
+                     f" (n={len(ie)})")
+    lines += ["", "| group (along PC1) | particles | of which " + names[1]
+              + " | FSC 0.5 Å | FSC 0.143 Å |", "|---|---|---|---|---|"]
+    for k in files.groups():
+        g = read_metadata(files.group(k))
+        n2 = int((np.asarray(g["source"]) == land.APART_FILE).sum())
+        res = ("", "")
+        if os.path.exists(files.fsc_json(k)):
+            with open(files.fsc_json(k)) as fh:
+                r = json.load(fh)
+            res = (f"{r['res_0.5']:.1f}", f"{r['res_0.143']:.1f}")
+        lines.append(f"| {k} | {len(g)} | {n2} | {res[0]} | {res[1]} |")
+    lines.append("(FSC of each group's reconstruction, from its particles' angles and shifts, "
+                 "against the map of the group's centroid model: the reference deformed by "
+                 "the group's mean amplitudes)")
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="demo_output")
     ap.add_argument("--structure", default=None)
     ap.add_argument("--images", type=int, default=3000)
-    ap.add_argument("--train-subset", type=int, default=500,
+    ap.add_argument("--train-subset", type=int, default=1500,
                     help="images aligned by HEMNMA and used to train the network")
     ap.add_argument("--box", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=15)
+    # the CPU recipe measured by bench_network.py (README "Network trained on
+    # ground-truth labels"): images seen at 32 px, no dropout, coordinate channels
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--input-size", type=int, default=32,
+                    help="px: the network sees the images Fourier-downscaled to this size")
+    ap.add_argument("--augment", type=int, default=1,
+                    help="1: random in-plane rotation of every training batch")
+    ap.add_argument("--progress-interval", type=float, default=10.0,
+                    help="seconds between the progress lines of a running stage")
     args = ap.parse_args(argv)
     out = os.path.abspath(args.out)
+    # OpenMP threads that sleep while waiting (see deephemnma.passive_openmp),
+    # inherited by the protocols' processes; a value set by the user is kept
+    from deephemnma import passive_openmp
+    passive_openmp()
     from deephemnma.scipion_env import setup
     user_data = setup(os.path.join(out, "scipion"), force=True)
     ak = _find_ak(args.structure)
 
-    import numpy as np
     from pwem.protocols import ProtImportPdb, ProtSplitSet
     from pyworkflow.project import Manager
 
@@ -75,16 +236,26 @@ def main(argv=None):
         manager.deleteProject(name)
     project = manager.createProject(name)
     os.chdir(project.path)
-    times, results = {}, {}
+    times, cpu, results = {}, {}, {}
 
     def run(label, prot):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _child_cpu()
         print(f"[demo] {label} ...", flush=True)
-        project.launchProtocol(prot, wait=True)
+        # launchProtocol(wait=True) blocks in the main thread (the project's
+        # database stays in the thread that opened it); a thread tails the logs
+        echo = LogEcho(label, lambda: prot.getLogPaths()[:2] if prot.getWorkingDir() else [],
+                       interval=args.progress_interval)
+        echo.start()
+        try:
+            project.launchProtocol(prot, wait=True)
+        finally:
+            echo.stop()
         if prot.isFailed():
             sys.exit(f"demo: {label} failed: {prot.getErrorMessage()}\n"
                      f"log: {prot.getLogPaths()[0] if prot.getLogPaths() else ''}")
         times[label] = time.perf_counter() - t0
+        cpu[label] = _child_cpu() - c0
+        print(f"[demo] {label} done in {times[label]:.0f} s", flush=True)
         return prot
 
     ps = 1.3 * 64 / args.box
@@ -115,25 +286,25 @@ def main(argv=None):
     tr = run("train network", project.newProtocol(
         P.DeepHEMNMAProtTrain, inputParticles=ali.outputParticlesKept
         if hasattr(ali, "outputParticlesKept") else ali.outputParticles,
-        inputModes=nma.outputModes, epochs=args.epochs, batchSize=32, useGpu=False))
+        inputModes=nma.outputModes, epochs=args.epochs, batchSize=32, learningRate=3e-4,
+        inputSize=args.input_size, dropout=0.0, coordChannels=True, augment=bool(args.augment),
+        useGpu=False))
     pr = run("predict", project.newProtocol(
         P.DeepHEMNMAProtPredict, inputModel=tr.outputModel, inputParticles=set2,
         useGpu=False))
     est, truth = _table(pr.outputParticles)
     results["inferred vs ground truth"] = evaluate(est, truth, ps, mode_numbers=[7, 8, 9])
-    base = est.copy()
-    base["nmaDisplacements"] = np.tile(_table(ali.outputParticles)[0]["nmaDisplacements"]
-                                       .mean(0), (len(base), 1))
-    results["predict-the-mean amplitudes"] = {
-        k: v for k, v in evaluate(base, truth, ps, mode_numbers=[7, 8, 9]).items()
-        if k == "n" or "mode" in k
-        or "amplitude" in k}
+    hemnma_est, hemnma_truth = _table(ali.outputParticles)
+    results["predict-the-mean"] = evaluate(_mean_prediction(hemnma_est, truth), truth, ps,
+                                           mode_numbers=[7, 8, 9])
+    # the paper's combined space: the network's particles and the HEMNMA-
+    # labelled ones in one landscape, the HEMNMA ones drawn apart
+    n_all = set2.getSize() + ali.outputParticles.getSize()
     land = run("landscape + reconstructions", project.newProtocol(
-        P.DeepHEMNMAProtLandscape, inputParticles=pr.outputParticles, inputModes=nma.outputModes,
-        inputReference=nma.outputReference, grouping=1,
-        minGroupSize=max(50, set2.getSize() // 8), reconstruct=True,
-        useGpu=False))
-    groups = sorted(a for a in dir(land) if a.startswith("outputGroup"))
+        P.DeepHEMNMAProtLandscape, inputParticles=pr.outputParticles,
+        inputParticlesApart=ali.outputParticles, apartLabel="HEMNMA-labelled",
+        inputModes=nma.outputModes, inputReference=nma.outputReference, grouping=1,
+        minGroupSize=max(50, n_all // 8), reconstruct=True, useGpu=False))
 
     from deephemnma.core.metrics import format_table
     print("\n## DeepHEMNMA demo: synthetic AK, modes 7-9, "
@@ -144,12 +315,16 @@ def main(argv=None):
     table = {k: {kk: v for kk, v in r.items() if kk == "n" or kk in keys}
              for k, r in results.items()}
     print(format_table(table))
-    print("\n| stage | time s |\n|---|---|")
+    net, mean = results["inferred vs ground truth"], results["predict-the-mean"]
+    print("\n" + network_verdict(net, mean))
+    print("\n" + "\n".join(landscape_report(land, {"network-predicted": truth,
+                                                    "HEMNMA-labelled": hemnma_truth})))
+    print("\n| stage | time s | CPU s |\n|---|---|---|")
     for k, v in times.items():
-        print(f"| {k} | {v:.0f} |")
-    print(f"| total | {sum(times.values()):.0f} |")
-    print(f"\nlandscape: {len(groups)} groups along PC1; density plot, animations and group maps"
-          f" in {land._getExtraPath('landscape')}")
+        print(f"| {k} | {v:.0f} | {cpu[k]:.0f} |")
+    print(f"| total | {sum(times.values()):.0f} | {sum(cpu.values()):.0f} |")
+    print("(CPU s: user + system time of the stage's processes, all threads; on a machine "
+          "shared with other work the wall time grows, the CPU time much less)")
     print(f"\nTo open the project in the Scipion GUI:\n  SCIPION_USER_DATA={user_data} "
           f"python -m scipion project {name}\n(or `scipion3 project {name}` with the same "
           "SCIPION_USER_DATA)")

@@ -881,3 +881,92 @@ def test_train_resume_more_epochs(fx, capfd, monkeypatch, tmp_path):
     leftover = [n for n in os.listdir(tmp_path / "tr") if n.startswith(".") or
                 n.endswith((".tmp", ".part"))]
     assert not leftover, leftover
+
+
+# --------------------------------------------------------------------------
+# refine (issue 17), appended: its cases join BASE/NEEDS/CASES/COUNTS/BY_ID
+# here and run in their own parametrized tests (the table's tests above were
+# parametrized before these lines ran)
+BASE["refine"] = ("refine --particles {S}/particles.xmd --modes {REF} --structure "
+                  "{REF}/reference.pdb --pixel-size 2.6 --out {O}/ref.xmd --fine-iters 2 "
+                  "--chunk 4")
+NEEDS["refine"] = ("nma", "sim", "derived")
+_FIRST_REFINE = len(CASES)
+files("refine", "--particles", PARTICLES + [("mixed-boxes", "")])
+case("refine", "particles-without-ctf", {"--particles": "{S}/noctf.xmd"}, ("ctf", "noctf"))
+case("refine", "particles-without-angles", {"--particles": "{S}/noangles.xmd"},
+     ("noangles.xmd", "angleRot"))
+case("refine", "particles-without-amplitudes", {"--particles": "{S}/nonma.xmd"},
+     ("nonma.xmd", "nmaDisplacements"))
+case("refine", "amplitudes-of-other-modes", {"--particles": "{S}/two_modes.xmd"},
+     ("2 amplitudes", "3 modes"))
+files("refine", "--modes", [("nomodes", ""), ("empty", ".xmd")])
+files("refine", "--structure", [("missing", ".pdb"), ("empty", ".pdb")])
+numbers("refine", "--pixel-size", NEG)
+case("refine", "pixel-size-differs-from-header", {"--pixel-size": "5"}, "pixel")
+numbers("refine", "--fine-iters", ("0", "-1"))
+numbers("refine", "--coarse-iters", ("-1",))
+numbers("refine", "--chunk", ("0", "-1"))
+numbers("refine", "--outlier-threshold", ("-1", "nan"))
+numbers("refine", "--pyramid", ("4,8", "x"))
+case("refine", "mode-list-absent", {"--mode-list": "99"}, ("99", "--mode-list"))
+case("refine", "device-unknown", {"--device": "nonsense"}, ("--device", "nonsense"))
+case("refine", "out-is-the-particles", {"--out": "{S}/particles.xmd"}, "particles.xmd")
+case("refine", "out-is-a-folder", {"--out": "{D}/dir.xmd"}, "dir.xmd")
+case("refine", "nested-out-bad-chunk", {"--out": "{O}/new/deep/r.xmd", "--chunk": "0"},
+     "--chunk")
+REFINE_CASES = CASES[_FIRST_REFINE:]
+COUNTS.update(c.cmd for c in REFINE_CASES)
+BY_ID.update({c.id: c for c in REFINE_CASES})
+assert len(BY_ID) == len(CASES), "duplicate case ids"
+
+
+@pytest.mark.parametrize("cid", [c.id for c in REFINE_CASES])
+def test_refine_bad_input(cid, fx, capfd, monkeypatch):
+    test_bad_input(cid, fx, capfd, monkeypatch)
+
+
+def test_refine_bad_input_process(fx):
+    """One refine case through ``python -m deephemnma``."""
+    test_bad_input_process("refine-particles-without-angles", fx)
+
+
+def test_refine_row_rejected(fx, capfd, monkeypatch):
+    """refine on the rows with an 'abc' angle (3), a NaN image (5), a NaN
+    defocus (7), and on an 'abc' amplitude (4): those rows alone are left out."""
+    test_row_rejected("refine", "refine --particles {S}/bad_rows.xmd --modes {REF} --structure "
+                      "{REF}/reference.pdb --pixel-size 2.6 --out {O}/rows/ref.xmd "
+                      "--fine-iters 1 --chunk 4", {3, 5, 7}, set(), fx, capfd, monkeypatch)
+    test_row_rejected("refine", "refine --particles {S}/abc_nma.xmd --modes {REF} --structure "
+                      "{REF}/reference.pdb --pixel-size 2.6 --out {O}/rows/ref.xmd "
+                      "--fine-iters 1 --chunk 4", {4}, set(), fx, capfd, monkeypatch)
+
+
+# --------------------------------------------------------------------------
+# train --pretrain-simulated (issue 17), appended like refine's cases
+_FIRST_PRETRAIN = len(CASES)
+_PRE = {"--pretrain-simulated": "16", "--structure": "{REF}/reference.pdb", "--modes": "{REF}"}
+numbers("train", "--pretrain-simulated", ("-1",))
+case("train", "pretrain-without-modes", dict(_PRE, **{"--modes": None}),
+     ("--structure", "--modes"), needs=("nma",))
+case("train", "pretrain-without-structure", dict(_PRE, **{"--structure": None}),
+     ("--structure", "--modes"), needs=("nma",))
+case("train", "pretrain-fewer-than-a-batch", dict(_PRE, **{"--pretrain-simulated": "4"}),
+     ("--pretrain-simulated", "batch"), needs=("nma",))
+numbers("train", "--pretrain-epochs", ("0",), extra=_PRE)
+files("train", "--structure", [("missing", ".pdb"), ("empty", ".pdb")],
+      extra={k: v for k, v in _PRE.items() if k != "--structure"})
+files("train", "--modes", [("nomodes", "")],
+      extra={k: v for k, v in _PRE.items() if k != "--modes"})
+for _i in range(_FIRST_PRETRAIN, len(CASES)):      # {REF}: the modes fixture
+    if "{REF}" in CASES[_i].template and "nma" not in CASES[_i].needs:
+        CASES[_i] = CASES[_i]._replace(needs=CASES[_i].needs + ("nma",))
+PRETRAIN_CASES = CASES[_FIRST_PRETRAIN:]
+COUNTS.update(c.cmd for c in PRETRAIN_CASES)
+BY_ID.update({c.id: c for c in PRETRAIN_CASES})
+assert len(BY_ID) == len(CASES), "duplicate case ids"
+
+
+@pytest.mark.parametrize("cid", [c.id for c in PRETRAIN_CASES])
+def test_train_pretrain_bad_input(cid, fx, capfd, monkeypatch):
+    test_bad_input(cid, fx, capfd, monkeypatch)

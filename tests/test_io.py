@@ -171,3 +171,16 @@ def test_volume_round_trip(tmp_path):
     assert np.array_equal(back, vol) and vs == pytest.approx(1.25)
     with pytest.raises(InputError):
         read_volume(shared_file("particles", "relion31.star"))
+
+
+def test_vector_of_other_length_reads_as_nan(tmp_path):
+    """A row whose vector has another length than most rows' reads as NaN (so
+    the stages reject that row alone); the other rows keep their values."""
+    p = tmp_path / "ragged_vec.xmd"
+    p.write_text("data_particles\nloop_\n _image\n _nmaDisplacements\n"
+                 "1@a.stk '1 2 3'\n2@a.stk '4 5'\n3@a.stk '7 8 9'\n4@a.stk '1 2 3 4'\n")
+    t = read_metadata(p)
+    d = t["nmaDisplacements"]
+    assert d.shape == (4, 3)
+    np.testing.assert_array_equal(d[[0, 2]], [[1, 2, 3], [7, 8, 9]])
+    assert np.isnan(d[1]).all() and np.isnan(d[3]).all()

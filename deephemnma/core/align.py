@@ -326,6 +326,44 @@ class Aligner:
                                  else os.cpu_count() or 1)
         return max(1, min(int(t), n))
 
+    def _images(self, images):
+        x = torch.as_tensor(np.asarray(images), dtype=torch.float32, device=self.device)
+        if x.ndim != 3 or x.shape[-1] != self.box or x.shape[-2] != self.box:
+            raise InputError(f"images are {tuple(x.shape[1:])}, the reference projects to "
+                             f"{self.box}x{self.box}")
+        return x
+
+    def _in_workers(self, work, x, ctf, extra=(), bank=True):
+        """``work(x, ctf, *extra)`` on the images x (B, box, box) with their
+        CTF and per-image arrays ``extra`` (B, ...): on CPU split into 2 parts
+        per worker thread, each running torch with one thread; the results
+        (dicts of numpy arrays) joined in order. ``bank``: build the global
+        search's reference bank first (with the workers)."""
+        B = x.shape[0]
+        workers = self._workers(B)
+        if self.device.type != "cpu":
+            if bank:
+                self._reference_bank()
+            return work(x, ctf, *extra)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            if workers == 1:
+                if bank:
+                    self._reference_bank()
+                return work(x, ctf, *extra)
+            with ThreadPoolExecutor(workers) as pool:
+                if bank:
+                    self._reference_bank(pool)
+                step = max(1, -(-B // (2 * workers)))                 # 2 parts per worker
+                parts = [np.arange(i, min(B, i + step)) for i in range(0, B, step)]
+                res = list(pool.map(lambda idx: work(
+                    x[idx], None if ctf is None else ctf.subset(idx),
+                    *[e[idx] for e in extra]), parts))
+            return {k: np.concatenate([r[k] for r in res]) for k in res[0]}
+        finally:
+            torch.set_num_threads(threads)
+
     def align(self, images, ctf=None):
         """Align images (B, box, box) (numpy or torch) with their CTF
         (CTFParams or None): dict of numpy arrays angles (B, 3) degrees,
@@ -337,34 +375,30 @@ class Aligner:
         then delays only its own images, instead of every operation of every
         image (with torch's own threads each operation waits for all of them,
         measured 3-5x slower on 2 shared cores)."""
-        x = torch.as_tensor(np.asarray(images), dtype=torch.float32, device=self.device)
-        if x.ndim != 3 or x.shape[-1] != self.box or x.shape[-2] != self.box:
-            raise InputError(f"images are {tuple(x.shape[1:])}, the reference projects to "
-                             f"{self.box}x{self.box}")
-        B = x.shape[0]
-        workers = self._workers(B)
-        if self.device.type != "cpu":
-            self._reference_bank()
-            return self._align(x, ctf)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            if workers == 1:
-                self._reference_bank()
-                return self._align(x, ctf)
-            with ThreadPoolExecutor(workers) as pool:
-                self._reference_bank(pool)
-                step = max(1, -(-B // (2 * workers)))                 # 2 parts per worker
-                parts = [np.arange(i, min(B, i + step)) for i in range(0, B, step)]
-                res = list(pool.map(lambda idx: self._align(
-                    x[idx], None if ctf is None else ctf.subset(idx)), parts))
-            return {k: np.concatenate([r[k] for r in res]) for k in res[0]}
-        finally:
-            torch.set_num_threads(threads)
+        return self._in_workers(self._align, self._images(images), ctf)
 
-    def _align(self, x, ctf):
-        o = self.opt
+    def refine(self, images, ctf, angles, shifts, amplitudes):
+        """Local HEMNMA only: the continuous refinement of :meth:`align`
+        (Adam on 1 - NCC of amplitudes, rotation and shifts) started from
+        given poses, without the global search (no reference bank).
+
+        images (B, box, box) numpy/torch, ctf CTFParams or None; angles (B, 3)
+        Xmipp ZYZ degrees, shifts (B, 2) px of the images, amplitudes (B, M).
+        ``refine_coarse_iters`` steps at the coarsest pyramid level (0: none),
+        then ``refine_fine_iters`` at each finer level (at the only level when
+        the pyramid has one). Returns the dict of :meth:`align`. Every image's
+        result depends on that image alone; same worker threads as align."""
+        x = self._images(images)
         B = x.shape[0]
+        angles = np.asarray(angles, np.float64).reshape(B, 3)
+        shifts = np.asarray(shifts, np.float64).reshape(B, 2)
+        amplitudes = np.asarray(amplitudes, np.float64).reshape(B, self.M)
+        return self._in_workers(self._refine_from, x, ctf, (angles, shifts, amplitudes),
+                                bank=False)
+
+    def _prepare(self, x, ctf):
+        """Phase-flipped images at each pyramid level, and |CTF| per level."""
+        o = self.opt
         if ctf is not None and not o.images_flipped:
             x = phase_flip(x, ctf, self.pixel_size)
         levels = {b: downscale(x, b) for b in self.pyramid}
@@ -372,6 +406,39 @@ class Aligner:
         for b in self.pyramid:
             absctf[b] = None if ctf is None else ctf_image(
                 ctf, b, self.pixel_size * self.box / b, device=self.device).abs()
+        return levels, absctf
+
+    def _result(self, A, sh, am, cost, B):
+        return {"angles": rotations.matrix_to_euler(A.double()).cpu().numpy(),
+                "shifts": sh.double().cpu().numpy(),
+                "amplitudes": am.double().cpu().numpy().reshape(B, self.M),
+                "cost": cost.double().cpu().numpy()}
+
+    def _refine_from(self, x, ctf, angles, shifts, amplitudes):
+        o = self.opt
+        B = x.shape[0]
+        levels, absctf = self._prepare(x, ctf)
+        A = torch.as_tensor(rotations.euler_to_matrix(angles), dtype=torch.float32,
+                            device=self.device)
+        am = torch.as_tensor(amplitudes, dtype=torch.float32, device=self.device)
+        steps = [(b, o.refine_fine_iters) for b in self.pyramid[1:]]
+        if o.refine_coarse_iters > 0 or len(self.pyramid) == 1:
+            steps.insert(0, (self.pyramid[0], o.refine_coarse_iters if len(self.pyramid) > 1
+                             else o.refine_fine_iters))
+        prev = self.box
+        sh = torch.as_tensor(shifts, dtype=torch.float32, device=self.device)
+        cost = None
+        for b, iters in steps:
+            sh = sh * (b / prev)
+            A, sh, am, cost = self._refine(levels[b], absctf[b], A, sh, am, b, iters)
+            prev = b
+        sh = sh * (self.box / prev)
+        return self._result(A, sh, am, cost, B)
+
+    def _align(self, x, ctf):
+        o = self.opt
+        B = x.shape[0]
+        levels, absctf = self._prepare(x, ctf)
         c0 = self.pyramid[0]
         cand_ang, cand_sh, cand_amp = self._global_search(levels[c0], absctf[c0])
         K = cand_ang.shape[1]
@@ -400,7 +467,4 @@ class Aligner:
             pick = torch.arange(B, device=self.device) * F + best
             A, sh, am, cost = A[pick], sh[pick], am[pick], cost[pick]
         sh = sh * (self.box / prev)
-        return {"angles": rotations.matrix_to_euler(A.double()).cpu().numpy(),
-                "shifts": sh.double().cpu().numpy(),
-                "amplitudes": am.double().cpu().numpy().reshape(B, self.M),
-                "cost": cost.double().cpu().numpy()}
+        return self._result(A, sh, am, cost, B)

@@ -190,9 +190,13 @@ def kmeans_groups(coords, k, seed=0):
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(coords)
 
 
-def density_plot(coords, path, labels=None, title="", axes=(0, 1), gridsize=120):
+def density_plot(coords, path, labels=None, title="", axes=(0, 1), gridsize=120, apart=None,
+                 apart_label="shown apart"):
     """Hexbin density (log counts) of the points on two axes (one axis: against
     zero), each group's number and size at its mean; PNG written atomically.
+    ``apart`` (n,) bool: points also drawn on their own, as orange dots over
+    the density (e.g. the HEMNMA-labelled particles of a combined landscape),
+    named ``apart_label`` in the legend.
     Uses a bare Figure (Agg canvas): works whatever pyplot backend is set."""
     from matplotlib.figure import Figure
     from ..utils import atomic_path
@@ -204,6 +208,11 @@ def density_plot(coords, path, labels=None, title="", axes=(0, 1), gridsize=120)
     ax = fig.subplots()
     hb = ax.hexbin(x, y, gridsize=gridsize, bins="log", mincnt=1, cmap="viridis")
     fig.colorbar(hb, ax=ax, label="images (log)")
+    if apart is not None and np.any(apart):
+        apart = np.asarray(apart, bool)
+        ax.scatter(x[apart], y[apart], s=4, c="orange", alpha=0.8, linewidths=0,
+                   label=f"{apart_label} ({apart.sum()})")
+        ax.legend(loc="upper right", fontsize=8, markerscale=4)
     if labels is not None:
         for g in np.unique(labels[labels >= 0]):
             m = labels == g

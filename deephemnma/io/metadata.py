@@ -281,8 +281,12 @@ def _column(label, values):
             return np.zeros((0, 0))
         vecs = [np.array([_float_or_nan(x) for x in v.split()], dtype=np.float64)
                 for v in values]
-        if vecs and len({len(v) for v in vecs}) > 1:
-            raise InputError(f"column '{label}' has vectors of different lengths")
+        lengths = [len(v) for v in vecs]
+        if len(set(lengths)) > 1:
+            # a vector of another length than most rows' is unusable: NaN,
+            # so that row alone is rejected (the others keep their values)
+            n = max(set(lengths), key=lambda k: (lengths.count(k), k))
+            vecs = [v if len(v) == n else np.full(n, np.nan) for v in vecs]
         return np.array(vecs, dtype=np.float64).reshape(len(values), -1)
     try:
         arr = np.array(values, dtype=np.float64)

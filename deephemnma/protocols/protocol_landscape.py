@@ -1,6 +1,7 @@
 """Conformational landscape (Stage 3): PCA, groups, animations, reconstructions."""
 import os
 
+import numpy as np
 import pyworkflow.protocol.params as params
 from pwem.objects import SetOfParticles, Volume
 
@@ -37,6 +38,17 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
                       help="Particles carrying normal-mode amplitudes (from HEMNMA alignment "
                            "or predict, e.g. predict's output merged with the HEMNMA "
                            "particles).")
+        form.addParam("inputParticlesApart", params.PointerParam,
+                      pointerClass="SetOfParticles", allowsNull=True,
+                      label="Second set, shown apart (optional)",
+                      help="e.g. the HEMNMA-labelled training particles next to the network's "
+                           "predictions: placed in the same landscape (the paper's combined "
+                           "space: one PCA, groups, reconstructions over both sets) and drawn "
+                           "apart, as dots over the density. Same modes, pixel size and box "
+                           "as the first set; the two sets must not share particle ids.")
+        form.addParam("apartLabel", params.StringParam, default="HEMNMA-labelled",
+                      label="Name of the second set", expertLevel=params.LEVEL_ADVANCED,
+                      help="Its name in the density plot's legend.")
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
                       allowsNull=True, label="Normal modes (for animations)",
                       help="With the reference: animations along each axis and the "
@@ -85,8 +97,9 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
     def _withReference(self):
         return self.inputModes.get() is not None and self.inputReference.get() is not None
 
-    def _landscapeConfig(self, particles_file=None, modes_folder=None):
-        """The landscape stage's config from the form (files given when running)."""
+    def _landscapeConfig(self, particles_file=None, modes_folder=None, also_file=None):
+        """The landscape stage's config from the form (files given when running;
+        ``also_file``: the second set's, shown apart)."""
         g = self.grouping.get()
         ref = self.inputReference.get()
         return landscape.Config(
@@ -97,7 +110,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             kmeans=self.kmeans.get() if g == KMEANS else None,
             min_group=2,    # the split has its own minimum; other groups: any size
             structure=ref.getFileName() if modes_folder and ref is not None else None,
-            modes=modes_folder)
+            modes=modes_folder, also=also_file, also_label=self.apartLabel.get() or "second set")
 
     def _reconstructConfig(self, group=1, device="auto"):
         """The reconstruct stage's config for one group."""
@@ -124,6 +137,8 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         if g == SPLIT:
             parts = self.inputParticles.get()
             n = parts.getSize() if parts is not None else 0
+            apart = self.inputParticlesApart.get()
+            n += apart.getSize() if n and apart is not None else 0
             size = self.minGroupSize.get() or 1
             return min(SPLIT_MAX_GROUPS, n // size) if n else SPLIT_MAX_GROUPS
         return 0
@@ -146,14 +161,27 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             self._insertFunctionStep(self.reconstructStep)
         self._insertFunctionStep(self.createOutputStep)
 
+    APART_FILE = "input_apart.xmd"    # the second set's rows (its 'source' in the landscape)
+
     def landscapeStep(self):
         from ..io.metadata import write_xmd
         write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
+        also = None
+        if self.inputParticlesApart.get() is not None:
+            t2 = particles_to_table(self.inputParticlesApart.get())
+            ids1 = set(int(i) for i in self.inputParticles.get().getIdSet())
+            shared = ids1.intersection(int(i) for i in t2["itemId"])
+            if shared:
+                raise Exception(f"the two particle sets share {len(shared)} particle id(s) "
+                                f"(e.g. {min(shared)}): give disjoint sets (e.g. the two "
+                                "parts of a split)")
+            also = self._extra(self.APART_FILE)
+            write_xmd(also, t2)
         modes_dir = None
         if self._withReference():
             modes_dir = self._modesFolder(self.inputModes.get(),
                                           self.inputReference.get().getFileName())
-        run_stage(landscape, self._landscapeConfig(self._extra("input.xmd"), modes_dir))
+        run_stage(landscape, self._landscapeConfig(self._extra("input.xmd"), modes_dir, also))
 
     def reconstructStep(self):
         out = self.landscapeOutputs()
@@ -175,12 +203,25 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         from ..io.metadata import read_metadata
         inp = self.inputParticles.get()
         files = self.landscapeOutputs()
+
+        def fill(out_set, table):
+            # each row from the set it came from (column 'source': its file's name)
+            apart = self.inputParticlesApart.get()
+            if apart is None or "source" not in table:
+                fill_particles(out_set, inp, table, with_alignment=False)
+                return
+            second = np.asarray(table["source"]) == self.APART_FILE
+            fill_particles(out_set, inp, table.subset(np.flatnonzero(~second)),
+                           with_alignment=False)
+            fill_particles(out_set, apart, table.subset(np.flatnonzero(second)),
+                           with_alignment=False)
+
         out = self._createSetOfParticles()
-        fill_particles(out, inp, read_metadata(files.landscape), with_alignment=False)
+        fill(out, read_metadata(files.landscape))
         outputs = {"outputParticles": out}
         for k in files.groups():
             sub = self._createSetOfParticles(suffix=f"group_{k:02d}")
-            fill_particles(sub, inp, read_metadata(files.group(k)), with_alignment=False)
+            fill(sub, read_metadata(files.group(k)))
             outputs[f"outputGroup{k:02d}"] = sub
             if os.path.exists(files.group_map(k)):
                 v = emobj.Volume(location=files.group_map(k))
@@ -189,6 +230,8 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         self._defineOutputs(**outputs)
         for o in outputs.values():
             self._defineSourceRelation(self.inputParticles, o)
+            if self.inputParticlesApart.get() is not None:
+                self._defineSourceRelation(self.inputParticlesApart, o)
 
     # ---- info ---------------------------------------------------------------
     def _validate(self):
@@ -202,6 +245,21 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         elif self.components.get() > len(first._xmipp_nmaDisplacements):
             errors.append(f"{self.components.get()} dimensions: the particles have "
                           f"{len(first._xmipp_nmaDisplacements)} amplitudes")
+        apart = self.inputParticlesApart.get()
+        if apart is not None:
+            if apart.getSize() == 0:
+                errors.append("the second particle set is empty")
+            elif not hasattr(apart.getFirstItem(), "_xmipp_nmaDisplacements"):
+                errors.append("the second particle set carries no normal-mode amplitudes")
+            elif len(apart.getFirstItem()._xmipp_nmaDisplacements) != \
+                    len(getattr(first, "_xmipp_nmaDisplacements", [])):
+                errors.append("the two particle sets have different numbers of amplitudes")
+            if abs(apart.getSamplingRate() - parts.getSamplingRate()) > \
+                    0.01 * parts.getSamplingRate():
+                errors.append(f"the two particle sets have different pixel sizes "
+                              f"({parts.getSamplingRate():g} and {apart.getSamplingRate():g} Å)")
+            if self._reconstructs() and not apart.hasAlignmentProj():
+                errors.append("reconstruction needs the second set's angles and shifts too")
         if (self.inputModes.get() is None) != (self.inputReference.get() is None):
             errors.append("the normal modes and the reference go together (give both for "
                           "animations, or neither)")
@@ -210,8 +268,9 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             if not parts.hasAlignmentProj():
                 errors.append("reconstruction needs particles with angles and shifts")
             errors += config_errors(self._reconstructConfig)
-        if self.grouping.get() == SPLIT and parts.getSize() < self.minGroupSize.get():
-            errors.append(f"{parts.getSize()} particles: fewer than one group of "
+        n = parts.getSize() + (apart.getSize() if apart is not None else 0)
+        if self.grouping.get() == SPLIT and n < self.minGroupSize.get():
+            errors.append(f"{n} particles: fewer than one group of "
                           f"{self.minGroupSize.get()}")
         return errors
 

@@ -13,7 +13,10 @@ one line (``deephemnma STAGE: error: ...``) on stderr and exits with 2.
 import importlib
 import sys
 
+from .. import passive_openmp
 from ..errors import InputError
+
+passive_openmp()
 
 USAGE = "usage: python -m deephemnma.stages STAGE CONFIG.json"
 #: modules of deephemnma.stages that are not stages

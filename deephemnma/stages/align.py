@@ -115,6 +115,23 @@ def _dist():
 
 def run(cfg, progress=True):
     """Align ``cfg.particles``; returns :class:`Outputs`."""
+    return run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align(imgs, ctf),
+                         ignored_options=REFINE_ONLY, progress=progress)
+
+
+#: AlignOptions used only by Aligner.refine (not in align's run stamp)
+REFINE_ONLY = ("refine_coarse_iters", "refine_fine_iters")
+
+
+def run_alignment(cfg, label, compute, check=None, ignored_options=(), progress=True):
+    """What the align and refine stages share: validate ``cfg``, read the
+    particles and the reference, process the usable rows in resumable chunks
+    (``compute(aligner, images, ctf, rows) -> dict`` of angles (b, 3), shifts
+    (b, 2) px, amplitudes (b, M), cost (b,) for one batch of rows, a Table),
+    and write OUT.xmd, OUT_kept.xmd (Mahalanobis filter) and OUT.rejected.xmd.
+    ``check(table, modes)`` raises InputError for particles the stage cannot
+    use (before anything is written). ``ignored_options``: AlignOptions the
+    stage does not use (left out of the run stamp). Returns :class:`Outputs`."""
     from ..core.align import Aligner
     from ..core.ctf import CTFParams
     from ..io.metadata import read_metadata, write_xmd
@@ -131,6 +148,8 @@ def run(cfg, progress=True):
         table.require(["ctfDefocusU"], "CTF (or set use_ctf off / --no-ctf)", cfg.particles)
     stacks = base.StackCheck(cfg.pixel_size).check(table)
     s, modes = load_reference(cfg.structure, cfg.selection, cfg.modes, cfg.mode_list)
+    if check is not None:
+        check(table, modes)
     check_fits(s, stacks.box, cfg.pixel_size)
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":
@@ -143,14 +162,14 @@ def run(cfg, progress=True):
              "vectors": base.array_digest(modes.vectors), "chunk": cfg.chunk,
              # results depend on neither the device nor the worker threads
              "options": {k: v for k, v in dataclasses.asdict(opt).items()
-                         if k not in ("device", "threads")},
+                         if k not in ("device", "threads") + tuple(ignored_options)},
              "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size}
     t0 = time.perf_counter()
     base.remove_stale_temporaries(out.particles, out.rejected, out.kept)   # of a killed run
     with base.cleanup_on_error(out.particles, out.rejected, out.kept, out.parts):
-        store = base.ChunkStore(out.parts, stamp, "align", quiet=rank != 0)
+        store = base.ChunkStore(out.parts, stamp, label, quiet=rank != 0)
         rejected = base.Rejected()
-        prog = Progress(len(table), f"align[{rank}]" if world > 1 else "align",
+        prog = Progress(len(table), f"{label}[{rank}]" if world > 1 else label,
                         quiet=None if progress else True)
         n_chunks = 0
         for k, t, imgs in base.accepted_chunks([base.numbered(table)], cfg.chunk,
@@ -165,7 +184,8 @@ def run(cfg, progress=True):
                 res = {"angles": [], "shifts": [], "amplitudes": [], "cost": []}
                 for b in range(0, len(t), opt.batch_size):
                     sel = np.arange(b, min(len(t), b + opt.batch_size))
-                    r = aligner.align(imgs[sel], None if ctf is None else ctf.subset(sel))
+                    r = compute(aligner, imgs[sel], None if ctf is None else ctf.subset(sel),
+                                t.subset(sel))
                     for key in res:
                         res[key].append(r[key])
                     prog.update(len(sel))
@@ -208,9 +228,9 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out, cfg, verb="aligned"):
     """Lines for the user after :func:`run`."""
-    lines = [f"aligned {out.n_aligned} images in {out.seconds:.1f} s -> {out.particles}"]
+    lines = [f"{verb} {out.n_aligned} images in {out.seconds:.1f} s -> {out.particles}"]
     if out.n_rejected:
         lines.append(f"left out {out.n_rejected} unusable row(s), listed in {out.rejected}")
     if out.n_kept is not None:

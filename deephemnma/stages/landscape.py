@@ -33,6 +33,7 @@ class Config(base.StageConfig):
     particles: str = None         # .xmd/.star with nmaDisplacements
     out: str = None               # output folder
     also: str = None              # a second set placed in the same landscape (same modes)
+    also_label: str = "second set"  # its name in the density plot, where it is drawn apart
     components: int = 2           # PCA dimensions (<= number of modes)
     pca: str = None               # place the particles in this pca.npz instead of fitting
     # grouping (at most one): an expression on PC1, PC2...; a rectangle
@@ -191,6 +192,7 @@ class Outputs:
     folder: str
     n_particles: int = 0          # particles placed in the landscape
     n_rejected: int = 0           # rows left out (non-finite amplitudes)
+    n_also: int = 0               # particles of the --also set among them
     n_modes: int = 0
     explained: tuple = ()         # explained variance ratio per axis
     group_sizes: dict = dataclasses.field(default_factory=dict)   # group number -> size
@@ -301,10 +303,14 @@ def run(cfg, progress=True):
         m1, m2 = t["nmaDisplacements"].shape[1], t2["nmaDisplacements"].shape[1]
         need(m1 == m2, f"--also {cfg.also} has {m2} amplitudes per particle, "
              f"--particles {cfg.particles} has {m1}: the two sets must use the same modes")
+        n1 = len(t)
         t = Table.concatenate([t, t2])
+    else:
+        n1 = len(t)
     rejected = base.Rejected()
     ok = base.finite_rows(t, ("nmaDisplacements",))
     rejected.add(t, ~ok, "non-finite amplitude")
+    apart = (np.arange(len(t)) >= n1)[ok]     # rows of the --also set, drawn apart
     t = t.subset(ok)
     need(len(t) > 0, f"{cfg.particles}: no particle with finite amplitudes")
     q = t["nmaDisplacements"]
@@ -355,7 +361,8 @@ def run(cfg, progress=True):
         if not (cfg.pca and base._same(cfg.pca, out.pca)):
             L.save_pca(pca, out.pca)
         write_xmd(out.landscape, t, absolute=cfg.absolute_paths)
-        L.density_plot(c, out.density, labels)
+        L.density_plot(c, out.density, labels, apart=apart if cfg.also else None,
+                       apart_label=cfg.also_label)
         rejected.write(out.rejected)
         for prefix, frames in models.items():
             L.write_animation(prefix, s, frames)
@@ -370,6 +377,7 @@ def run(cfg, progress=True):
                 "classCount": np.array([len(sub) for _, sub in groups]),
                 "nmaDisplacements": cen}))
     out.n_particles, out.n_rejected = len(t), len(rejected)
+    out.n_also = int(apart.sum())
     out.explained = tuple(float(v) for v in pca["explained_variance_ratio"])
     out.group_sizes = {k: len(sub) for k, sub in groups}
     out.n_axes = len(models)
@@ -381,6 +389,9 @@ def summary(out, cfg):
     lines = [f"PCA of {out.n_particles} particles x {out.n_modes} modes: explained variance "
              + ", ".join(f"PC{i + 1} {100 * v:.1f}%" for i, v in enumerate(out.explained))
              + f" -> {out.landscape}"]
+    if out.n_also:
+        lines.append(f"of which {out.n_also} from the second set ({cfg.also_label}), drawn "
+                     f"apart in {out.density}")
     if out.n_rejected:
         lines.append(f"left out {out.n_rejected} row(s) with non-finite amplitudes, "
                      f"listed in {out.rejected}")

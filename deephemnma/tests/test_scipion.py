@@ -323,3 +323,44 @@ class TestContinuousFlexInputs(BaseTest):
         self.launchProtocol(prd)
         self.assertEqual(prd.outputParticles.getSize(), 10)
         self.assertIsNone(DeepHEMNMAAccuracyViewer(project=self.proj, protocol=prd).accuracy())
+
+
+class TestRefineProtocol(BaseTest):
+    """Local HEMNMA refinement (issue 17) from particles that carry poses and
+    amplitudes (here the synthesized ones: the ground truth as the start)."""
+
+    @classmethod
+    def setUpClass(cls):
+        scipion_domain()
+        setupTestProject(cls)
+
+    def test_refine_from_particles_poses(self):
+        from pwem.protocols import ProtImportPdb
+        self.assertIn("DeepHEMNMAProtRefine", scipion_domain().getProtocols())
+        imp = self.newProtocol(ProtImportPdb, inputPdbData=1,
+                               pdbFile=str(shared_file("continuousflex", "AK.pdb")))
+        self.launchProtocol(imp)
+        nma = self.newProtocol(P.DeepHEMNMAProtNMA, inputStructure=imp.outputPdb,
+                               numberOfModes=10)
+        self.launchProtocol(nma)
+        syn = self.newProtocol(P.DeepHEMNMAProtSynthesize, inputModes=nma.outputModes,
+                               inputReference=nma.outputReference, numberOfImages=8, box=48,
+                               samplingRate=1.8, snr=0.0, seed=2)
+        self.launchProtocol(syn)
+        kw = dict(inputParticles=syn.outputParticles, inputModes=nma.outputModes,
+                  inputReference=nma.outputReference, fineIters=10, useGpu=False)
+        errors = self.newProtocol(P.DeepHEMNMAProtRefine, modeList="7-8", **kw).validate()
+        self.assertTrue(any("3 amplitudes" in e for e in errors), errors)
+        errors = self.newProtocol(P.DeepHEMNMAProtRefine, fineIters=0,
+                                  **{k: v for k, v in kw.items() if k != "fineIters"}).validate()
+        self.assertTrue(any("--fine-iters" in e for e in errors), errors)
+        ref = self.newProtocol(P.DeepHEMNMAProtRefine, **kw)
+        self.launchProtocol(ref)
+        self.assertEqual(assert_outputs_declared(self, ref),
+                         ["outputParticles", "outputParticlesKept"])
+        out = ref.outputParticles
+        self.assertEqual(out.getSize(), 8)
+        est = np.array([[float(v) for v in x._xmipp_nmaDisplacements] for x in out])
+        gt = np.array([[float(v) for v in x._deephemnma_gtAmplitudes] for x in out])
+        self.assertFalse(np.array_equal(est, gt))               # refined, not copied
+        self.assertLess(np.abs(est - gt).max(), 25)              # started at the truth

@@ -1,0 +1,109 @@
+"""Local HEMNMA refinement started from the particles' current poses and
+amplitudes (e.g. the network's predictions): HEMNMA without its global search."""
+import pyworkflow.protocol.params as params
+
+from ..stages import refine as stage
+from .protocol_align import DeepHEMNMAProtAlign
+
+
+class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
+    """Refines each particle's normal-mode amplitudes, Euler angles and shifts
+    by HEMNMA's continuous local optimisation, started from the values the
+    particles carry (the predict protocol's output, or an alignment's),
+    without HEMNMA's global search. Outputs as the HEMNMA alignment protocol:
+    particles with _xmipp_nmaDisplacements, _xmipp_cost and the projection
+    alignment, and those kept by the Mahalanobis filter."""
+    _label = "refine (local HEMNMA)"
+
+    def _defineParams(self, form):
+        d = stage.Config()
+        form.addSection("Input")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      label="Particles", important=True,
+                      help="Particles with a projection alignment and normal-mode amplitudes "
+                           "(_xmipp_nmaDisplacements), e.g. the output of the predict or the "
+                           "HEMNMA alignment protocol: the starting values.")
+        form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
+                      label="Normal modes",
+                      help="Normal modes of the reference; the modes of the mode list are "
+                           "used, one per amplitude of the particles.")
+        form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
+                      label="Reference", help="The structure the modes were computed on.")
+        form.addParam("modeList", params.StringParam, default=d.mode_list, label="Modes",
+                      help="HEMNMA numbers of the particles' amplitudes, e.g. 7-9.")
+        form.addParam("imagesFlipped", params.BooleanParam, default=d.images_flipped,
+                      label="Images already phase-flipped?",
+                      help="Yes: the images are already CTF phase-flipped (only |CTF| is "
+                           "applied to the reference projections). No: they are phase-flipped "
+                           "here when the particles have a CTF.")
+        form.addSection("Refinement")
+        form.addParam("coarseIters", params.IntParam, default=d.refine_coarse_iters,
+                      label="Coarse-level iterations",
+                      help="Optimisation steps (Adam) at the coarse (downscaled) level first; "
+                           "0: none (about 15 % faster, but fails more often from starting "
+                           "angular errors beyond ~5 deg).")
+        form.addParam("fineIters", params.IntParam, default=d.refine_fine_iters,
+                      label="Fine-level iterations",
+                      help="Optimisation steps at the finer levels, up to the full size.")
+        form.addParam("outlierThreshold", params.FloatParam, default=d.outlier_threshold,
+                      label="Mahalanobis threshold",
+                      help="Images whose amplitudes are farther are left out of the "
+                           "outputParticlesKept set (the paper: 3.2; 0 to disable).")
+        self._addComputeParams(form, threads=2)
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.refineStep)
+        self._insertFunctionStep(self.createOutputStep)
+
+    def _config(self, particles_file=None, modes_folder=None, device="auto"):
+        """The refine stage's config from the form (files given when running)."""
+        parts = self.inputParticles.get()
+        ref = self.inputReference.get()
+        return stage.Config(
+            particles=particles_file, modes=modes_folder,
+            structure=ref.getFileName() if ref is not None else None,
+            mode_list=self.modeList.get(),
+            pixel_size=parts.getSamplingRate() if parts is not None else None,
+            out=self._stageOutputs().particles, refine_coarse_iters=self.coarseIters.get(),
+            refine_fine_iters=self.fineIters.get(), images_flipped=self.imagesFlipped.get(),
+            outlier_threshold=self.outlierThreshold.get(), device=device)
+
+    def _stageOutputs(self):
+        return stage.Outputs(self._extra("refined.xmd"))
+
+    def refineStep(self):
+        from ..io.metadata import write_xmd
+        from .convert import particles_to_table
+        write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
+        modes_dir = self._modesFolder(self.inputModes.get(),
+                                      self.inputReference.get().getFileName())
+        self._runStage(stage, self._config(self._extra("input.xmd"), modes_dir, self._device()))
+
+    def _validate(self):
+        errors = DeepHEMNMAProtAlign._validate(self)
+        parts = self.inputParticles.get()
+        if parts is None or parts.getSize() == 0:
+            return errors
+        errors += self._validateParticlesNma(parts)
+        first = parts.getFirstItem()
+        if hasattr(first, "_xmipp_nmaDisplacements") and not errors:
+            from ..core.nma import parse_mode_list
+            k, m = len(first._xmipp_nmaDisplacements), len(parse_mode_list(self.modeList.get()))
+            if k != m:
+                errors.append(f"the particles have {k} amplitudes but the mode list "
+                              f"{self.modeList.get()} names {m} modes")
+        return errors
+
+    def _summary(self):
+        if not hasattr(self, "outputParticles"):
+            return ["Not run yet."]
+        s = [f"{self.outputParticles.getSize()} particles refined (local HEMNMA) with modes "
+             f"{self.modeList.get()}."]
+        if hasattr(self, "outputParticlesKept"):
+            s.append(f"{self.outputParticlesKept.getSize()} kept after the Mahalanobis filter.")
+        return s
+
+    def _methods(self):
+        return ["The particles' amplitudes, angles and shifts were refined from their "
+                "starting values by HEMNMA's local continuous optimisation ([Jin2014]), "
+                "embedded in PyTorch, without its global search."]

@@ -1,0 +1,82 @@
+"""Local HEMNMA: refine every particle's amplitudes, angles and shifts from
+its current ones (a network's predictions, or any alignment), without
+HEMNMA's global search.
+
+The particles carry ``angleRot angleTilt anglePsi`` (Xmipp ZYZ, degrees),
+``shiftX shiftY`` (pixels of the images; 0 when absent) and
+``nmaDisplacements`` (one amplitude per mode of the mode list). For each
+usable particle, the continuous refinement of :mod:`deephemnma.stages.align`
+(Adam on 1 - NCC of the amplitudes, rotation and shifts against the
+projection of the deformed reference with the particle's |CTF|) runs from
+these values: ``refine_coarse_iters`` steps at the coarse pyramid level
+(default 10; 0: none, ~15 % faster but less robust to starting errors beyond
+~5 degrees), then ``refine_fine_iters`` (25) at full size. The outputs are those of align (``OUT.xmd``, ``OUT_kept.xmd``,
+``OUT.rejected.xmd``), with the same chunks, resume and row rejection: a row
+with a non-finite angle, shift, amplitude, CTF value or image is left out
+alone. benchmarks/bench_refine.py measures it against full HEMNMA.
+"""
+import dataclasses
+
+from . import align, base
+from .align import Outputs
+from .base import need
+
+__all__ = ["Config", "Outputs", "run", "summary"]
+
+POSE_COLUMNS = ("angleRot", "angleTilt", "anglePsi", "nmaDisplacements")
+
+
+@dataclasses.dataclass
+class Config(align.Config):
+    """align's Config (same files and outputs); of its AlignOptions, refine
+    uses the pyramid, the refinement's steps, learning rates, mask, atom
+    sigma, batch size, threads and device (not the global search's)."""
+
+    def validate_options(self):
+        """The checks that need no file."""
+        from ..core.nma import parse_mode_list
+        base.positive("--pixel-size", self.pixel_size)
+        parse_mode_list(self.mode_list)
+        base.at_least("--coarse-iters", self.refine_coarse_iters, 0)
+        base.at_least("--fine-iters", self.refine_fine_iters, 1)
+        base.at_least("--chunk", self.chunk, 1)
+        base.at_least("--batch-size", self.batch_size, 1)
+        base.at_least("--outlier-threshold", self.outlier_threshold, 0)
+        base.at_least("--threads", self.threads, 0)
+        if self.pyramid is not None:
+            need(len(self.pyramid) >= 1 and all(int(b) >= 8 for b in self.pyramid),
+                 f"--pyramid {self.pyramid}: sizes of at least 8 px")
+        return self
+
+
+def _check(cfg):
+    def check(table, modes):
+        table.require(list(POSE_COLUMNS), "starting pose (angles and amplitudes)",
+                      cfg.particles)
+        k = table["nmaDisplacements"].reshape(len(table), -1).shape[1]
+        M = len(modes.numbers)
+        need(k == M, f"{cfg.particles}: the particles have {k} amplitudes but --mode-list "
+                     f"{cfg.mode_list} names {M} modes")
+    return check
+
+
+def _refine(aligner, images, ctf, rows):
+    return aligner.refine(images, ctf, rows.angles(), rows.shifts(),
+                          rows["nmaDisplacements"].reshape(len(rows), -1))
+
+
+#: AlignOptions refine does not use (not in its run stamp)
+SEARCH_ONLY = ("angular_step", "search_amplitude", "search_corners", "max_shift",
+               "n_candidates", "candidate_separation", "fine_candidates", "coarse_iters",
+               "fine_iters")
+
+
+def run(cfg, progress=True):
+    """Refine ``cfg.particles`` from their poses; returns :class:`Outputs`."""
+    return align.run_alignment(cfg, "refine", _refine, check=_check(cfg),
+                               ignored_options=SEARCH_ONLY, progress=progress)
+
+
+def summary(out, cfg):
+    """Lines for the user after :func:`run`."""
+    return align.summary(out, cfg, verb="refined")

@@ -22,7 +22,8 @@ short still leaves what it did).
       writing) on 100,000 rows;
   (e) the Fig. 7 comparison (bench_fig7.py): ten groups along PC1 of the
       network's amplitudes, maps from the 256 px images with ground-truth,
-      HEMNMA and network poses, FSC 0.5/0.143 against each group's centroid.
+      HEMNMA and network poses and the network's poses refined by local HEMNMA
+      (the refine stage, issue 17), FSC 0.5/0.143 against each group's centroid.
 
 ``--tiny --device cpu`` runs every step on small sizes in a few minutes (the
 test suite runs it: tests/test_gpu_check.py), so this script cannot rot.
@@ -415,7 +416,8 @@ def step_e(c):
     r = bench_fig7.run(c.data["model"], n=n, box=c.box, recon_box=c.recon_box, groups=10,
                        subgroup=sub, hemnma=hem, device=c.device,
                        work=os.path.join(c.work, "fig7"), progress=say,
-                       align_options=_align_options(c), whole=whole)
+                       align_options=_align_options(c), whole=whole,
+                       refine=hem)            # the network's poses refined (issue 17)
     r["markdown"] = bench_fig7.markdown(r)
     r["paper"] = paper.FIG7
     d = [g["fsc"]["network"]["fsc_0.5"] - g["fsc"]["ground truth"]["fsc_0.5"]

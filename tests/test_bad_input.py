@@ -17,12 +17,12 @@ enabled: DEEPHEMNMA_QUIET unset); one case per command also runs as a real
 angle or amplitude column, a NaN defocus, a NaN image) are not errors: that row
 alone is left out and listed in a rejected file (``test_row_rejected``).
 
-Cases per command (``COUNTS``; printed by ``test_case_counts`` with -s), 308
+Cases per command (``COUNTS``; printed by ``test_case_counts`` with -s), 341
 in all: align 42, evaluate 14, fsc 15, landscape 37, model-map 17, nma 18,
-outliers 10, predict 26, pseudoatoms 22, reconstruct 28, simulate 35, train 44;
-plus 13 of them again as real processes, 6 row-rejection cases (align,
-predict, train, reconstruct, outliers, landscape), evaluate with an 'abc'
-angle, and `train --resume` with more epochs.
+outliers 10, predict 26, pseudoatoms 22, reconstruct 28, refine 33, simulate
+35, train 44; plus 14 of them again as real processes, 7 row-rejection cases
+(align, predict, train, reconstruct, outliers, landscape, refine), evaluate
+with an 'abc' angle, and `train --resume` with more epochs.
 """
 import collections
 import os
@@ -940,33 +940,3 @@ def test_refine_row_rejected(fx, capfd, monkeypatch):
     test_row_rejected("refine", "refine --particles {S}/abc_nma.xmd --modes {REF} --structure "
                       "{REF}/reference.pdb --pixel-size 2.6 --out {O}/rows/ref.xmd "
                       "--fine-iters 1 --chunk 4", {4}, set(), fx, capfd, monkeypatch)
-
-
-# --------------------------------------------------------------------------
-# train --pretrain-simulated (issue 17), appended like refine's cases
-_FIRST_PRETRAIN = len(CASES)
-_PRE = {"--pretrain-simulated": "16", "--structure": "{REF}/reference.pdb", "--modes": "{REF}"}
-numbers("train", "--pretrain-simulated", ("-1",))
-case("train", "pretrain-without-modes", dict(_PRE, **{"--modes": None}),
-     ("--structure", "--modes"), needs=("nma",))
-case("train", "pretrain-without-structure", dict(_PRE, **{"--structure": None}),
-     ("--structure", "--modes"), needs=("nma",))
-case("train", "pretrain-fewer-than-a-batch", dict(_PRE, **{"--pretrain-simulated": "4"}),
-     ("--pretrain-simulated", "batch"), needs=("nma",))
-numbers("train", "--pretrain-epochs", ("0",), extra=_PRE)
-files("train", "--structure", [("missing", ".pdb"), ("empty", ".pdb")],
-      extra={k: v for k, v in _PRE.items() if k != "--structure"})
-files("train", "--modes", [("nomodes", "")],
-      extra={k: v for k, v in _PRE.items() if k != "--modes"})
-for _i in range(_FIRST_PRETRAIN, len(CASES)):      # {REF}: the modes fixture
-    if "{REF}" in CASES[_i].template and "nma" not in CASES[_i].needs:
-        CASES[_i] = CASES[_i]._replace(needs=CASES[_i].needs + ("nma",))
-PRETRAIN_CASES = CASES[_FIRST_PRETRAIN:]
-COUNTS.update(c.cmd for c in PRETRAIN_CASES)
-BY_ID.update({c.id: c for c in PRETRAIN_CASES})
-assert len(BY_ID) == len(CASES), "duplicate case ids"
-
-
-@pytest.mark.parametrize("cid", [c.id for c in PRETRAIN_CASES])
-def test_train_pretrain_bad_input(cid, fx, capfd, monkeypatch):
-    test_bad_input(cid, fx, capfd, monkeypatch)

@@ -205,7 +205,7 @@ def test_gpu_check_tiny_on_cpu(tmp_path):
     e = rep["steps"]["e"]["results"]
     assert len(e["groups"]) == 10
     assert set(e["groups"][0]["fsc"]) == {"ground truth", "network", "HEMNMA",
-                                          "network, whole group"}
+                                          "network refined by HEMNMA", "network, whole group"}
     md = (tmp_path / "out" / "report.md").read_text()
     for k in "abcde":
         assert f"| ({k})" in md

@@ -35,6 +35,12 @@ def add_args(p):
                         "modes at once (at most this many of the 2^M corners)")
     p.add_argument("--coarse-iters", type=int, default=d.coarse_iters)
     p.add_argument("--fine-iters", type=int, default=d.fine_iters)
+    add_run_args(p, d)
+
+
+def add_run_args(p, d):
+    """The options align and refine share after their own: CTF, outputs,
+    chunks, threads, device (defaults from the stage config ``d``)."""
     p.add_argument("--images-flipped", action="store_true",
                    help="images are already CTF phase-flipped")
     p.add_argument("--no-ctf", action="store_true", help="ignore CTF columns")
@@ -49,6 +55,15 @@ def add_args(p):
 
 
 def config(args):
+    return stage.Config(
+        **shared_config(args), angular_step=args.angular_step,
+        search_amplitude=args.search_amplitude, max_shift=args.max_shift,
+        n_candidates=args.candidates, search_corners=args.search_corners,
+        coarse_iters=args.coarse_iters, fine_iters=args.fine_iters)
+
+
+def shared_config(args):
+    """The config fields align and refine share, from their common options."""
     from ..errors import InputError
     pyramid = None
     if args.pyramid:
@@ -56,15 +71,12 @@ def config(args):
             pyramid = tuple(int(x) for x in args.pyramid.split(","))
         except ValueError:
             raise InputError(f"--pyramid {args.pyramid}: expected sizes like 32,64") from None
-    return stage.Config(
+    return dict(
         particles=args.particles, modes=args.modes, structure=args.structure,
         selection=args.selection, mode_list=args.mode_list, pixel_size=args.pixel_size,
-        out=args.out, pyramid=pyramid, angular_step=args.angular_step,
-        search_amplitude=args.search_amplitude, max_shift=args.max_shift,
-        n_candidates=args.candidates, search_corners=args.search_corners,
-        threads=args.threads, coarse_iters=args.coarse_iters,
-        fine_iters=args.fine_iters, images_flipped=args.images_flipped,
-        use_ctf=not args.no_ctf, outlier_threshold=args.outlier_threshold, chunk=args.chunk,
+        out=args.out, pyramid=pyramid, threads=args.threads,
+        images_flipped=args.images_flipped, use_ctf=not args.no_ctf,
+        outlier_threshold=args.outlier_threshold, chunk=args.chunk,
         absolute_paths=args.absolute_paths, device=args.device)
 
 

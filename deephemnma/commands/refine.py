@@ -17,6 +17,7 @@ Example:
 """
 from . import run_stage
 from ..stages import refine as stage
+from .align import add_run_args, shared_config
 
 
 def add_args(p):
@@ -35,34 +36,12 @@ def add_args(p):
                    help="optimisation steps at the coarse level first (0: none)")
     p.add_argument("--fine-iters", type=int, default=d.refine_fine_iters,
                    help="optimisation steps at each finer level (full size)")
-    p.add_argument("--images-flipped", action="store_true",
-                   help="images are already CTF phase-flipped")
-    p.add_argument("--no-ctf", action="store_true", help="ignore CTF columns")
-    p.add_argument("--outlier-threshold", type=float, default=d.outlier_threshold,
-                   help="also write OUT minus Mahalanobis outliers (paper: 3.2) as OUT_kept.xmd")
-    p.add_argument("--chunk", type=int, default=d.chunk)
-    p.add_argument("--absolute-paths", action="store_true",
-                   help="absolute image references in the outputs")
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="CPU worker threads, one torch thread each (0: all CPUs)")
-    p.add_argument("--device", default=d.device)
+    add_run_args(p, d)
 
 
 def config(args):
-    from ..errors import InputError
-    pyramid = None
-    if args.pyramid:
-        try:
-            pyramid = tuple(int(x) for x in args.pyramid.split(","))
-        except ValueError:
-            raise InputError(f"--pyramid {args.pyramid}: expected sizes like 32,64") from None
-    return stage.Config(
-        particles=args.particles, modes=args.modes, structure=args.structure,
-        selection=args.selection, mode_list=args.mode_list, pixel_size=args.pixel_size,
-        out=args.out, pyramid=pyramid, refine_coarse_iters=args.coarse_iters,
-        refine_fine_iters=args.fine_iters, images_flipped=args.images_flipped,
-        use_ctf=not args.no_ctf, outlier_threshold=args.outlier_threshold, chunk=args.chunk,
-        threads=args.threads, absolute_paths=args.absolute_paths, device=args.device)
+    return stage.Config(**shared_config(args), refine_coarse_iters=args.coarse_iters,
+                        refine_fine_iters=args.fine_iters)
 
 
 def main(args):

@@ -29,13 +29,6 @@ Examples:
   deephemnma train --particles hemnma/aligned_kept.xmd --out net   # again: resumes
   torchrun --nproc_per_node 4 -m deephemnma train --particles p.xmd --out net
   deephemnma train --particles more.xmd --init-model net/model.pt --out net2
-  deephemnma train --particles hemnma/aligned_kept.xmd --structure AK.pdb --modes nma \
-      --mode-list 7-9 --pretrain-simulated 20000 --pretrain-epochs 1 --out net_pre
-
---pretrain-simulated N first trains on N images simulated (in memory) from the
-reference and its modes to look like the particles, then fine-tunes on the
-particles for --epochs; N, --pretrain-epochs, the seed and the reference/modes
-digests are part of the run stamp (a resumed run never mixes inputs).
 """
 from ..core.config import PAPER_SCHEDULE, SCHEDULES
 from . import run_stage
@@ -95,21 +88,6 @@ def add_args(p):
     p.add_argument("--mahalanobis", type=float, default=d.mahalanobis,
                    help="leave label outliers out of training (paper: 3.2)")
     p.add_argument("--init-model", default=d.init_model, help="fine-tune from this model")
-    p.add_argument("--pretrain-simulated", type=int, default=d.pretrain_simulated, metavar="N",
-                   help="first train on N images simulated from --structure and --modes "
-                        "(amplitudes uniform over the labels' range, uniform orientations, "
-                        "the labels' shifts, the particles' CTF rows and noise level), then "
-                        "fine-tune on the particles (0: no pretraining)")
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
-                   help="passes over the simulated images (compute: N x this many images "
-                        "seen, on top of --epochs over the particles)")
-    p.add_argument("--structure", default=d.structure,
-                   help="the reference the modes belong to (--pretrain-simulated)")
-    p.add_argument("--modes", default=d.modes,
-                   help="modes folder or modes.xmd, ContinuousFlex layout "
-                        "(--pretrain-simulated)")
-    p.add_argument("--selection", default=d.selection,
-                   help="atoms of --structure the modes move (heavy, all, ca, ...)")
     p.add_argument("--restart", action="store_true",
                    help="start afresh even when OUT holds a resumable run")
     p.add_argument("--resume", action="store_true",
@@ -137,8 +115,6 @@ def config(args):
         images_flipped=args.images_flipped, input_size=args.input_size,
         dropout=args.dropout, coord_channels=args.coord_channels, mahalanobis=args.mahalanobis,
         init_model=args.init_model, restart=args.restart, absolute_paths=args.absolute_paths,
-        pretrain_simulated=args.pretrain_simulated, pretrain_epochs=args.pretrain_epochs,
-        structure=args.structure, modes=args.modes, selection=args.selection,
         seed=args.seed, device=args.device, **numbers)
 
 

@@ -58,8 +58,7 @@ from .network import DeepHEMNMANet
 __all__ = ["TrainConfig", "LabelCodec", "split_indices", "prepare_split", "check_split_sizes",
            "mahalanobis_keep", "augment_batch", "transform_batch", "flip_ctf",
            "phase_flip_images", "heads_for", "Trainer", "RunState", "fit", "save_checkpoint",
-           "read_checkpoint", "CHECKPOINT", "SCHEDULES", "background_noise", "particle_radius",
-           "simulate_like", "label_table", "nets_from_state"]
+           "read_checkpoint", "CHECKPOINT", "SCHEDULES"]
 
 CHECKPOINT = "deephemnma-checkpoint"
 EVAL_BATCH = 256
@@ -311,12 +310,11 @@ class Trainer:
 
     ``images`` (n, N, N) array or Stack and ``table`` (their n label rows:
     angleRot/Tilt/Psi, nmaDisplacements, optional shiftX/Y, all finite);
-    ``train_rows``: the rows the label standardisation is fitted on (unless
-    ``codec``, a :class:`LabelCodec`, is given) and whose count sets the steps
-    per epoch. ``init_nets``: {name: DeepHEMNMANet} whose weights start the
-    run (fine-tuning; same networks and heads)."""
+    ``train_rows``: the rows the label standardisation is fitted on and whose
+    count sets the steps per epoch. ``init_nets``: {name: DeepHEMNMANet} whose
+    weights start the run (fine-tuning; same networks and heads)."""
 
-    def __init__(self, images, table, train_rows, cfg=None, init_nets=None, codec=None):
+    def __init__(self, images, table, train_rows, cfg=None, init_nets=None):
         self.cfg = cfg = cfg or TrainConfig()
         if len(images) != len(table):
             raise InputError(f"{len(images)} images but {len(table)} label rows")
@@ -324,9 +322,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.box = int(images.shape[-1])
         self.input_size = int(cfg.input_size or self.box)
-        # pretraining passes the particles' codec: the heads then mean the same
-        # standardised values in pretraining and fine-tuning
-        self.codec = codec or LabelCodec.fit(table.subset(train_rows))
+        self.codec = LabelCodec.fit(table.subset(train_rows))
         self.targets = {k: torch.as_tensor(v, dtype=torch.float32, device=self.device)
                         for k, v in self.codec.encode(table).items()}
         self.angles, self.shifts = table.angles(), table.shifts()
@@ -577,124 +573,3 @@ def read_checkpoint(path):
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT:
         return None
     return ck
-
-
-def nets_from_state(state, architecture, n_amplitudes, dropout=0.0, coord_channels=False):
-    """The networks {name: DeepHEMNMANet} (CPU) of a checkpoint's ``state["nets"]``."""
-    nets = {k: DeepHEMNMANet(h, dropout, coord_channels)
-            for k, h in heads_for(architecture, n_amplitudes).items()}
-    for k, net in nets.items():
-        net.load_state_dict(state[k])
-    return nets
-
-
-# --------------------------------------------------------------------------
-# pretraining on images simulated from the reference and its modes
-def particle_radius(coords, box, pixel_size, max_shift=0.0, margin=2.0):
-    """Radius (px) of the circle holding the particle in images of ``box`` px
-    at ``pixel_size`` Å/px: the farthest atom of ``coords`` (Å, centred) plus
-    the largest shift (px) and ``margin`` px, at most box/2 - 1 (the corners,
-    21 % of the box, then remain as background)."""
-    r = float(np.linalg.norm(np.asarray(coords), axis=1).max()) / pixel_size
-    return float(min(r + float(max_shift) + margin, box / 2 - 1))
-
-
-def background_noise(images, radius):
-    """Noise level of images (n, N, N) whose particle lies within ``radius`` px
-    of pixel N//2 -> (noise variance, SNR): the noise variance is the mean
-    over images of the variance of the pixels outside that circle (around
-    their own mean); the signal variance is the mean whole-image variance
-    minus it, and SNR = signal variance / noise variance (over the whole box,
-    the definition of core.simulate). SNR is inf for noiseless images and at
-    least 1e-3 otherwise."""
-    x = np.asarray(images, np.float64)
-    N = x.shape[-1]
-    lin = np.arange(N) - N // 2
-    out = (lin[None, :] ** 2 + lin[:, None] ** 2) > radius ** 2
-    if not out.any():
-        raise InputError(f"no background outside {radius:g} px in {N} px images")
-    noise = float(x[:, out].var(axis=1).mean())
-    total = float(x.reshape(len(x), -1).var(axis=1).mean())
-    if noise <= 1e-12 * max(total, 1e-300):
-        return noise, math.inf
-    return noise, max((total - noise) / noise, 1e-3)
-
-
-def label_table(table):
-    """The label columns of ``table`` (angles, shifts (0 when absent),
-    amplitudes) as a new Table without image references."""
-    from ..io.metadata import Table
-    a, s = table.angles(), table.shifts()
-    return Table({"angleRot": a[:, 0], "angleTilt": a[:, 1], "anglePsi": a[:, 2],
-                  "shiftX": s[:, 0], "shiftY": s[:, 1],
-                  "nmaDisplacements": np.asarray(table["nmaDisplacements"], np.float64)
-                  .reshape(len(table), -1)})
-
-
-def simulate_like(coords, weights, vectors, labels, n, box, pixel_size, snr, ctf=None,
-                  seed=0, render_factor=None, noise_before_ctf=0.5, device="cpu",
-                  chunk=256, progress=None):
-    """``n`` images simulated from the reference (``coords`` (N, 3) Å centred,
-    ``weights`` (N,)) and its modes (``vectors`` (M, N, 3)) to look like a set
-    of labelled particles, as the network sees them -> (images float32 (n,
-    box, box), label Table).
-
-    ``labels``: the particles' label Table (their training rows): amplitudes
-    are drawn uniformly over each mode's range in it, orientations uniformly
-    on SO(3), shifts (px) resampled from its rows; ``ctf``
-    (core.ctf.CTFParams of those rows, or None): each image gets the CTF of a
-    row drawn at random, then noise, then is phase-flipped with it (the
-    network sees phase-flipped images); without one, no CTF. Noise: variance
-    var(CTF-modulated projection) / ``snr`` per image (over the whole box, as
-    core.simulate), a fraction ``noise_before_ctf`` of it CTF-modulated
-    ("structural" noise, core.simulate's model), the rest white; ``snr`` inf:
-    none. Projections are core.simulate's Gaussian atoms rendered at
-    ``render_factor`` x the sampling (default: about 0.65 Å/px) and
-    Fourier-cropped. Everything random comes from ``seed``."""
-    from .ctf import apply_ctf, phase_flip
-    from .projector import fourier_shift
-    from .simulate import render_factor_for, simulate
-    from ..io.metadata import Table
-    rng = np.random.default_rng(_seed(seed, 11))
-    q = np.asarray(labels["nmaDisplacements"], np.float64).reshape(len(labels), -1)
-    lo, hi = q.min(0), q.max(0)
-    amps = rng.uniform(lo, hi, (n, q.shape[1]))
-    pick = rng.integers(0, len(labels), n)
-    shifts = labels.shifts()[pick]
-    cpick = rng.integers(0, len(ctf), n) if ctf is not None else None
-    noise_seeds = rng.integers(0, 2 ** 63 - 1, n)
-    rf = render_factor or render_factor_for(pixel_size, 0.65)
-    images = np.empty((n, box, box), np.float32)
-    tables = []
-    for s, clean, t in simulate(coords, weights, vectors, n, box, pixel_size, amplitudes=amps,
-                                snr=None, ctf=False, shift_range=0.0, render_factor=rf,
-                                seed=_seed(seed, 12), device=device, chunk=chunk):
-        e = s + len(t)
-        x = torch.as_tensor(clean, dtype=torch.float32)
-        # content moved by -shift: the particle sits at minus the label (Xmipp)
-        x = fourier_shift(x, -torch.as_tensor(shifts[s:e], dtype=torch.float32))
-        c = ctf.subset(cpick[s:e]) if ctf is not None else None
-        if c is not None:
-            x = apply_ctf(x, c, pixel_size)
-        if math.isfinite(snr):
-            var = x.var(dim=(-2, -1), keepdim=True) / snr
-            gens = [torch.Generator().manual_seed(int(k)) for k in noise_seeds[s:e]]
-            n2 = torch.stack([torch.randn(box, box, generator=g) for g in gens])
-            f = noise_before_ctf if c is not None else 0.0
-            if f > 0:
-                n1 = torch.stack([torch.randn(box, box, generator=g) for g in gens])
-                n1 = apply_ctf(n1, c, pixel_size)
-                x = x + n1 / n1.std(dim=(-2, -1), keepdim=True) * torch.sqrt(f * var)
-            x = x + n2 * torch.sqrt((1 - f) * var)
-        if c is not None:
-            x = phase_flip(x, c, pixel_size)
-        images[s:e] = x.numpy()
-        lt = label_table(t)
-        lt["shiftX"], lt["shiftY"] = shifts[s:e, 0], shifts[s:e, 1]
-        if c is not None:
-            for k, v in c.to_columns().items():
-                lt[k] = v
-        tables.append(lt)
-        if progress is not None:
-            progress.update(len(t))
-    return images, Table.concatenate(tables)

@@ -19,23 +19,10 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
 
     def _defineParams(self, form):
         d = stage.Config()
-        form.addSection("Input")
-        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
-                      label="Particles", important=True,
-                      help="Typically a random subset (the training set of DeepHEMNMA).")
-        form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
-                      label="Normal modes",
-                      help="Normal modes of the reference (ours or ContinuousFlex's); the "
-                           "modes of the mode list are used.")
-        form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
-                      label="Reference", help="The structure the modes were computed on.")
-        form.addParam("modeList", params.StringParam, default=d.mode_list, label="Modes",
-                      help="HEMNMA numbers, e.g. 7-9 or 7,8,11.")
-        form.addParam("imagesFlipped", params.BooleanParam, default=d.images_flipped,
-                      label="Images already phase-flipped?",
-                      help="Yes: the images are already CTF phase-flipped (only |CTF| is "
-                           "applied to the reference projections). No: they are phase-flipped "
-                           "here when the particles have a CTF.")
+        self._addInputParams(
+            form, d, "Typically a random subset (the training set of DeepHEMNMA).",
+            "Normal modes of the reference (ours or ContinuousFlex's); the modes of the mode "
+            "list are used.", "HEMNMA numbers, e.g. 7-9 or 7,8,11.")
         form.addSection("Search")
         form.addParam("angularStep", params.FloatParam, default=d.angular_step,
                       label="Global angular step (deg)",
@@ -57,6 +44,28 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       expertLevel=params.LEVEL_ADVANCED, label="Fine-level iterations",
                       help="Optimisation steps at the finer levels, up to the full image "
                            "size.")
+        self._addOutlierAndComputeParams(form, d)
+
+    @staticmethod
+    def _addInputParams(form, d, particles_help, modes_help, mode_list_help):
+        """The Input section align and refine share (defaults from the stage
+        config ``d``)."""
+        form.addSection("Input")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      label="Particles", important=True, help=particles_help)
+        form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
+                      label="Normal modes", help=modes_help)
+        form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
+                      label="Reference", help="The structure the modes were computed on.")
+        form.addParam("modeList", params.StringParam, default=d.mode_list, label="Modes",
+                      help=mode_list_help)
+        form.addParam("imagesFlipped", params.BooleanParam, default=d.images_flipped,
+                      label="Images already phase-flipped?",
+                      help="Yes: the images are already CTF phase-flipped (only |CTF| is "
+                           "applied to the reference projections). No: they are phase-flipped "
+                           "here when the particles have a CTF.")
+
+    def _addOutlierAndComputeParams(self, form, d):
         form.addParam("outlierThreshold", params.FloatParam, default=d.outlier_threshold,
                       label="Mahalanobis threshold",
                       help="Images whose amplitudes are farther are left out of the "
@@ -69,29 +78,40 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
 
     def _config(self, particles_file=None, modes_folder=None, device="auto"):
         """The align stage's config from the form (files given when running)."""
+        return stage.Config(
+            **self._sharedConfig(particles_file, modes_folder, device),
+            angular_step=self.angularStep.get(), max_shift=self.maxShift.get(),
+            n_candidates=self.candidates.get(), coarse_iters=self.coarseIters.get(),
+            fine_iters=self.fineIters.get())
+
+    def _sharedConfig(self, particles_file, modes_folder, device):
+        """The config fields align and refine share, from the form."""
         parts = self.inputParticles.get()
         ref = self.inputReference.get()
-        return stage.Config(
+        return dict(
             particles=particles_file, modes=modes_folder,
             structure=ref.getFileName() if ref is not None else None,
             mode_list=self.modeList.get(),
             pixel_size=parts.getSamplingRate() if parts is not None else None,
-            out=self._stageOutputs().particles, angular_step=self.angularStep.get(),
-            max_shift=self.maxShift.get(), n_candidates=self.candidates.get(),
-            coarse_iters=self.coarseIters.get(), fine_iters=self.fineIters.get(),
-            images_flipped=self.imagesFlipped.get(),
+            out=self._stageOutputs().particles, images_flipped=self.imagesFlipped.get(),
             outlier_threshold=self.outlierThreshold.get(), device=device)
 
     def _stageOutputs(self):
         return stage.Outputs(self._extra("aligned.xmd"))
 
     def alignStep(self):
+        self._runOnInput(stage)
+
+    def _runOnInput(self, stage_module):
+        """Write the input particles and modes where the stage reads them and
+        run it (several GPUs: one process per GPU under torchrun,
+        DeepHEMNMABase._runStage)."""
         from ..io.metadata import write_xmd
         write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
         modes_dir = self._modesFolder(self.inputModes.get(),
                                       self.inputReference.get().getFileName())
-        # several GPUs: one process per GPU under torchrun (DeepHEMNMABase._runStage)
-        self._runStage(stage, self._config(self._extra("input.xmd"), modes_dir, self._device()))
+        self._runStage(stage_module, self._config(self._extra("input.xmd"), modes_dir,
+                                                  self._device()))
 
     def createOutputStep(self):
         from ..io.metadata import read_metadata

@@ -17,25 +17,12 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
 
     def _defineParams(self, form):
         d = stage.Config()
-        form.addSection("Input")
-        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
-                      label="Particles", important=True,
-                      help="Particles with a projection alignment and normal-mode amplitudes "
-                           "(_xmipp_nmaDisplacements), e.g. the output of the predict or the "
-                           "HEMNMA alignment protocol: the starting values.")
-        form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
-                      label="Normal modes",
-                      help="Normal modes of the reference; the modes of the mode list are "
-                           "used, one per amplitude of the particles.")
-        form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
-                      label="Reference", help="The structure the modes were computed on.")
-        form.addParam("modeList", params.StringParam, default=d.mode_list, label="Modes",
-                      help="HEMNMA numbers of the particles' amplitudes, e.g. 7-9.")
-        form.addParam("imagesFlipped", params.BooleanParam, default=d.images_flipped,
-                      label="Images already phase-flipped?",
-                      help="Yes: the images are already CTF phase-flipped (only |CTF| is "
-                           "applied to the reference projections). No: they are phase-flipped "
-                           "here when the particles have a CTF.")
+        self._addInputParams(
+            form, d, "Particles with a projection alignment and normal-mode amplitudes "
+            "(_xmipp_nmaDisplacements), e.g. the output of the predict or the HEMNMA alignment "
+            "protocol: the starting values.",
+            "Normal modes of the reference; the modes of the mode list are used, one per "
+            "amplitude of the particles.", "HEMNMA numbers of the particles' amplitudes, e.g. 7-9.")
         form.addSection("Refinement")
         form.addParam("coarseIters", params.IntParam, default=d.refine_coarse_iters,
                       label="Coarse-level iterations",
@@ -45,11 +32,7 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
         form.addParam("fineIters", params.IntParam, default=d.refine_fine_iters,
                       label="Fine-level iterations",
                       help="Optimisation steps at the finer levels, up to the full size.")
-        form.addParam("outlierThreshold", params.FloatParam, default=d.outlier_threshold,
-                      label="Mahalanobis threshold",
-                      help="Images whose amplitudes are farther are left out of the "
-                           "outputParticlesKept set (the paper: 3.2; 0 to disable).")
-        self._addComputeParams(form, threads=2)
+        self._addOutlierAndComputeParams(form, d)
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.refineStep)
@@ -57,27 +40,15 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
 
     def _config(self, particles_file=None, modes_folder=None, device="auto"):
         """The refine stage's config from the form (files given when running)."""
-        parts = self.inputParticles.get()
-        ref = self.inputReference.get()
-        return stage.Config(
-            particles=particles_file, modes=modes_folder,
-            structure=ref.getFileName() if ref is not None else None,
-            mode_list=self.modeList.get(),
-            pixel_size=parts.getSamplingRate() if parts is not None else None,
-            out=self._stageOutputs().particles, refine_coarse_iters=self.coarseIters.get(),
-            refine_fine_iters=self.fineIters.get(), images_flipped=self.imagesFlipped.get(),
-            outlier_threshold=self.outlierThreshold.get(), device=device)
+        return stage.Config(**self._sharedConfig(particles_file, modes_folder, device),
+                            refine_coarse_iters=self.coarseIters.get(),
+                            refine_fine_iters=self.fineIters.get())
 
     def _stageOutputs(self):
         return stage.Outputs(self._extra("refined.xmd"))
 
     def refineStep(self):
-        from ..io.metadata import write_xmd
-        from .convert import particles_to_table
-        write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
-        modes_dir = self._modesFolder(self.inputModes.get(),
-                                      self.inputReference.get().getFileName())
-        self._runStage(stage, self._config(self._extra("input.xmd"), modes_dir, self._device()))
+        self._runOnInput(stage)
 
     def _validate(self):
         errors = DeepHEMNMAProtAlign._validate(self)

@@ -27,21 +27,7 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                            "e.g. the output of HEMNMA alignment (ours or ContinuousFlex's).")
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
                       label="Normal modes", allowsNull=True,
-                      help="Gives the mode numbers stored in the model (default 7, 8, ...); "
-                           "needed for the pretraining on simulated images.")
-        form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
-                      label="Reference", allowsNull=True,
-                      help="The structure the modes were computed on (pretraining on "
-                           "simulated images; default: the normal modes' own structure).")
-        form.addParam("pretrainSimulated", params.IntParam, default=d.pretrain_simulated,
-                      label="Pretrain on simulated images",
-                      help="0: none. N > 0: first train on N images simulated from the "
-                           "reference and its normal modes (amplitudes uniform over the "
-                           "labels' range, uniform orientations, the labels' shifts, the "
-                           "particles' CTF and noise level), then fine-tune on the particles.")
-        form.addParam("pretrainEpochs", params.IntParam, default=d.pretrain_epochs,
-                      label="Pretraining epochs", condition="pretrainSimulated > 0",
-                      help="Passes over the simulated images (compute on top of Epochs).")
+                      help="Gives the mode numbers stored in the model (default 7, 8, ...).")
         form.addParam("architecture", params.EnumParam, choices=self.ARCHITECTURES,
                       default=self.ARCHITECTURES.index(d.architecture), label="Architecture",
                       help="joint: one network with three heads; separate: the paper's three "
@@ -115,25 +101,11 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         """The output folder's files (:class:`deephemnma.stages.train.Outputs`)."""
         return stage.Outputs(self._extra("model"))
 
-    def _structureFile(self):
-        """The reference of the pretraining: the form's, else the modes' own."""
-        ref, modes = self.inputReference.get(), self.inputModes.get()
-        if ref is not None:
-            return ref.getFileName()
-        pdb = modes.getPdb() if modes is not None else None
-        return pdb.getFileName() if pdb is not None else None
-
-    def _config(self, particles_file=None, device="auto", mode_list=None, modes_folder=None):
+    def _config(self, particles_file=None, device="auto", mode_list=None):
         """The train stage's Config from the form (particles_file: the input
-        set written by trainStep; modes_folder: the modes written for the
-        pretraining)."""
+        set written by trainStep)."""
         parts, init = self.inputParticles.get(), self.initModel.get()
-        pre = self.pretrainSimulated.get() or 0
         return stage.Config(
-            pretrain_simulated=pre, pretrain_epochs=self.pretrainEpochs.get(),
-            structure=self._structureFile() if pre else None,
-            # validation before the run: the modes set stands for its folder
-            modes=(modes_folder or (self.inputModes.get() and "inputModes")) if pre else None,
             particles=particles_file, out=self.trainOutputs().folder,
             pixel_size=parts.getSamplingRate() if parts is not None else None,
             mode_list=mode_list, architecture=self.ARCHITECTURES[self.architecture.get()],
@@ -153,12 +125,9 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         from ..io.metadata import write_xmd
         write_xmd(self._extra("train.xmd"),
                   particles_to_table(self.inputParticles.get(), need_alignment=True))
-        modes_dir = None
-        if self.pretrainSimulated.get():
-            modes_dir = self._modesFolder(self.inputModes.get(), self._structureFile())
         # several GPUs: one process per GPU under torchrun (DeepHEMNMABase._runStage)
         self._runStage(stage, self._config(self._extra("train.xmd"), self._device(),
-                                           self._modeNumbers(), modes_dir))
+                                           self._modeNumbers()))
 
     def createOutputStep(self):
         from ..objects import DeepHEMNMAModel
@@ -171,11 +140,6 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         from ..errors import InputError
         parts, init = self.inputParticles.get(), self.initModel.get()
         errors = self._validateParticlesNma(parts, self.inputModes.get())
-        if (self.pretrainSimulated.get() or 0) > 0 and (self.inputModes.get() is None or
-                                                         self._structureFile() is None):
-            errors.append("pretraining on simulated images needs the normal modes and their "
-                          "reference structure (inputs Normal modes and Reference)")
-            return errors
         errors += config_errors(self._config)
         if errors or parts is None:
             return errors

@@ -35,25 +35,6 @@ dropout from generators seeded by (seed, epoch), so a resumed run equals the
 uninterrupted one. A larger --patience continues an early-stopped run (the
 uninterrupted run with that patience would have gone on the same way).
 
-Pretraining (``pretrain_simulated`` N > 0, with ``structure`` and ``modes``
-loaded by stages.reference.load_reference): the run first trains for
-``pretrain_epochs`` epochs on N images simulated in memory
-(core.training.simulate_like; N x box^2 x 4 bytes) from the reference and the
-modes of the labels: amplitudes uniform over each mode's range in the training
-rows, uniform orientations, shifts resampled from the training rows, each
-image with the CTF of a training row drawn at random (none without CTF
-columns), noise at the particles' SNR (the variance outside the particle's
-circle vs the whole image's, :func:`core.training.background_noise`), phase
-flipped as the network sees the particles; its validation loss is measured on
-the particles' validation rows, its labels standardised with the training
-rows' statistics. Then it fine-tunes on the particles for ``epochs`` (a fresh
-one-cycle schedule) from the pretrained weights. OUT/pretrain.pt (checkpoint)
-and pretrain_curves.csv record it; the model meta and config.json carry a
-``pretraining`` entry (N, epochs, digests of the reference and modes, the
-estimated SNR); the run stamp holds N, the epochs, the seed and the digests,
-so a resumed run never mixes inputs. Compute: N x pretrain_epochs images seen
-on top of the fine-tuning's.
-
 Checkpoints are written to a hidden temporary file renamed onto last.pt, so a
 kill at any moment (also during a save) leaves the previous checkpoint whole;
 temporary files of a killed run are removed when the next run starts. Under
@@ -89,22 +70,11 @@ class Config(base.StageConfig, TrainConfig):
     init_model: str = None           # fine-tune from this model file
     restart: bool = False            # start afresh even when OUT holds a resumable run
     absolute_paths: bool = False     # image references in rejected.xmd absolute
-    # pretraining on images simulated from the reference and its modes (0: none)
-    pretrain_simulated: int = 0      # simulated images (N); then fine-tuning on the particles
-    pretrain_epochs: int = 1         # passes over them (compute: N x epochs images seen)
-    structure: str = None            # the reference the modes belong to (pretraining)
-    modes: str = None                # modes folder / modes.xmd, ContinuousFlex layout
-    selection: str = "heavy"         # atoms of the reference the modes move
 
     def validate(self):
         """Every check that needs no data read (files exist, options)."""
         base.existing("--particles", self.particles)
-        base.output_path("--out", self.out, [self.particles, self.init_model, self.structure,
-                                             self.modes], folder=True)
-        if self.pretrain_simulated:
-            self._need_reference()
-            base.existing("--structure", self.structure)
-            base.existing("--modes", self.modes, "path")
+        base.output_path("--out", self.out, [self.particles, self.init_model], folder=True)
         outputs = Outputs(self.out)
         if self.init_model not in (None, ""):
             base.existing("--init-model", self.init_model)
@@ -132,8 +102,7 @@ class Config(base.StageConfig, TrainConfig):
              f"--schedule {self.schedule}: {' or '.join(SCHEDULES)}")
         base.at_least("--epochs", self.epochs, 1)
         base.at_least("--batch-size", self.batch_size, 1)
-        for name in ("epochs", "batch_size", "lr_step", "augment_copies", "pretrain_simulated",
-                     "pretrain_epochs"):
+        for name in ("epochs", "batch_size", "lr_step", "augment_copies"):
             value = getattr(self, name)
             need(isinstance(value, (int, np.integer)) and not isinstance(value, bool),
                  f"--{name.replace('_', '-')} must be a whole number, got {value}")
@@ -144,13 +113,6 @@ class Config(base.StageConfig, TrainConfig):
         need(self.lr_gamma <= 1, f"--lr-gamma {self.lr_gamma}: at most 1 (a factor applied "
                                  "every --lr-step epochs)")
         base.at_least("--augment-copies", self.augment_copies, 0)
-        base.at_least("--pretrain-simulated", self.pretrain_simulated, 0)
-        base.at_least("--pretrain-epochs", self.pretrain_epochs, 1)
-        if self.pretrain_simulated:
-            self._need_reference()
-            need(self.pretrain_simulated >= self.batch_size,
-                 f"--pretrain-simulated {self.pretrain_simulated}: fewer images than the batch "
-                 f"size {self.batch_size}")
         base.at_least("--augment-shift", self.augment_shift, 0)
         base.fraction("--val-fraction", self.val_fraction)
         need(self.val_fraction > 0, "--val-fraction must be > 0: the best model and early "
@@ -177,11 +139,6 @@ class Config(base.StageConfig, TrainConfig):
             self.check_box(box)
         return self
 
-    def _need_reference(self):
-        need(self.structure not in (None, "") and self.modes not in (None, ""),
-             f"--pretrain-simulated {self.pretrain_simulated} needs the reference and its "
-             "modes: give --structure and --modes")
-
     def check_box(self, box):
         """The network input size fits images of ``box`` px."""
         need(self.input_size is None or self.input_size <= box,
@@ -200,13 +157,6 @@ class Config(base.StageConfig, TrainConfig):
         return TrainConfig(**{f.name: getattr(self, f.name)
                               for f in dataclasses.fields(TrainConfig)})
 
-    def pretraining_options(self):
-        """The core TrainConfig of the pretraining: this config's, over
-        ``pretrain_epochs`` epochs, without augmented copies (simulated images
-        are new images already)."""
-        return dataclasses.replace(self.training_options(), epochs=self.pretrain_epochs,
-                                   augment_copies=0)
-
 
 @dataclasses.dataclass
 class Outputs:
@@ -224,9 +174,6 @@ class Outputs:
     best_val_loss: float = None
     stopped_early: bool = False
     already_done: bool = False       # a finished run found: nothing trained
-    n_pretrain: int = 0              # simulated images of the pretraining (0: none)
-    pretrain_epochs_done: int = 0    # its epochs (this run or an earlier one)
-    pretrain_snr: float = None       # SNR of the particles, given to the simulated images
     seconds: float = 0.0
     primary: bool = True             # False in the other processes under torchrun
 
@@ -265,18 +212,9 @@ class Outputs:
         return self._file("config.json")
 
     @property
-    def pretrain(self):
-        """Checkpoint of the pretraining on simulated images (resume)."""
-        return self._file("pretrain.pt")
-
-    @property
-    def pretrain_curves_csv(self):
-        return self._file("pretrain_curves.csv")
-
-    @property
     def files(self):
         return [self.model, self.last, self.curves_csv, self.curves_png, self.split,
-                self.rejected, self.config, self.pretrain, self.pretrain_curves_csv]
+                self.rejected, self.config]
 
 
 # --------------------------------------------------------------------------
@@ -307,39 +245,6 @@ class _Data:
     n_outliers: int
     init_nets: dict = None
     n_flipped: int = 0               # rows phase-flipped from their CTF columns
-    reference: tuple = None          # (Structure, NormalModes) for pretraining
-    pretraining: dict = None         # what the simulated images are made from
-
-
-def _pretraining(cfg, data):
-    """Load the reference and modes (stages.reference) and estimate the
-    particles' noise level for the simulated images (pretraining)."""
-    from ..core.ctf import CTFParams
-    from ..core.training import background_noise, particle_radius
-    from .reference import check_fits, load_reference
-    s, modes = load_reference(cfg.structure, cfg.selection, cfg.modes, list(data.mode_numbers))
-    check_fits(s, data.box, data.pixel_size)
-    tr = data.split[0]
-    t = data.table.subset(tr)
-    radius = particle_radius(s.coords, data.box, data.pixel_size,
-                             float(np.abs(t.shifts()).max()))
-    noise, snr = background_noise(data.images[tr], radius)
-    q = np.asarray(t["nmaDisplacements"], np.float64).reshape(len(t), -1)
-    data.reference = (s, modes)
-    data.pretraining = {
-        "images": int(cfg.pretrain_simulated), "epochs": int(cfg.pretrain_epochs),
-        "seed": int(cfg.seed), "structure": os.path.abspath(cfg.structure),
-        "structure_digest": base.file_digest(cfg.structure),
-        "modes": os.path.abspath(cfg.modes), "selection": cfg.selection,
-        "modes_digest": base.array_digest(modes.vectors),
-        "reference_digest": base.array_digest(np.concatenate([s.coords.ravel(),
-                                                              s.weights.ravel()])),
-        "mode_numbers": [int(m) for m in modes.numbers],
-        "amplitude_range": [[float(a), float(b)] for a, b in zip(q.min(0), q.max(0))],
-        "ctf": "drawn from the particles' CTF rows" if CTFParams.from_table(t) is not None
-        else "none (the particles have no CTF columns)",
-        "mask_radius_px": radius, "noise_variance": noise,
-        "snr": snr if np.isfinite(snr) else None}
 
 
 def check_init_meta(meta, box, input_size=None, pixel_size=None, mode_numbers=None,
@@ -415,11 +320,8 @@ def _prepare(cfg):
         need(coord == {bool(cfg.coord_channels)},
              f"--init-model {'has' if True in coord else 'has no'} coordinate channels: "
              f"{'add' if True in coord else 'leave out'} --coord-channels")
-    data = _Data(t, images, rejected, float(stacks.pixel_size), int(stacks.box), modes,
+    return _Data(t, images, rejected, float(stacks.pixel_size), int(stacks.box), modes,
                  (tr, va, te), n_out, init_nets, 0 if ctf is None else len(t))
-    if cfg.pretrain_simulated:
-        _pretraining(cfg, data)
-    return data
 
 
 def _stamp(cfg, data):
@@ -427,17 +329,11 @@ def _stamp(cfg, data):
     opts = {k: v for k, v in dataclasses.asdict(cfg.training_options()).items()
             if k not in ("device", "max_resident_gb", "patience")}
     opts["input_size"] = cfg.input_size or data.box
-    stamp = {"rows": base.table_digest(base.public(data.table)),
+    return {"rows": base.table_digest(base.public(data.table)),
             "images": base.array_digest(data.images),
             "init_model": base.file_digest(cfg.init_model) if cfg.init_model else None,
             "mode_numbers": [int(m) for m in data.mode_numbers],
             "pixel_size": data.pixel_size, "options": opts}
-    if data.pretraining:     # only then: runs without pretraining keep their stamps
-        p = data.pretraining
-        stamp["pretraining"] = {k: p[k] for k in ("images", "epochs", "seed", "structure_digest",
-                                                  "modes_digest", "reference_digest",
-                                                  "mode_numbers", "selection")}
-    return stamp
 
 
 def _stamp_text(stamp):
@@ -458,18 +354,13 @@ def _differences(old, new):
     return diff or ["run"]
 
 
-def _write_csv(path, history):
+def _write_curves(out, history):
     from ..utils import atomic_path
     keys = list(dict.fromkeys(k for r in history for k in r))
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    with atomic_path(out.curves_csv) as tmp, open(tmp, "w") as f:
         f.write(",".join(keys) + "\n")
         for r in history:
             f.write(",".join(repr(r[k]) if k in r else "" for k in keys) + "\n")
-
-
-def _write_curves(out, history):
-    from ..utils import atomic_path
-    _write_csv(out.curves_csv, history)
     try:
         from matplotlib.figure import Figure      # no pyplot: no backend chosen here
         fig = Figure(figsize=(5, 3.5))
@@ -517,83 +408,21 @@ def _write_inputs(cfg, out, data, stamp):
                      "train": len(data.split[0]), "val": len(data.split[1]),
                      "test": len(data.split[2]), "outliers": data.n_outliers,
                      "phase_flipped": data.n_flipped},
-            "pretraining": data.pretraining, "stamp": stamp}
+            "stamp": stamp}
     with atomic_path(out.config) as tmp, open(tmp, "w") as f:
         json.dump(info, f, indent=1, sort_keys=True, default=str)
 
 
-def _pretrain(cfg, out, data, stamp, progress, rank, note):
-    """The pretraining on ``cfg.pretrain_simulated`` simulated images
-    (core.training.simulate_like, made in memory) -> the networks that start
-    the fine-tuning. Validation rows: the particles' own (the validation loss
-    of pretraining is on real images). Resumes from out.pretrain when its
-    stamp is ``stamp``; a finished pretraining is not redone (its networks are
-    read back)."""
-    from ..core.ctf import CTFParams
-    from ..core.training import (LabelCodec, RunState, Trainer, fit, label_table,
-                                 nets_from_state, read_checkpoint, save_checkpoint,
-                                 simulate_like)
-    from ..io.metadata import Table
-    pcfg = cfg.pretraining_options()
-    ck = None
-    if os.path.exists(out.pretrain) and not cfg.restart:
-        ck = read_checkpoint(out.pretrain)
-        if ck is not None and ck["stamp"] != stamp:
-            note(f"{out.pretrain} is a pretraining of another run; pretraining afresh")
-            ck = None
-    state = RunState.from_dict(ck["run"]) if ck is not None else RunState()
-    n_amp = len(data.mode_numbers)
-    if state.finished(pcfg):
-        return nets_from_state(ck["nets"], cfg.architecture, n_amp, cfg.dropout,
-                               cfg.coord_channels), state
-    tr, va, _ = data.split
-    s, modes = data.reference
-    t = data.table.subset(tr)
-    p = data.pretraining
-    if rank == 0 and progress:
-        base.say(f"train: simulating {cfg.pretrain_simulated} images from {cfg.structure} and "
-                 f"modes {p['mode_numbers']} (SNR {p['snr'] or 'inf'}, {p['ctf']})")
-    from ..utils import resolve_device
-    sims, labels = simulate_like(s.coords, s.weights, modes.vectors, label_table(t),
-                                 cfg.pretrain_simulated, data.box, data.pixel_size,
-                                 p["snr"] or float("inf"), CTFParams.from_table(t),
-                                 seed=cfg.seed, device=str(resolve_device(cfg.device)))
-    images = np.concatenate([sims, np.asarray(data.images[va], np.float32)])
-    del sims
-    table = Table.concatenate([label_table(labels), label_table(data.table.subset(va))])
-    n = cfg.pretrain_simulated
-    codec = LabelCodec.fit(t)        # the fine-tuning's: the heads keep their meaning
-    trainer = Trainer(images, table, np.arange(n), pcfg, data.init_nets, codec=codec)
-    if ck is not None:
-        trainer.load_state_dict(ck)
-        note(f"resuming the pretraining after epoch {state.epoch} of {pcfg.epochs}")
-
-    def on_epoch(state, improved):
-        if rank == 0:
-            save_checkpoint(out.pretrain, trainer, state, stamp)
-            _write_csv(out.pretrain_curves_csv, state.history)
-
-    log = (lambda m: base.say(f"pretraining {m}")) if progress else None
-    state = fit(trainer, np.arange(n), np.arange(n, len(table)), state, on_epoch,
-                quiet=None if progress else True, log=log)
-    return trainer.nets, state
-
-
-def _train(cfg, out, data, ck, state, stamp, progress, rank, init_nets=None, pretrain=None):
+def _train(cfg, out, data, ck, state, stamp, progress, rank):
     """Epochs from ``state`` (and checkpoint ``ck``, when resuming) to the end;
-    after each, process 0 writes the best model, the checkpoint and the curves.
-    ``init_nets``: the networks to start from (default --init-model's);
-    ``pretrain``: what the model meta records of the pretraining."""
+    after each, process 0 writes the best model, the checkpoint and the curves."""
     from ..core.models import save_model
     from ..core.training import Trainer, fit, save_checkpoint
     tr, va, _ = data.split
-    trainer = Trainer(data.images, data.table, tr, cfg.training_options(),
-                      init_nets if init_nets is not None else data.init_nets)
+    trainer = Trainer(data.images, data.table, tr, cfg.training_options(), data.init_nets)
     if ck is not None:
         trainer.load_state_dict(ck)
     meta = trainer.meta(data.mode_numbers, data.pixel_size, phase_flip=True)
-    if pretrain is not None:
-        meta["pretraining"] = pretrain
 
     def on_epoch(state, improved):
         if rank != 0:
@@ -619,8 +448,6 @@ def run(cfg, progress=True):
     out.n_rejected, out.n_outliers, out.pixel_size = (len(data.rejected), data.n_outliers,
                                                       data.pixel_size)
     out.n_flipped = data.n_flipped
-    if data.pretraining:
-        out.n_pretrain, out.pretrain_snr = cfg.pretrain_simulated, data.pretraining["snr"]
     out.n_train, out.n_val, out.n_test = (len(s) for s in data.split)
     stamp = _stamp_text(_stamp(cfg, data))      # one string: compared as it is
     created = not os.path.isdir(cfg.out)
@@ -643,10 +470,9 @@ def run(cfg, progress=True):
         if dist is not None:
             dist.barrier()                   # every process has read the checkpoint
         if rank == 0:
-            if ck is None:      # pretrain.pt stays: _pretrain checks its stamp (resume)
-                keep = (out.pretrain, out.pretrain_curves_csv) if cfg.pretrain_simulated else ()
+            if ck is None:
                 for f in out.files:
-                    if os.path.exists(f) and f not in keep:
+                    if os.path.exists(f):
                         os.remove(f)
             _write_inputs(cfg, out, data, json.loads(stamp))
         state = RunState.from_dict(ck["run"]) if ck is not None else RunState()
@@ -656,15 +482,9 @@ def run(cfg, progress=True):
             if rank == 0 and not os.path.exists(out.curves_csv):
                 _write_curves(out, state.history)
         else:
-            init, pmeta = None, None
-            if cfg.pretrain_simulated:
-                if ck is None:       # not fine-tuning yet: pretrain (or read it back)
-                    init, pstate = _pretrain(cfg, out, data, stamp, progress, rank, note)
-                    out.pretrain_epochs_done = pstate.epoch
-                pmeta = {k: v for k, v in data.pretraining.items()}
             if ck is not None:
                 note(f"resuming after epoch {state.epoch} of {cfg.epochs}")
-            state = _train(cfg, out, data, ck, state, stamp, progress, rank, init, pmeta)
+            state = _train(cfg, out, data, ck, state, stamp, progress, rank)
         if dist is not None:
             dist.barrier()
     out.epochs_done, out.best_epoch = state.epoch, state.best_epoch
@@ -689,11 +509,6 @@ def summary(out, cfg):
         lines = [f"{best} in {out.seconds:.1f} s -> {out.model}"]
         if out.start_epoch:
             lines.append(f"resumed after epoch {out.start_epoch}")
-    if out.n_pretrain:
-        snr = "no noise" if out.pretrain_snr is None else f"SNR {out.pretrain_snr:.3g}"
-        lines.append(f"pretrained on {out.n_pretrain} images simulated from {cfg.structure} "
-                     f"and its modes ({cfg.pretrain_epochs} epoch(s), {snr} as estimated "
-                     f"from the particles), then fine-tuned on the particles")
     if out.stopped_early:
         lines.append(f"stopped early: no validation improvement for {cfg.patience} epochs")
     if out.n_rejected:

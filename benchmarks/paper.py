@@ -247,19 +247,11 @@ def compare(est, truth, pixel_size, ref=None):
 
 
 def predict_the_mean(train_truth, test_truth):
-    """A baseline table: every test row gets the training rows' mean amplitudes
-    and shifts and their chordal-mean orientation."""
-    from deephemnma.core import rotations as R
-    from deephemnma.io.metadata import Table
-    A = R.euler_to_matrix(train_truth.angles()).mean(0)
-    u, _, vt = np.linalg.svd(A)
-    ang = R.matrix_to_euler(u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt)
-    n = len(test_truth)
-    return Table({"itemId": test_truth["itemId"], "angleRot": np.full(n, ang[0]),
-                  "angleTilt": np.full(n, ang[1]), "anglePsi": np.full(n, ang[2]),
-                  "shiftX": np.full(n, train_truth["shiftX"].mean()),
-                  "shiftY": np.full(n, train_truth["shiftY"].mean()),
-                  "nmaDisplacements": np.tile(train_truth["nmaDisplacements"].mean(0), (n, 1))})
+    """A baseline table (core.metrics.predict_the_mean): every test row gets
+    the training rows' mean amplitudes and shifts and their chordal-mean
+    orientation."""
+    from deephemnma.core.metrics import predict_the_mean as baseline
+    return baseline(train_truth, test_truth)
 
 
 # --------------------------------------------------------------------------

@@ -124,22 +124,6 @@ def _table(parts, gt=True):
     return t, Table(truth)
 
 
-def _mean_prediction(train, truth):
-    """Predict-the-mean baseline for the rows of ``truth``: the training rows'
-    mean amplitudes and shifts and their chordal-mean orientation."""
-    import numpy as np
-    from deephemnma.core import rotations as R
-    from deephemnma.io.metadata import Table
-    u, _, vt = np.linalg.svd(R.euler_to_matrix(train.angles()).mean(0))
-    ang = R.matrix_to_euler(u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt)
-    n = len(truth)
-    return Table({"itemId": truth["itemId"], "angleRot": np.full(n, ang[0]),
-                  "angleTilt": np.full(n, ang[1]), "anglePsi": np.full(n, ang[2]),
-                  "shiftX": np.full(n, train["shiftX"].mean()),
-                  "shiftY": np.full(n, train["shiftY"].mean()),
-                  "nmaDisplacements": np.tile(train["nmaDisplacements"].mean(0), (n, 1))})
-
-
 def network_verdict(net, mean, margin=0.9):
     """One line: does the network beat predict-the-mean (its mean error below
     ``margin`` x the baseline's) on amplitudes and on angles? ``net``/``mean``:
@@ -228,7 +212,7 @@ def main(argv=None):
     from pyworkflow.project import Manager
 
     from deephemnma import protocols as P
-    from deephemnma.core.metrics import evaluate
+    from deephemnma.core.metrics import evaluate, predict_the_mean
 
     name = "deephemnma_demo"
     manager = Manager()
@@ -295,7 +279,7 @@ def main(argv=None):
     est, truth = _table(pr.outputParticles)
     results["inferred vs ground truth"] = evaluate(est, truth, ps, mode_numbers=[7, 8, 9])
     hemnma_est, hemnma_truth = _table(ali.outputParticles)
-    results["predict-the-mean"] = evaluate(_mean_prediction(hemnma_est, truth), truth, ps,
+    results["predict-the-mean"] = evaluate(predict_the_mean(hemnma_est, truth), truth, ps,
                                            mode_numbers=[7, 8, 9])
     # the paper's combined space: the network's particles and the HEMNMA-
     # labelled ones in one landscape, the HEMNMA ones drawn apart

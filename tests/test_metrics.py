@@ -122,3 +122,29 @@ def test_stage_amplitudes_belong_to_the_first_flexible_modes(tmp_path):
         with pytest.raises(InputError, match=match):
             stage.run(cfg.replace(json=str(tmp_path / "q" / "r.json")).replace(**changes))
         assert not (tmp_path / "q").exists()
+
+
+def test_predict_the_mean_baseline():
+    """Every row of the baseline carries the training rows' mean amplitudes
+    and shifts, and their chordal-mean orientation: for rotations scattered by
+    a few degrees about one rotation, that rotation."""
+    from deephemnma.core import rotations as R
+    from deephemnma.core.metrics import angular_errors, predict_the_mean
+    from scipy.spatial.transform import Rotation
+    rng = np.random.default_rng(3)
+    n = 400
+    centre = R.euler_to_matrix(np.array([[40.0, 70.0, 120.0]]))[0]
+    d = Rotation.from_rotvec(rng.normal(scale=np.radians(3), size=(n, 3))).as_matrix()
+    a = R.matrix_to_euler(d @ centre)
+    train = Table({"itemId": np.arange(1, n + 1), "angleRot": a[:, 0], "angleTilt": a[:, 1],
+                   "anglePsi": a[:, 2], "shiftX": rng.normal(1, 1, n),
+                   "shiftY": rng.normal(-2, 1, n),
+                   "nmaDisplacements": rng.normal([5, -5, 50], 3, (n, 3))})
+    test = Table({"itemId": np.array([7, 9, 11])})
+    b = predict_the_mean(train, test)
+    assert list(b["itemId"]) == [7, 9, 11]
+    np.testing.assert_allclose(b["nmaDisplacements"], np.tile(
+        train["nmaDisplacements"].mean(0), (3, 1)))
+    np.testing.assert_allclose(b["shiftX"], train["shiftX"].mean())
+    err = angular_errors(b.angles(), np.tile([40.0, 70.0, 120.0], (3, 1)))
+    assert err.max() < 0.5, err

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from . import rotations
 
-__all__ = ["match_rows", "amplitude_errors", "angular_errors", "shift_errors",
+__all__ = ["predict_the_mean", "match_rows", "amplitude_errors", "angular_errors", "shift_errors",
            "rmsd_terms", "evaluate", "format_table"]
 
 
@@ -93,6 +93,22 @@ def evaluate(est, truth, pixel_size, ref_coords=None, vectors=None, mode_numbers
     for k, v in rmsd_terms(ref_coords, vectors, e, t, pixel_size).items():
         res[f"rmsd_{k}_A"] = {"mean": float(v.mean()), "std": float(v.std())}
     return res
+
+
+def predict_the_mean(train, test):
+    """The predict-the-mean baseline: a table with ``test``'s itemIds whose
+    every row carries the mean amplitudes and shifts of the ``train`` rows and
+    their chordal-mean orientation (the rotation nearest the mean rotation
+    matrix). A network that does not beat it has learnt nothing."""
+    from ..io.metadata import Table
+    u, _, vt = np.linalg.svd(rotations.euler_to_matrix(train.angles()).mean(0))
+    ang = rotations.matrix_to_euler(u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt)
+    n = len(test)
+    return Table({"itemId": test["itemId"], "angleRot": np.full(n, ang[0]),
+                  "angleTilt": np.full(n, ang[1]), "anglePsi": np.full(n, ang[2]),
+                  "shiftX": np.full(n, train["shiftX"].mean()),
+                  "shiftY": np.full(n, train["shiftY"].mean()),
+                  "nmaDisplacements": np.tile(train["nmaDisplacements"].mean(0), (n, 1))})
 
 
 def format_table(results, title=""):

@@ -46,6 +46,18 @@ def test_second_set_is_placed_in_one_pca_and_drawn_apart(tmp_path):
     assert open(out2.density, "rb").read() != with_apart
 
 
+def test_command_names_the_second_set(tmp_path, capsys):
+    """``landscape --also B --also-label NAME``: the summary counts B's
+    particles under NAME."""
+    from deephemnma.cli import main
+    rng = np.random.default_rng(1)
+    a = _set(tmp_path / "net.xmd", rng.normal(size=(60, 3)) * [80, 20, 5], 1)
+    b = _set(tmp_path / "hem.xmd", rng.normal(size=(40, 3)) * [80, 20, 5], 1001)
+    assert main(["landscape", "--particles", a, "--also", b, "--also-label", "HEMNMA",
+                 "--out", str(tmp_path / "land")]) == 0
+    assert "of which 40 from the second set (HEMNMA), drawn apart" in capsys.readouterr().out
+
+
 def _scipion_set(path, n, n_modes=3, pixel_size=2.0, first_id=1):
     import pwem.objects as emobj
     import pyworkflow.object as pwobj

@@ -25,7 +25,10 @@ def add_args(p):
     d = stage.Config()
     p.add_argument("--particles", required=True, help=".xmd/.star with nmaDisplacements")
     p.add_argument("--also", default=None,
-                   help="second set to combine (e.g. HEMNMA-estimated training particles)")
+                   help="second set to combine (e.g. HEMNMA-estimated training particles), "
+                        "drawn apart in the density plot")
+    p.add_argument("--also-label", default=d.also_label,
+                   help="the second set's name in the density plot's legend")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--components", type=int, default=d.components,
                    help="PCA dimensions (at most the number of modes)")
@@ -50,8 +53,8 @@ def add_args(p):
 
 def config(args):
     return stage.Config(
-        particles=args.particles, also=args.also, out=args.out, components=args.components,
-        pca=args.pca, select=args.select,
+        particles=args.particles, also=args.also, also_label=args.also_label, out=args.out,
+        components=args.components, pca=args.pca, select=args.select,
         rect=None if args.rect is None else tuple(stage.parse_numbers(args.rect, "--rect")),
         polygon=None if args.polygon is None else tuple(stage.parse_numbers(args.polygon,
                                                                             "--polygon")),

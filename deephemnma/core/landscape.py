@@ -21,7 +21,7 @@ from ..errors import InputError
 
 __all__ = ["fit_pca", "transform", "inverse", "save_pca", "load_pca", "select_rectangle",
            "select_polygon", "select_expression", "split_axis", "kmeans_groups",
-           "density_plot", "axis_trajectory", "write_animation"]
+           "density_plot", "draw_apart", "axis_trajectory", "write_animation"]
 
 
 def fit_pca(amplitudes, n_components=2):
@@ -190,6 +190,18 @@ def kmeans_groups(coords, k, seed=0):
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(coords)
 
 
+def draw_apart(ax, x, y, apart, label):
+    """Draw the points ``apart`` ((n,) bool, or None) of x, y over a density
+    on the matplotlib axes ``ax``: orange dots named ``label`` (with their
+    count) in a legend. Used by :func:`density_plot` and the landscape viewer."""
+    if apart is None or not np.any(apart):
+        return
+    apart = np.asarray(apart, bool)
+    ax.scatter(x[apart], y[apart], s=4, c="orange", alpha=0.8, linewidths=0,
+               label=f"{label} ({apart.sum()})")
+    ax.legend(loc="upper right", fontsize=8, markerscale=4)
+
+
 def density_plot(coords, path, labels=None, title="", axes=(0, 1), gridsize=120, apart=None,
                  apart_label="shown apart"):
     """Hexbin density (log counts) of the points on two axes (one axis: against
@@ -208,11 +220,7 @@ def density_plot(coords, path, labels=None, title="", axes=(0, 1), gridsize=120,
     ax = fig.subplots()
     hb = ax.hexbin(x, y, gridsize=gridsize, bins="log", mincnt=1, cmap="viridis")
     fig.colorbar(hb, ax=ax, label="images (log)")
-    if apart is not None and np.any(apart):
-        apart = np.asarray(apart, bool)
-        ax.scatter(x[apart], y[apart], s=4, c="orange", alpha=0.8, linewidths=0,
-                   label=f"{apart_label} ({apart.sum()})")
-        ax.legend(loc="upper right", fontsize=8, markerscale=4)
+    draw_apart(ax, x, y, apart, apart_label)
     if labels is not None:
         for g in np.unique(labels[labels >= 0]):
             m = labels == g

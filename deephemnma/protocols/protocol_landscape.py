@@ -110,7 +110,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             kmeans=self.kmeans.get() if g == KMEANS else None,
             min_group=2,    # the split has its own minimum; other groups: any size
             structure=ref.getFileName() if modes_folder and ref is not None else None,
-            modes=modes_folder, also=also_file, also_label=self.apartLabel.get() or "second set")
+            modes=modes_folder, also=also_file, also_label=self.apartLabel.get() or landscape.Config.also_label)
 
     def _reconstructConfig(self, group=1, device="auto"):
         """The reconstruct stage's config for one group."""

@@ -51,12 +51,10 @@ class DeepHEMNMALandscapeViewer(Viewer):
         ax.hexbin(self._xy[:, 0], self._xy[:, 1], gridsize=120, bins="log", mincnt=1,
                   cmap="viridis")
         if "source" in t:      # the protocol's second set, drawn apart
-            apart = np.asarray(t["source"]) == DeepHEMNMAProtLandscape.APART_FILE
-            if apart.any():
-                ax.scatter(self._xy[apart, 0], self._xy[apart, 1], s=4, c="orange", alpha=0.8,
-                           linewidths=0, label=f"{self.protocol.apartLabel.get()} "
-                                               f"({apart.sum()})")
-                ax.legend(loc="upper right", fontsize=8, markerscale=4)
+            from ..core.landscape import draw_apart
+            draw_apart(ax, self._xy[:, 0], self._xy[:, 1],
+                       np.asarray(t["source"]) == DeepHEMNMAProtLandscape.APART_FILE,
+                       self.protocol.apartLabel.get())
         ax.set_xlabel("PC1")
         ax.set_ylabel("PC2" if c.shape[1] > 1 else "")
         self._ax = ax

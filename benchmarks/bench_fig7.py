@@ -66,39 +66,39 @@ def run(model, n=1500, box=64, recon_box=128, groups=10, subgroup=40, hemnma=Tru
            for g in range(groups)}
     poses = {"ground truth": (small.angles(), small.shifts()),
              "network": (pred.angles(), pred.shifts())}
+    rows = np.sort(np.concatenate(list(sub.values())))      # the subgroups' rows
+
+    def at_rows(est):
+        """Poses of ``est`` (a Table of the subgroups' rows, any order) placed
+        at their rows of ``small`` (NaN elsewhere)."""
+        pos = {int(i): j for j, i in enumerate(est["itemId"])}
+        idx = np.array([pos[int(i)] for i in small["itemId"][rows]])
+        ang = np.full((len(small), 3), np.nan)
+        sh = np.full((len(small), 2), np.nan)
+        ang[rows], sh[rows] = est.angles()[idx], est.shifts()[idx]
+        return ang, sh
+
     t_hem = 0.0
     if hemnma:
-        rows = np.sort(np.concatenate(list(sub.values())))
         paper.write_rows(small.subset(rows), os.path.join(work, "sub.xmd"))
         al, _, t_hem = paper.hemnma(os.path.join(work, "sub.xmd"), os.path.join(work, "big"),
                                     os.path.join(work, "hemnma.xmd"), ps, device,
                                     **(align_options or {}))
-        pos = {int(i): j for j, i in enumerate(al["itemId"])}
-        ang = np.full((len(small), 3), np.nan)
-        sh = np.full((len(small), 2), np.nan)
-        idx = np.array([pos[int(i)] for i in small["itemId"][rows]])
-        ang[rows], sh[rows] = al.angles()[idx], al.shifts()[idx]
-        poses["HEMNMA"] = (ang, sh)
+        poses["HEMNMA"] = at_rows(al)
     t_ref = 0.0
     if refine:        # issue 17: the network's poses refined by local HEMNMA (refine stage)
         from deephemnma.io.metadata import read_metadata
         from deephemnma.stages import refine as refine_stage
-        rows = np.sort(np.concatenate(list(sub.values())))
         paper.write_rows(pred.subset(rows), os.path.join(work, "pred_sub.xmd"))
         data = os.path.join(work, "big")
         t0 = time.perf_counter()
         res = refine_stage.run(refine_stage.Config(
             particles=os.path.join(work, "pred_sub.xmd"), modes=data,
             structure=os.path.join(data, "reference.pdb"), out=os.path.join(work, "refined.xmd"),
-            pixel_size=ps, device=device, outlier_threshold=0), progress=False)
+            pixel_size=ps, device=device, outlier_threshold=0, **(align_options or {})),
+            progress=False)
         t_ref = time.perf_counter() - t0
-        rf = read_metadata(res.particles)
-        pos = {int(i): j for j, i in enumerate(rf["itemId"])}
-        ang = np.full((len(small), 3), np.nan)
-        sh = np.full((len(small), 2), np.nan)
-        idx = np.array([pos[int(i)] for i in pred["itemId"][rows]])
-        ang[rows], sh[rows] = rf.angles()[idx], rf.shifts()[idx]
-        poses["network refined by HEMNMA"] = (ang, sh)
+        poses["network refined by HEMNMA"] = at_rows(read_metadata(res.particles))
     big = open_stack(os.path.join(work, "big", "particles.mrcs"))
     q = small["nmaDisplacements"]
     gt_rot = R.euler_to_matrix(small.angles())

@@ -51,18 +51,26 @@ class Config(base.StageConfig, AlignOptions):
     def validate_options(self):
         """The checks that need no file (a Scipion form validates these before
         the upstream protocols have run)."""
-        from ..core.nma import parse_mode_list
-        base.positive("--pixel-size", self.pixel_size)
-        parse_mode_list(self.mode_list)
+        self.validate_run_options()
         base.positive("--angular-step", self.angular_step)
         need(self.angular_step <= 90, f"--angular-step {self.angular_step}: at most 90 degrees")
         base.at_least("--search-amplitude", self.search_amplitude, 0)
         base.at_least("--max-shift", self.max_shift, 0)
-        for name in ("n_candidates", "coarse_iters", "fine_iters", "chunk", "batch_size"):
+        for name in ("n_candidates", "coarse_iters", "fine_iters"):
             base.at_least("--" + name.replace("_", "-").replace("n-candidates", "candidates"),
                           getattr(self, name), 1)
-        base.at_least("--outlier-threshold", self.outlier_threshold, 0)
         base.at_least("--search-corners", self.search_corners, 0)
+        return self
+
+    def validate_run_options(self):
+        """The option checks align and refine share: pixel size, mode list,
+        chunks, batches, outlier threshold, threads, pyramid."""
+        from ..core.nma import parse_mode_list
+        base.positive("--pixel-size", self.pixel_size)
+        parse_mode_list(self.mode_list)
+        base.at_least("--chunk", self.chunk, 1)
+        base.at_least("--batch-size", self.batch_size, 1)
+        base.at_least("--outlier-threshold", self.outlier_threshold, 0)
         base.at_least("--threads", self.threads, 0)
         if self.pyramid is not None:
             need(len(self.pyramid) >= 1 and all(int(b) >= 8 for b in self.pyramid),

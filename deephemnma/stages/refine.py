@@ -34,18 +34,9 @@ class Config(align.Config):
 
     def validate_options(self):
         """The checks that need no file."""
-        from ..core.nma import parse_mode_list
-        base.positive("--pixel-size", self.pixel_size)
-        parse_mode_list(self.mode_list)
+        self.validate_run_options()
         base.at_least("--coarse-iters", self.refine_coarse_iters, 0)
         base.at_least("--fine-iters", self.refine_fine_iters, 1)
-        base.at_least("--chunk", self.chunk, 1)
-        base.at_least("--batch-size", self.batch_size, 1)
-        base.at_least("--outlier-threshold", self.outlier_threshold, 0)
-        base.at_least("--threads", self.threads, 0)
-        if self.pyramid is not None:
-            need(len(self.pyramid) >= 1 and all(int(b) >= 8 for b in self.pyramid),
-                 f"--pyramid {self.pyramid}: sizes of at least 8 px")
         return self
 
 

@@ -159,3 +159,25 @@ def test_protocol_forms_show_the_stage_messages():
     cfg = syn._config()
     assert not cfg.noise and not cfg.ctf and syn._validate() == []
     assert cfg.rendering() == 4 and cfg.n == simulate.Config().n
+
+
+def test_chunk_store_only_the_primary_prepares_the_folder(tmp_path):
+    """Under torchrun every process opens the parts folder: a non-primary
+    process touches nothing (a part another process is writing, a stamp of
+    another run) and waits at the barrier; the primary clears a folder of
+    another stamp and writes its own, before the barrier."""
+    import json
+    from deephemnma.stages.base import ChunkStore
+    folder = tmp_path / "out.xmd.parts"
+    folder.mkdir()
+    (folder / ChunkStore.STAMP).write_text(json.dumps({"run": "other"}))
+    writing = folder / ".000000001.abcdefgh.tmp.npz"        # another rank's part being written
+    writing.write_bytes(b"x")
+    calls = []
+    ChunkStore(folder, {"run": "this"}, primary=False, barrier=lambda: calls.append("barrier"))
+    assert calls == ["barrier"] and writing.exists()
+    assert json.loads((folder / ChunkStore.STAMP).read_text()) == {"run": "other"}
+    seen = []
+    ChunkStore(folder, {"run": "this"}, quiet=True,
+               barrier=lambda: seen.append(json.loads((folder / ChunkStore.STAMP).read_text())))
+    assert seen == [{"run": "this"}] and not writing.exists()

@@ -175,7 +175,8 @@ def run_alignment(cfg, label, compute, check=None, ignored_options=(), progress=
     t0 = time.perf_counter()
     base.remove_stale_temporaries(out.particles, out.rejected, out.kept)   # of a killed run
     with base.cleanup_on_error(out.particles, out.rejected, out.kept, out.parts):
-        store = base.ChunkStore(out.parts, stamp, label, quiet=rank != 0)
+        store = base.ChunkStore(out.parts, stamp, label, quiet=rank != 0, primary=rank == 0,
+                                barrier=None if dist is None else dist.barrier)
         rejected = base.Rejected()
         prog = Progress(len(table), f"{label}[{rank}]" if world > 1 else label,
                         quiet=None if progress else True)

@@ -173,14 +173,27 @@ class ChunkStore:
     left by a run with another stamp is removed (one line says so): a resumed
     run never mixes inputs. Each chunk is written atomically (temporary file,
     then rename), so a kill at any moment leaves only whole chunks; stale
-    temporary files of a killed run are removed when the store opens."""
+    temporary files of a killed run are removed when the store opens.
+
+    Under torchrun every process opens the store: only the ``primary`` one
+    (rank 0) checks the stamp, clears the folder and writes the stamp; the
+    others wait at ``barrier`` (called by all, after that) so that none of
+    them writes a chunk into a folder being cleared."""
 
     STAMP = "stamp.json"
 
-    def __init__(self, folder, stamp, label="", quiet=False):
+    def __init__(self, folder, stamp, label="", quiet=False, primary=True, barrier=None):
         self.folder = os.fspath(folder)
         self.stamp = json.loads(json.dumps(stamp, sort_keys=True, default=str))
         self.resumed = 0
+        if primary:
+            self._prepare(label, quiet)
+        if barrier is not None:
+            barrier()
+
+    def _prepare(self, label, quiet):
+        """Clear a folder of another stamp or a killed run's temporaries,
+        then write this run's stamp."""
         if os.path.isdir(self.folder):
             old = self._read_stamp()
             if old != self.stamp:

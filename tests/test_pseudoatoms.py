@@ -247,7 +247,7 @@ class TestNMAFromMap(BaseTest):
         bad = self.newProtocol(DeepHEMNMAProtNMA, inputStructure=v, targetError=0.0,
                                cutoffPercentage=0.0, useGpu=False)
         errors = bad.validate()
-        self.assertTrue(any("--target-error" in e for e in errors), errors)
+        self.assertTrue(any("*Target error (%)*" in e for e in errors), errors)
         self.assertTrue(any("percentile" in e for e in errors), errors)
         self.launchProtocol(nma)
         ref = nma.outputReference

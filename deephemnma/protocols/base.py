@@ -1,15 +1,111 @@
-"""Shared pieces of the DeepHEMNMA protocols (form helpers, device choice)."""
+"""Shared pieces of the DeepHEMNMA protocols (form helpers, device choice,
+messages in the words of the forms)."""
 import os
+import re
 import subprocess
 import sys
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
+from pyworkflow.constants import BETA
+from pyworkflow.exceptions import PyworkflowException
+
+
+class DeepHEMNMAError(PyworkflowException):
+    """A DeepHEMNMA protocol cannot run on its input. The message speaks of
+    the form's fields; pyworkflow fails the step with it (shown in red in the
+    log, without a traceback)."""
+
+
+def flag(field):
+    """The command-line option of a stage config field: ``--field-name``."""
+    return "--" + field.replace("_", "-")
+
+
+#: a command-line option in a message ("--pixel-size", "-n/--number")
+_OPTION = re.compile(r"(?<![\w-])(?:-[A-Za-z]/)?--[a-z][a-z0-9-]*")
 
 
 class DeepHEMNMABase(EMProtocol):
-    """Common GPU/threads parameters; the numerics are in deephemnma.core."""
+    """Common GPU/threads parameters and the translation of the stages'
+    messages into the form's words; the numerics are in deephemnma.core."""
     _label = None
+    _devStatus = BETA
+
+    # ---- the form's words for the stages' options ---------------------------
+    #: stage config field -> the form parameter that sets it (messages name its
+    #: label) or the words naming a value the protocol fills in itself
+    _formFields = {}
+    #: config field -> its command-line option where that is not ``--field-name``
+    _flagNames = {}
+    #: an option followed by words (e.g. "--split axis") -> form parameter or words
+    _formPhrases = {}
+
+    def _fieldWords(self, target):
+        """``*Label*`` of the form parameter ``target``, else ``target`` itself."""
+        param = self.getDefinition().getParam(target)
+        return f"*{param.label.get()}*" if param is not None else target
+
+    def _formWords(self):
+        """{option text in the stages' messages: the form's words for it}."""
+        words = {self._flagNames.get(f, flag(f)): self._fieldWords(t)
+                 for f, t in self._formFields.items()}
+        words.update((text, self._fieldWords(t)) for text, t in self._formPhrases.items())
+        return words
+
+    def _formMessage(self, message):
+        """A stage's message with its command-line options replaced by the
+        form's words: the label of the form parameter that sets the value
+        (``*Label*``, as pyworkflow names fields), or words for a value the
+        protocol fills in. An option this protocol does not set reads as
+        words ("--max-shift" -> "max shift")."""
+        words = self._formWords()
+        texts = sorted(words, key=len, reverse=True)
+        if texts:
+            known = re.compile(r"(?<![\w-])(?:-[A-Za-z]/)?(%s)(?![\w-])"
+                               % "|".join(re.escape(t) for t in texts))
+            message = known.sub(lambda m: words[m.group(1)], message)
+        return _OPTION.sub(lambda m: m.group(0).split("/")[-1][2:].replace("-", " "), message)
+
+    def _failingLabels(self):
+        """Labels of the parameters whose own validators (``validators=``)
+        refuse their value: pyworkflow reports those already."""
+        labels = set()
+        for name, param in self.getDefinition().iterParams():
+            attr = getattr(self, name, None)
+            if attr is None or attr.isPointer() or not getattr(param, "validators", None):
+                continue
+            try:
+                bad = self.evalParamCondition(name) and param.validate(attr.get())
+            except TypeError:            # an empty value
+                bad = True
+            if bad:
+                labels.add(param.label.get())
+        return labels
+
+    def _configErrors(self, make_config, check="validate_options"):
+        """Every problem the stage config made by ``make_config`` finds in the
+        form's values (its ``check``: the option checks, as the files of
+        upstream protocols may not exist yet), in the form's words; those of a
+        field whose own validator already complains are left to pyworkflow."""
+        from ..errors import InputError
+        from ..stages.base import collect_problems
+        with collect_problems() as problems:
+            try:
+                getattr(make_config(), check)()
+            except InputError as e:
+                problems.append(str(e))
+            except (TypeError, ValueError):
+                if not problems:       # not a consequence of a value recorded as bad
+                    raise
+        failing = self._failingLabels()
+        messages = [self._formMessage(p) for p in dict.fromkeys(problems)]
+        return [m for m in messages if not any(f"*{label}*" in m for label in failing)]
+
+    def _runHere(self, stage, cfg):
+        """Run ``stage`` on ``cfg`` in this process (:func:`run_stage`), its
+        messages in the form's words."""
+        return run_stage(stage, cfg, self._formMessage)
 
     @classmethod
     def _addComputeParams(cls, form, threads=2):
@@ -52,7 +148,7 @@ class DeepHEMNMABase(EMProtocol):
         cuda = [d for d in self._devices() if d.startswith("cuda:")]
         if len(cuda) > 1:
             return self._launchStage(stage, cfg.replace(device="cuda"), cuda)
-        return run_stage(stage, cfg)
+        return self._runHere(stage, cfg)
 
     def _launchStage(self, stage, cfg, devices):
         """Run ``stage`` on ``cfg`` under torchrun, one process per device of
@@ -68,7 +164,7 @@ class DeepHEMNMABase(EMProtocol):
         try:
             cfg.validate()
         except (InputError, FileNotFoundError) as e:
-            raise Exception(f"deephemnma {name}: {e}") from None
+            raise DeepHEMNMAError(f"deephemnma {name}: {self._formMessage(str(e))}") from None
         path = save_config(cfg, self._extra(f"{name}_torchrun.json"))
         ids = [int(d.split(":", 1)[1]) for d in devices]
         argv = launch_command(name, path, len(ids))
@@ -80,12 +176,40 @@ class DeepHEMNMABase(EMProtocol):
         try:
             self.runJob(argv[0], argv[1:], env=env, numberOfMpi=1)
         except subprocess.CalledProcessError as e:
-            raise Exception(f"deephemnma {name} under torchrun failed (exit status "
-                            f"{e.returncode}): the reason is in the log above") from None
+            raise DeepHEMNMAError(f"deephemnma {name} under torchrun failed (exit status "
+                                  f"{e.returncode}): the reason is in the log above") from None
         return path
 
     def _extra(self, *p):
         return self._getExtraPath(*p)
+
+    def _projectFolder(self):
+        """The project's folder (Scipion runs the steps there)."""
+        project = self.getProject()
+        return project.getPath() if project is not None else os.getcwd()
+
+    def _writeParticles(self, parts, name, need_alignment=False):
+        """Write the SetOfParticles ``parts`` as ``extra/<name>`` for a stage
+        (:func:`convert.particles_to_table`): its image references are
+        relative to that file, so a moved project still finds the images.
+        Returns the file's path."""
+        from ..io.metadata import write_xmd
+        from .convert import particles_to_table
+        path = self._extra(name)
+        write_xmd(path, particles_to_table(parts, need_alignment, self._projectFolder()))
+        return path
+
+    def _logCtf(self, parts, what, flipped):
+        """Say in the log whether ``what`` (e.g. "HEMNMA alignment") corrects
+        for the CTF of the particles ``parts``: only when they have one;
+        ``flipped``: the images are phase-flipped already."""
+        if not parts.hasCTF():
+            self.info(f"The particles have no CTF: {what} applies no CTF correction.")
+        elif flipped:
+            self.info(f"The particles have a CTF and their images are phase-flipped already: "
+                      f"{what} does not flip them again.")
+        else:
+            self.info(f"The particles have a CTF: {what} phase-flips their images with it.")
 
     def _modesFolder(self, modes_set, structure_file=None):
         """Writes the modes of a SetOfNormalModes (ours, ContinuousFlex's, or a
@@ -134,7 +258,6 @@ def _mode_atoms(modes_set, structure_file=None):
     structure in the first selection whose atom count matches."""
     import numpy as np
     from ..core.structure import read_structure
-    from ..errors import InputError
     first = modes_set.getFirstItem().getModeFile()
     n = len(np.loadtxt(first).reshape(-1, 3))
     ours = os.path.join(os.path.dirname(os.path.dirname(first)), "reference_coords.txt")
@@ -149,36 +272,25 @@ def _mode_atoms(modes_set, structure_file=None):
         if len(c) == n:
             return c
         counts.append(f"{sel}: {len(c)}")
-    raise InputError(f"the normal modes move {n} atoms but no selection of {pdb} has that "
-                     f"many ({', '.join(counts)})")
+    raise DeepHEMNMAError(f"the normal modes move {n} atoms but no selection of {pdb} has "
+                          f"that many ({', '.join(counts)})")
 
 
-def run_stage(stage, cfg):
-    """Run a :mod:`deephemnma.stages` stage; bad input becomes a protocol error
-    carrying the stage's own message (the one the terminal shows). The
-    summary lines go to the protocol's log."""
+def run_stage(stage, cfg, words=None):
+    """Run a :mod:`deephemnma.stages` stage; bad input becomes a
+    :class:`DeepHEMNMAError` carrying the stage's own message, its options
+    put in the form's words by ``words`` (a protocol's ``_formMessage``). The
+    summary lines (in those words too) go to the protocol's log."""
     from ..errors import InputError
+    words = words or (lambda message: message)
     name = stage.__name__.rsplit(".", 1)[-1]
     try:
         out = stage.run(cfg)
     except (InputError, FileNotFoundError) as e:
-        raise Exception(f"deephemnma {name}: {e}") from None
+        raise DeepHEMNMAError(f"deephemnma {name}: {words(str(e))}") from None
     for line in getattr(stage, "summary", lambda o, c: [])(out, cfg):
-        print(line, flush=True)
+        print(words(line), flush=True)
     return out
-
-
-def config_errors(make_config, check="validate_options"):
-    """Validation messages of a stage config for a form's ``_validate``: the
-    config's option checks (the files of upstream protocols may not exist yet
-    when the form is validated)."""
-    from ..errors import InputError
-    try:
-        cfg = make_config()
-        getattr(cfg, check)()
-    except InputError as e:
-        return [str(e)]
-    return []
 
 
 def gpu_devices(use_gpu, gpu_list, cuda_count):

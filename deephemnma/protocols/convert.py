@@ -37,19 +37,28 @@ def geometry_from_matrix(matrix):
     return angles, shifts[:2]
 
 
-def particles_to_table(parts, need_alignment=False):
-    """SetOfParticles -> Table (image refs as absolute ``N@path``; angles,
-    shifts, NMA amplitudes, cost and CTF when present; itemId = objId)."""
+def particles_to_table(parts, need_alignment=False, project=None):
+    """SetOfParticles -> Table (image refs ``N@path``; angles, shifts, NMA
+    amplitudes, cost and CTF when present; itemId = objId).
+
+    ``project``: the project folder (Scipion's current folder in a run). The
+    images inside it are referenced relative to it (the table's root: a file
+    written with :func:`deephemnma.io.metadata.write_xmd` references them
+    relative to itself, so the project can be moved); those outside it
+    (absolute in Scipion's set) stay absolute. Without it, every reference is
+    absolute."""
+    from .base import DeepHEMNMAError
     rows = {"itemId": [], "image": []}
     ang, sh, nma, cost, ctf = [], [], [], [], []
     has_align = parts.hasAlignmentProj()
     if need_alignment and not has_align:
-        raise ValueError("the particles have no projection alignment (angles/shifts)")
+        raise DeepHEMNMAError("the particles have no projection alignment (angles and shifts)")
     has_ctf = parts.hasCTF()
+    root = os.path.abspath(project) if project is not None else None
     for p in parts.iterItems(orderBy="id"):
         rows["itemId"].append(p.getObjId())
         idx, fn = p.getLocation()
-        rows["image"].append(image_ref(idx or 1, os.path.abspath(fn)))
+        rows["image"].append(image_ref(idx or 1, _image_path(fn, root)))
         if has_align:
             a, s = geometry_from_matrix(p.getTransform().getMatrix())
             ang.append(a)
@@ -61,7 +70,8 @@ def particles_to_table(parts, need_alignment=False):
         if has_ctf:
             c = p.getCTF()
             ctf.append([c.getDefocusU(), c.getDefocusV(), c.getDefocusAngle()])
-    t = Table({"itemId": np.array(rows["itemId"]), "image": np.array(rows["image"], dtype=object)})
+    t = Table({"itemId": np.array(rows["itemId"]), "image": np.array(rows["image"], dtype=object)},
+              root)
     if ang:
         a = np.array(ang)
         t["angleRot"], t["angleTilt"], t["anglePsi"] = a.T
@@ -78,6 +88,18 @@ def particles_to_table(parts, need_alignment=False):
         t["ctfSphericalAberration"] = np.full(len(t), acq.getSphericalAberration())
         t["ctfQ0"] = np.full(len(t), acq.getAmplitudeContrast())
     return t
+
+
+def _image_path(fn, root):
+    """An image file's path: relative to ``root`` when inside it (``fn``
+    relative: to the current folder, Scipion's project folder), else
+    absolute."""
+    full = os.path.abspath(fn)
+    if root is not None:
+        rel = os.path.relpath(full, root)
+        if not rel.startswith(os.pardir + os.sep) and rel != os.pardir:
+            return rel
+    return full
 
 
 GT_ATTRS = ("_deephemnma_gtAngles", "_deephemnma_gtShifts", "_deephemnma_gtAmplitudes")
@@ -260,7 +282,8 @@ def modes_from_set(modes_set, ref_coords):
         cols.append(m.getCollectivity() or 0.0)
     vectors = np.array(vecs)
     if vectors.shape[1] != len(ref_coords):
-        raise ValueError(f"the normal modes move {vectors.shape[1]} atoms, the reference has "
+        from .base import DeepHEMNMAError
+        raise DeepHEMNMAError(f"the normal modes move {vectors.shape[1]} atoms, the reference has "
                          f"{len(ref_coords)}")
     return NormalModes(vectors, np.full(len(nums), np.nan), np.array(nums), np.array(cols),
                        np.asarray(ref_coords, float))

@@ -5,8 +5,8 @@ import pyworkflow.protocol.params as params
 from pwem.objects import SetOfParticles
 
 from ..stages import align as stage
-from .base import DeepHEMNMABase, config_errors
-from .convert import fill_particles, particles_to_table
+from .base import DeepHEMNMABase
+from .convert import fill_particles
 
 
 class DeepHEMNMAProtAlign(DeepHEMNMABase):
@@ -16,7 +16,16 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
     projection alignment as ContinuousFlex's HEMNMA writes them."""
     _label = "HEMNMA alignment"
     _possibleOutputs = {"outputParticles": SetOfParticles, "outputParticlesKept": SetOfParticles}
+    _formFields = {
+        "particles": "inputParticles", "modes": "inputModes", "structure": "inputReference",
+        "mode_list": "modeList", "images_flipped": "imagesFlipped",
+        "use_ctf": "the particles' CTF", "pixel_size": "the particles' pixel size",
+        "outlier_threshold": "outlierThreshold", "out": "the output",
+        "angular_step": "angularStep", "max_shift": "maxShift", "n_candidates": "candidates",
+        "coarse_iters": "coarseIters", "fine_iters": "fineIters"}
+    _flagNames = {"n_candidates": "--candidates", "use_ctf": "--no-ctf"}
 
+    # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         d = stage.Config()
         self._addInputParams(
@@ -25,22 +34,24 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             "list are used.", "HEMNMA numbers, e.g. 7-9 or 7,8,11.")
         form.addSection("Search")
         form.addParam("angularStep", params.FloatParam, default=d.angular_step,
-                      label="Global angular step (deg)",
+                      validators=[params.Positive], label="Global angular step (deg)",
                       help="Orientation sampling of the global search (degrees, at most 90): "
                            "smaller is more thorough and slower.")
         form.addParam("maxShift", params.FloatParam, default=d.max_shift, label="Max shift (Å)",
                       help="Half-range of the global shift search (Å).")
         form.addParam("candidates", params.IntParam, default=d.n_candidates,
-                      label="Candidates refined",
+                      validators=[params.Positive], label="Candidates refined",
                       expertLevel=params.LEVEL_ADVANCED,
                       help="Number of best poses of the global search (with distinct "
                            "orientations) refined continuously at the coarse level; the best "
                            "one is then refined at full size.")
         form.addParam("coarseIters", params.IntParam, default=d.coarse_iters,
+                      validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label="Coarse-level iterations",
                       help="Optimisation steps (Adam) of amplitudes, angles and shifts at the "
                            "coarse (downscaled) level, per candidate.")
         form.addParam("fineIters", params.IntParam, default=d.fine_iters,
+                      validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label="Fine-level iterations",
                       help="Optimisation steps at the finer levels, up to the full image "
                            "size.")
@@ -63,7 +74,8 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       label="Images already phase-flipped?",
                       help="Yes: the images are already CTF phase-flipped (only |CTF| is "
                            "applied to the reference projections). No: they are phase-flipped "
-                           "here when the particles have a CTF.")
+                           "here. Used only when the particles have a CTF: particles without "
+                           "one are aligned without CTF correction (the log says which).")
 
     def _addOutlierAndComputeParams(self, form, d):
         form.addParam("outlierThreshold", params.FloatParam, default=d.outlier_threshold,
@@ -72,6 +84,7 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                            "outputParticlesKept set (the paper: 3.2; 0 to disable).")
         self._addComputeParams(form, threads=2)
 
+    # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.alignStep)
         self._insertFunctionStep(self.createOutputStep)
@@ -94,20 +107,24 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             mode_list=self.modeList.get(),
             pixel_size=parts.getSamplingRate() if parts is not None else None,
             out=self._stageOutputs().particles, images_flipped=self.imagesFlipped.get(),
+            # the CTF is used when the particles have one
+            use_ctf=bool(parts is not None and parts.hasCTF()),
             outlier_threshold=self.outlierThreshold.get(), device=device)
 
     def _stageOutputs(self):
         return stage.Outputs(self._extra("aligned.xmd"))
 
+    # --------------------------- STEPS functions -----------------------------
     def alignStep(self):
-        self._runOnInput(stage)
+        self._runOnInput(stage, "HEMNMA alignment")
 
-    def _runOnInput(self, stage_module):
+    def _runOnInput(self, stage_module, what):
         """Write the input particles and modes where the stage reads them and
         run it (several GPUs: one process per GPU under torchrun,
-        DeepHEMNMABase._runStage)."""
-        from ..io.metadata import write_xmd
-        write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
+        DeepHEMNMABase._runStage); the log says whether the CTF is used."""
+        parts = self.inputParticles.get()
+        self._logCtf(parts, what, bool(self.imagesFlipped.get()))
+        self._writeParticles(parts, "input.xmd")
         modes_dir = self._modesFolder(self.inputModes.get(),
                                       self.inputReference.get().getFileName())
         self._runStage(stage_module, self._config(self._extra("input.xmd"), modes_dir,
@@ -129,12 +146,15 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         for o in outputs.values():
             self._defineSourceRelation(self.inputParticles, o)
 
+    # --------------------------- INFO functions ------------------------------
     def _validate(self):
         errors = []
         parts = self.inputParticles.get()
-        if parts is not None and parts.getSize() == 0:
+        if parts is None:           # pyworkflow says so
+            return errors
+        if parts.getSize() == 0:
             errors.append("the input particle set is empty")
-        errors += config_errors(self._config)
+        errors += self._configErrors(self._config)
         if errors:
             return errors
         from ..core.nma import mode_number, parse_mode_list

@@ -6,11 +6,18 @@ import pyworkflow.protocol.params as params
 from pwem.objects import SetOfParticles, Volume
 
 from ..stages import fsc, landscape, model_map, reconstruct
-from .base import DeepHEMNMABase, config_errors, run_stage
-from .convert import fill_particles, particles_to_table
+from .base import DeepHEMNMABase, DeepHEMNMAError
+from .convert import fill_particles
 
-GROUPINGS = ["none", "split along axis", "expression", "k-means"]
-SPLIT, EXPRESSION, KMEANS = 1, 2, 3
+#: the form's grouping choices, in the order of their stored index: none, then
+#: the grouping options of the stage (deephemnma.stages.landscape.GROUPINGS)
+#: that the form offers (rectangles and polygons are drawn in the viewer)
+FORM_GROUPINGS = (None, "split", "select", "kmeans")
+GROUPING_LABELS = {None: "none", "split": "split along axis", "select": "expression",
+                   "kmeans": "k-means"}
+SPLIT = FORM_GROUPINGS.index("split")
+EXPRESSION = FORM_GROUPINGS.index("select")
+KMEANS = FORM_GROUPINGS.index("kmeans")
 MIN_GROUP_IMAGES = 10       # smallest group reconstructed
 SPLIT_MAX_GROUPS = 20       # split_axis's max_groups (the stage uses its default)
 
@@ -29,7 +36,17 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
     _possibleOutputs = {"outputParticles": SetOfParticles,
                         **{f"outputGroup{k:02d}": SetOfParticles for k in range(1, 100)},
                         **{f"outputVolume{k:02d}": Volume for k in range(1, 100)}}
+    _formFields = {
+        "particles": "inputParticles", "out": "the output folder", "components": "components",
+        "select": "expression", "kmeans": "kmeans", "also": "inputParticlesApart",
+        "also_label": "apartLabel", "structure": "inputReference", "modes": "inputModes",
+        "min_group": "the smallest group", "pixel_size": "the particles' pixel size",
+        "flipped": "imagesFlipped",
+        "min_images": f"the smallest group reconstructed ({MIN_GROUP_IMAGES} images)"}
+    _formPhrases = {"--split axis": "splitAxis", "--split minimum group size": "minGroupSize",
+                    "--split trim": "the trim of the split"}
 
+    # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         d = landscape.Config()
         form.addSection("Input")
@@ -59,24 +76,27 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
                            "outputReference); with the normal modes, for animations along "
                            "each axis and the centroid model of each group.")
         form.addParam("components", params.IntParam, default=d.components, label="Dimensions",
+                      validators=[params.Positive],
                       help="Number of principal axes of the PCA of the amplitudes (at most "
                            "the number of modes).")
-        form.addParam("grouping", params.EnumParam, choices=GROUPINGS, default=SPLIT,
+        form.addParam("grouping", params.EnumParam,
+                      choices=[GROUPING_LABELS[g] for g in FORM_GROUPINGS], default=SPLIT,
                       label="Groups",
                       help="How particle groups are made in the landscape: none; split along "
                            "an axis (quasi-uniform intervals holding at least the minimum "
                            "size, the paper's Fig. 9); an expression on PC1, PC2...; k-means "
                            "clusters. Each group becomes a particle subset.")
-        form.addParam("splitAxis", params.IntParam, default=1, condition="grouping == 1",
-                      label="Axis",
+        form.addParam("splitAxis", params.IntParam, default=1, condition=f"grouping == {SPLIT}",
+                      validators=[params.Positive], label="Axis",
                       help="Principal axis split into groups (1: PC1).")
-        form.addParam("minGroupSize", params.IntParam, default=900, condition="grouping == 1",
+        form.addParam("minGroupSize", params.IntParam, default=900,
+                      condition=f"grouping == {SPLIT}", validators=[params.Positive],
                       label="Minimum group size", help="The paper used 900 (Fig. 9).")
         form.addParam("expression", params.StringParam, default="PC1 > 0",
-                      condition="grouping == 2", label="Expression",
+                      condition=f"grouping == {EXPRESSION}", label="Expression",
                       help="e.g. 'PC1 > 100 and PC2 < 0'")
-        form.addParam("kmeans", params.IntParam, default=4, condition="grouping == 3",
-                      label="Clusters",
+        form.addParam("kmeans", params.IntParam, default=4, condition=f"grouping == {KMEANS}",
+                      validators=[params.Positive], label="Clusters",
                       help="Number of k-means clusters in the landscape.")
         form.addParam("reconstruct", params.BooleanParam, default=True,
                       label="Reconstruct each group?",
@@ -86,10 +106,11 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         form.addParam("imagesFlipped", params.BooleanParam, default=False,
                       condition="reconstruct", label="Images phase-flipped?",
                       help="Whether the particle images are already CTF phase-flipped (for "
-                           "the reconstructions' CTF correction).")
+                           "the reconstructions' CTF correction; particles without a CTF are "
+                           "reconstructed without one).")
         self._addComputeParams(form, threads=2)
 
-    # ---- configs and outputs ---------------------------------------------
+    # --------------------------- configs and outputs -------------------------
     def landscapeOutputs(self):
         """The landscape folder's files (:class:`deephemnma.stages.landscape.Outputs`)."""
         return landscape.Outputs(self._extra("landscape"))
@@ -122,7 +143,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             flipped=self.imagesFlipped.get(), min_images=MIN_GROUP_IMAGES, device=device)
 
     def _reconstructs(self):
-        return bool(self.reconstruct.get()) and self.grouping.get() != 0
+        return bool(self.reconstruct.get()) and FORM_GROUPINGS[self.grouping.get()] is not None
 
     def maxGroups(self):
         """The most groups the form's grouping can produce: none 0, expression
@@ -154,7 +175,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             names += [f"outputVolume{k:02d}" for k in range(1, n + 1)]
         return names
 
-    # ---- steps --------------------------------------------------------------
+    # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.landscapeStep)
         if self._reconstructs():
@@ -163,38 +184,39 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
 
     APART_FILE = "input_apart.xmd"    # the second set's rows (its 'source' in the landscape)
 
+    # --------------------------- STEPS functions -----------------------------
     def landscapeStep(self):
-        from ..io.metadata import write_xmd
-        write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
+        self._writeParticles(self.inputParticles.get(), "input.xmd")
         also = None
-        if self.inputParticlesApart.get() is not None:
-            t2 = particles_to_table(self.inputParticlesApart.get())
+        apart = self.inputParticlesApart.get()
+        if apart is not None:
             ids1 = set(int(i) for i in self.inputParticles.get().getIdSet())
-            shared = ids1.intersection(int(i) for i in t2["itemId"])
+            shared = ids1.intersection(int(i) for i in apart.getIdSet())
             if shared:
-                raise Exception(f"the two particle sets share {len(shared)} particle id(s) "
-                                f"(e.g. {min(shared)}): give disjoint sets (e.g. the two "
-                                "parts of a split)")
-            also = self._extra(self.APART_FILE)
-            write_xmd(also, t2)
+                raise DeepHEMNMAError(
+                    f"the two particle sets share {len(shared)} particle id(s) (e.g. "
+                    f"{min(shared)}): give disjoint sets (e.g. the two parts of a split)")
+            also = self._writeParticles(apart, self.APART_FILE)
         modes_dir = None
         if self._withReference():
             modes_dir = self._modesFolder(self.inputModes.get(),
                                           self.inputReference.get().getFileName())
-        run_stage(landscape, self._landscapeConfig(self._extra("input.xmd"), modes_dir, also))
+        self._runHere(landscape, self._landscapeConfig(self._extra("input.xmd"), modes_dir, also))
 
     def reconstructStep(self):
         out = self.landscapeOutputs()
-        ps = self.inputParticles.get().getSamplingRate()
+        parts = self.inputParticles.get()
+        self._logCtf(parts, "the reconstruction", bool(self.imagesFlipped.get()))
+        ps = parts.getSamplingRate()
         device = self._device()
         for k in out.groups():
-            rec = run_stage(reconstruct, self._reconstructConfig(k, device))
+            rec = self._runHere(reconstruct, self._reconstructConfig(k, device))
             if os.path.exists(out.centroid(k)):
                 # the map of the group's centroid model, and the FSC between the two
-                run_stage(model_map, model_map.Config(
+                self._runHere(model_map, model_map.Config(
                     structure=out.centroid(k), out=out.centroid_map(k), box=rec.box,
                     pixel_size=ps, selection="all"))
-                run_stage(fsc, fsc.Config(map1=out.group_map(k), map2=out.centroid_map(k),
+                self._runHere(fsc, fsc.Config(map1=out.group_map(k), map2=out.centroid_map(k),
                                           pixel_size=ps, png=out.fsc_png(k),
                                           json=out.fsc_json(k)))
 
@@ -233,7 +255,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             if self.inputParticlesApart.get() is not None:
                 self._defineSourceRelation(self.inputParticlesApart, o)
 
-    # ---- info ---------------------------------------------------------------
+    # --------------------------- INFO functions ------------------------------
     def _validate(self):
         parts = self.inputParticles.get()
         if parts is None or parts.getSize() == 0:
@@ -263,11 +285,11 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         if (self.inputModes.get() is None) != (self.inputReference.get() is None):
             errors.append("the normal modes and the reference go together (give both for "
                           "animations, or neither)")
-        errors += config_errors(self._landscapeConfig)
+        errors += self._configErrors(self._landscapeConfig)
         if self._reconstructs():
             if not parts.hasAlignmentProj():
                 errors.append("reconstruction needs particles with angles and shifts")
-            errors += config_errors(self._reconstructConfig)
+            errors += self._configErrors(self._reconstructConfig)
         n = parts.getSize() + (apart.getSize() if apart is not None else 0)
         if self.grouping.get() == SPLIT and n < self.minGroupSize.get():
             errors.append(f"{n} particles: fewer than one group of "

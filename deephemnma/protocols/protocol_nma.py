@@ -7,7 +7,7 @@ import pyworkflow.protocol.params as params
 
 from ..stages import nma as stage
 from ..stages import pseudoatoms as pseudo_stage
-from .base import DeepHEMNMABase, config_errors, run_stage
+from .base import DeepHEMNMABase
 from .convert import ContinuousFlexLayout, modes_to_set, write_continuousflex_layout
 
 SELECTIONS = ["heavy", "ca", "ca+p", "all"]
@@ -40,6 +40,15 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
                         "outputReference": emobj.AtomStruct,
                         "outputPseudoatoms": emobj.AtomStruct,
                         "outputPseudoatomsMap": emobj.Volume}
+    _formFields = {
+        # the nma stage
+        "structure": "inputStructure", "out": "the output folder", "n_modes": "numberOfModes",
+        "method": "method", "cutoff": "cutoff", "selection": "selection",
+        "block_size": "blockSize", "percentile": "cutoffPercentage",
+        # the pseudoatoms stage (an EM map)
+        "map": "inputStructure", "voxel_size": "the map's voxel size", "sigma": "pseudoSigma",
+        "target_error": "targetError", "threshold": "threshold", "max_atoms": "maxAtoms"}
+    _flagNames = {"n_modes": "--modes"}
 
     def getPossibleOutputs(self):
         """Names of the outputs this input can produce: the pseudoatoms (in
@@ -52,6 +61,7 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
             names.append("outputPseudoatomsMap")
         return names
 
+    # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         d = stage.Config()
         p = pseudo_stage.Config()
@@ -70,7 +80,7 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
                            "atoms for large complexes (the paper's ribosome). Pseudoatoms "
                            "are all used.")
         form.addParam("numberOfModes", params.IntParam, default=d.n_modes,
-                      label="Number of modes",
+                      validators=[params.Positive], label="Number of modes",
                       help="Including the 6 rigid-body modes (HEMNMA numbering: the first "
                            "flexible mode is 7).")
         form.addParam("method", params.EnumParam, choices=list(stage.METHODS),
@@ -78,7 +88,8 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
                       help="auto: RTB for atomic structures, ANM for pseudoatoms. RTB: "
                            "blocks of residues (fast, large structures); ANM: every atom.")
         form.addParam("blockSize", params.IntParam, default=d.block_size,
-                      condition="method != 2", label="Residues per RTB block",
+                      condition=f"method != {stage.METHODS.index('anm')}",
+                      validators=[params.Positive], label="Residues per RTB block",
                       expertLevel=params.LEVEL_ADVANCED,
                       help="RTB: number of consecutive residues moving as one rigid block.")
         form.addParam("cutoffMode", params.EnumParam, choices=CUTOFF_MODES,
@@ -89,10 +100,10 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
                            "(ContinuousFlex's relative mode). auto: absolute for an atomic "
                            "structure, relative for an EM map or a pseudoatom PDB.")
         form.addParam("cutoff", params.FloatParam, default=d.cutoff, label="Cutoff (Å)",
-                      condition="cutoffMode != %d" % CUTOFF_REL,
+                      condition=f"cutoffMode != {CUTOFF_REL}", validators=[params.Positive],
                       help="Interaction radius of the elastic network (absolute mode).")
         form.addParam("cutoffPercentage", params.FloatParam, default=95.0,
-                      condition="cutoffMode != %d" % CUTOFF_ABS,
+                      condition=f"cutoffMode != {CUTOFF_ABS}",
                       label="Cutoff percentile (%)",
                       help="Relative mode: the interaction radius is this percentile of the "
                            "distances between each (pseudo)atom and its 3 nearest neighbours "
@@ -105,7 +116,7 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
                            "sharpest peaks (narrower Gaussians are tried while the error "
                            "stalls above the target).")
         form.addParam("targetError", params.FloatParam, default=p.target_error,
-                      label="Target error (%)",
+                      validators=[params.Positive], label="Target error (%)",
                       help="Only for an EM map: pseudoatoms are added until the relative "
                            "error between the map and their map is below this.")
         form.addParam("threshold", params.FloatParam, default=None, allowsNull=True,
@@ -113,12 +124,13 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
                       help="Only for an EM map: density below this value is ignored "
                            "(empty: the whole map is fitted).")
         form.addParam("maxAtoms", params.IntParam, default=p.max_atoms,
+                      validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label="Maximum pseudoatoms",
                       help="Only for an EM map: the conversion fails (with a message) when "
                            "the target error needs more pseudoatoms than this.")
         self._addComputeParams(form, threads=2)
 
-    # ------------------------------------------------------------------ steps
+    # --------------------------- INSERT steps functions ----------------------
     def _isMap(self):
         return isinstance(self.inputStructure.get(), emobj.Volume)
 
@@ -163,7 +175,7 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
                             block_size=self.blockSize.get())
 
     def pseudoatomsStep(self):
-        run_stage(pseudo_stage, self._pseudoConfig(self._device()))
+        self._runHere(pseudo_stage, self._pseudoConfig(self._device()))
 
     def computeStep(self):
         from ..core.pseudoatoms import network_cutoff
@@ -177,7 +189,7 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
                   + (f", raised to {rc:.3f} Å to connect every atom to the network"
                      if rc > first else ""), flush=True)
             cfg = cfg.replace(cutoff=rc)
-        out = run_stage(stage, cfg)
+        out = self._runHere(stage, cfg)
         floppy = int((out.eigenvalues[6:] <= 1e-8 * max(out.eigenvalues.max(), 1e-30)).sum())
         if floppy:
             self.warning(f"{floppy} flexible mode(s) have zero energy: the elastic network "
@@ -209,14 +221,14 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
         self._defineSourceRelation(self.inputStructure, nm)
         self._defineSourceRelation(self.inputStructure, self.outputReference)
 
-    # ------------------------------------------------------------------- info
+    # --------------------------- INFO functions ------------------------------
     def _validate(self):
-        errors = config_errors(self._config)
+        errors = self._configErrors(self._config)
         s = self.inputStructure.get()
         if s is None:
             return errors + ["no input structure or map"]
         if self._isMap():
-            errors += config_errors(self._pseudoConfig)
+            errors += self._configErrors(self._pseudoConfig)
             if not os.path.isfile(_map_file(s)):
                 errors.append(f"map file not found: {_map_file(s)}")
         elif not os.path.isfile(s.getFileName()):

@@ -4,8 +4,8 @@ import os
 import pyworkflow.protocol.params as params
 from pwem.objects import SetOfParticles
 
-from .base import DeepHEMNMABase, config_errors, run_stage
-from .convert import fill_particles, particles_to_table
+from .base import DeepHEMNMABase
+from .convert import fill_particles
 
 
 class DeepHEMNMAProtPredict(DeepHEMNMABase):
@@ -14,7 +14,11 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
     their HEMNMA values) into the output, the paper's combined space."""
     _label = "predict"
     _possibleOutputs = {"outputParticles": SetOfParticles}
+    _formFields = {"model": "inputModel", "particles": "inputParticles", "out": "the output",
+                   "pixel_size": "the particles' pixel size", "rescale": "rescale",
+                   "batch_size": "batchSize", "images_flipped": "the particles' phase-flipped flag"}
 
+    # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         form.addSection("Input")
         form.addParam("inputModel", params.PointerParam, pointerClass="DeepHEMNMAModel",
@@ -24,7 +28,9 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
                       label="Particles", important=True,
                       help="Particles to infer amplitudes, angles and shifts for (the same "
                            "physical pixel size as the training images; larger boxes are "
-                           "downscaled, see below).")
+                           "downscaled, see below). With a CTF, their images are phase-flipped "
+                           "as in training (unless the set says they are already); without "
+                           "one, used as they are.")
         form.addParam("mergeParticles", params.PointerParam, pointerClass="SetOfParticles",
                       allowsNull=True, label="Merge with (optional)",
                       help="e.g. the HEMNMA-aligned training particles.")
@@ -34,11 +40,12 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
                            "with more pixels are Fourier-cropped to the model's box; the "
                            "predicted shifts are returned in the particles' pixels.")
         form.addParam("batchSize", params.IntParam, default=256, label="Batch size",
-                      expertLevel=params.LEVEL_ADVANCED,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       help="Images per forward pass of the network (memory only: the results "
                            "do not depend on it).")
         self._addComputeParams(form, threads=2)
 
+    # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.predictStep)
         self._insertFunctionStep(self.createOutputStep)
@@ -55,11 +62,13 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
             rescale=bool(self.rescale.get()), batch_size=self.batchSize.get(),
             images_flipped=bool(parts is not None and parts.isPhaseFlipped()), device=device)
 
+    # --------------------------- STEPS functions -----------------------------
     def predictStep(self):
-        from ..io.metadata import write_xmd
         from ..stages import predict
-        write_xmd(self._extra("input.xmd"), particles_to_table(self.inputParticles.get()))
-        run_stage(predict, self._config(self._device()))
+        parts = self.inputParticles.get()
+        self._logCtf(parts, "prediction", parts.isPhaseFlipped())
+        self._writeParticles(parts, "input.xmd")
+        self._runHere(predict, self._config(self._device()))
 
     def createOutputStep(self):
         from ..io.metadata import read_metadata
@@ -75,9 +84,10 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
         self._defineOutputs(outputParticles=out)
         self._defineSourceRelation(self.inputParticles, out)
 
+    # --------------------------- INFO functions ------------------------------
     def _validate(self):
         from ..errors import InputError
-        errors = config_errors(self._config)
+        errors = self._configErrors(self._config)
         m, parts = self.inputModel.get(), self.inputParticles.get()
         if parts is not None and parts.getSize() == 0:
             errors.append("the input particle set is empty")
@@ -87,7 +97,7 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
                 input_scale(parts.getXDim(), parts.getSamplingRate(), m.getImageSize(),
                             m.getSamplingRate(), self.rescale.get())
             except InputError as e:
-                errors.append(str(e))
+                errors.append(self._formMessage(str(e)))
         merge = self.mergeParticles.get()
         if merge is not None and merge.getSize():
             errors += [e for e in self._validateParticlesNma(merge) if "alignment" not in e]

@@ -5,8 +5,7 @@ import pyworkflow.protocol.params as params
 from pwem.objects import Volume
 
 from ..stages import fsc, model_map, reconstruct
-from .base import DeepHEMNMABase, config_errors, run_stage
-from .convert import particles_to_table
+from .base import DeepHEMNMABase
 
 
 class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
@@ -19,7 +18,16 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
     _label = "reconstruct"
     _possibleOutputs = {"outputVolume": Volume}
     REF_NONE, REF_VOLUME, REF_STRUCTURE = 0, 1, 2
+    _formFields = {
+        "particles": "inputParticles", "images": "originalParticles", "out": "the output map",
+        "pixel_size": "the particles' pixel size",
+        "shift_scale": "the ratio of the two sets' pixel sizes", "flipped": "imagesFlipped",
+        "min_images": "minImages", "pad": "pad", "reference": "the FSC reference",
+        # the FSC and the atomic model's map
+        "map1": "the reconstruction", "map2": "the FSC reference", "box": "the box",
+        "structure": "referenceStructure"}
 
+    # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         d = reconstruct.Config()
         form.addSection("Input")
@@ -38,9 +46,11 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
                       help="Matched to the aligned particles by their ids.")
         form.addParam("imagesFlipped", params.BooleanParam, default=d.flipped,
                       label="Images phase-flipped?",
-                      help="Whether the images used are already CTF phase-flipped.")
+                      help="Whether the images used are already CTF phase-flipped (used "
+                           "only with a CTF: particles without one are reconstructed without "
+                           "CTF correction; the log says which).")
         form.addParam("minImages", params.IntParam, default=d.min_images,
-                      label="Minimum number of images",
+                      validators=[params.Positive], label="Minimum number of images",
                       help="Smaller sets are refused (a map from too few images is noise).")
         form.addParam("pad", params.FloatParam, default=d.pad, label="Fourier padding",
                       expertLevel=params.LEVEL_ADVANCED,
@@ -63,7 +73,7 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
                       help="Its map is simulated at the reconstruction's box and voxel size.")
         self._addComputeParams(form, threads=2)
 
-    # --------------------------------------------------------------------
+    # --------------------------- UTILS functions -----------------------------
     def _pixelSize(self):
         src = self.originalParticles.get() if self.useOriginal.get() else None
         parts = src or self.inputParticles.get()
@@ -90,13 +100,13 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
         self._insertFunctionStep(self.createOutputStep)
 
     def reconstructStep(self):
-        from ..io.metadata import write_xmd
         from ..io.stacks import read_volume, write_volume
-        write_xmd(self._extra("particles.xmd"),
-                  particles_to_table(self.inputParticles.get(), need_alignment=True))
+        parts = self.inputParticles.get()
+        # the CTF comes with the aligned particles' rows (also with original-size images)
+        self._logCtf(parts, "the reconstruction", bool(self.imagesFlipped.get()))
+        self._writeParticles(parts, "particles.xmd", need_alignment=True)
         if self.useOriginal.get():
-            write_xmd(self._extra("original.xmd"),
-                      particles_to_table(self.originalParticles.get()))
+            self._writeParticles(self.originalParticles.get(), "original.xmd")
         cfg = self._config(self._device())
         box = self._box()
         if self.referenceType.get() == self.REF_VOLUME:
@@ -104,12 +114,12 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
             vol, _ = read_volume(self.referenceVolume.get().getFileName())
             write_volume(cfg.reference, vol, cfg.pixel_size)
         elif self.referenceType.get() == self.REF_STRUCTURE:
-            run_stage(model_map, model_map.Config(
+            self._runHere(model_map, model_map.Config(
                 structure=self.referenceStructure.get().getFileName(), out=cfg.reference,
                 box=box, pixel_size=cfg.pixel_size, selection="all"))
-        out = run_stage(reconstruct, cfg)
+        out = self._runHere(reconstruct, cfg)
         if cfg.reference:
-            run_stage(fsc, fsc.Config(map1=out.map, map2=cfg.reference,
+            self._runHere(fsc, fsc.Config(map1=out.map, map2=cfg.reference,
                                       pixel_size=cfg.pixel_size, png=self._extra("fsc.png"),
                                       json=self._extra("fsc.json")))
 
@@ -124,7 +134,7 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
         self._defineOutputs(outputVolume=v)
         self._defineSourceRelation(self.inputParticles, v)
 
-    # --------------------------------------------------------------------
+    # --------------------------- INFO functions ------------------------------
     def _validate(self):
         parts = self.inputParticles.get()
         if parts is None:
@@ -142,7 +152,7 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
                 ref_missing[self.referenceType.get()] is None:
             errors.append("choose the reference for the FSC")
         if not errors:
-            errors += config_errors(self._config)
+            errors += self._configErrors(self._config)
         if not errors and parts.getSize() < self.minImages.get():
             errors.append(f"{parts.getSize()} particles, fewer than the minimum "
                           f"{self.minImages.get()}")

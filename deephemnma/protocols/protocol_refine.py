@@ -14,6 +14,11 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
     particles with _xmipp_nmaDisplacements, _xmipp_cost and the projection
     alignment, and those kept by the Mahalanobis filter."""
     _label = "refine (local HEMNMA)"
+    _formFields = {**{k: v for k, v in DeepHEMNMAProtAlign._formFields.items()
+                      if k not in ("n_candidates", "coarse_iters", "fine_iters")},
+                   "refine_coarse_iters": "coarseIters", "refine_fine_iters": "fineIters"}
+    _flagNames = {"use_ctf": "--no-ctf", "refine_coarse_iters": "--coarse-iters",
+                  "refine_fine_iters": "--fine-iters"}
 
     def _defineParams(self, form):
         d = stage.Config()
@@ -30,7 +35,7 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
                            "0: none (about 15 % faster, but fails more often from starting "
                            "angular errors beyond ~5 deg).")
         form.addParam("fineIters", params.IntParam, default=d.refine_fine_iters,
-                      label="Fine-level iterations",
+                      validators=[params.Positive], label="Fine-level iterations",
                       help="Optimisation steps at the finer levels, up to the full size.")
         self._addOutlierAndComputeParams(form, d)
 
@@ -48,7 +53,7 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
         return stage.Outputs(self._extra("refined.xmd"))
 
     def refineStep(self):
-        self._runOnInput(stage)
+        self._runOnInput(stage, "the refinement")
 
     def _validate(self):
         errors = DeepHEMNMAProtAlign._validate(self)

@@ -3,7 +3,7 @@ import pyworkflow.protocol.params as params
 from pwem.objects import SetOfParticles
 
 from ..stages import simulate as stage
-from .base import DeepHEMNMABase, config_errors, run_stage
+from .base import DeepHEMNMABase
 from .convert import GT_ATTRS
 
 
@@ -15,7 +15,14 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
     _deephemnma_gt* attributes (kept through later protocols for evaluation)."""
     _label = "synthesize particles"
     _possibleOutputs = {"outputParticles": SetOfParticles}
+    _formFields = {
+        "structure": "inputReference", "modes": "inputModes", "mode_list": "modeList",
+        "out": "the output folder", "n": "numberOfImages", "box": "box",
+        "pixel_size": "samplingRate", "law": "law", "snr": "snr", "snr_at_render": "snrAtRender",
+        "defocus": "defocus", "seed": "seed"}
+    _flagNames = {"n": "--number"}
 
+    # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         d = stage.Config()
         form.addSection("Input")
@@ -34,12 +41,14 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
                       default=stage.LAWS.index(d.law), label="Amplitude law",
                       help="helix: the paper's q7=-200r, q8=200 sin(pi r), q9=200 cos(pi r).")
         form.addParam("numberOfImages", params.IntParam, default=d.n, label="Images",
+                      validators=[params.Positive],
                       help="Number of particle images to synthesize.")
         # the form's sampling and noise defaults are the paper's downscaled 64 px
         # protocol (the command's are its 128 px one)
         form.addParam("box", params.IntParam, default=64, label="Box (px)",
                       help="Size of the output images in pixels (even, at least 16).")
         form.addParam("samplingRate", params.FloatParam, default=1.3, label="Pixel size (Å)",
+                      validators=[params.Positive],
                       help="Pixel size of the output images (Å/px). The defaults (64 px at "
                            "1.3 Å/px) are the paper's downscaled images.")
         form.addParam("snr", params.FloatParam, default=d.snr, label="SNR",
@@ -59,6 +68,7 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
                            "noise): the same seed and options give the same images.")
         self._addComputeParams(form, threads=2)
 
+    # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.simulateStep)
         self._insertFunctionStep(self.createOutputStep)
@@ -82,7 +92,7 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
     def simulateStep(self):
         modes_dir = self._modesFolder(self.inputModes.get(),
                                       self.inputReference.get().getFileName())
-        run_stage(stage, self._config(modes_dir, self._device()))
+        self._runHere(stage, self._config(modes_dir, self._device()))
 
     def createOutputStep(self):
         import pwem.objects as emobj
@@ -120,9 +130,10 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         self._defineOutputs(outputParticles=out)
         self._defineSourceRelation(self.inputModes, out)
 
+    # --------------------------- INFO functions ------------------------------
     def _validate(self):
         from ..core.nma import mode_number, parse_mode_list
-        errors = config_errors(self._config)
+        errors = self._configErrors(self._config)
         if errors:
             return errors
         cfg = self._config()

@@ -4,8 +4,7 @@ import pyworkflow.protocol.params as params
 from ..core.config import SCHEDULES
 from ..objects import DeepHEMNMAModel
 from ..stages import train as stage
-from .base import DeepHEMNMABase, config_errors
-from .convert import particles_to_table
+from .base import DeepHEMNMABase
 
 
 class DeepHEMNMAProtTrain(DeepHEMNMABase):
@@ -16,7 +15,18 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
     _label = "train network"
     _possibleOutputs = {"outputModel": DeepHEMNMAModel}
     ARCHITECTURES = ["joint", "separate"]
+    _formFields = {
+        "particles": "inputParticles", "out": "the output folder",
+        "pixel_size": "the particles' pixel size", "mode_list": "inputModes",
+        "architecture": "architecture", "epochs": "epochs", "batch_size": "batchSize",
+        "lr": "learningRate", "val_fraction": "valFraction",
+        "test_fraction": "the test fraction (none here)", "augment": "augment",
+        "schedule": "schedule", "augment_copies": "augmentCopies",
+        "images_flipped": "the particles' phase-flipped flag", "mahalanobis": "mahalanobis",
+        "init_model": "initModel", "input_size": "inputSize", "dropout": "dropout",
+        "coord_channels": "coordChannels", "patience": "patience"}
 
+    # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         d = stage.Config()
         form.addSection("Input")
@@ -24,46 +34,22 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                       label="Particles with NMA labels", important=True,
                       help="Particles carrying normal-mode amplitudes "
                            "(_xmipp_nmaDisplacements) and a projection alignment: the labels, "
-                           "e.g. the output of HEMNMA alignment (ours or ContinuousFlex's).")
+                           "e.g. the output of HEMNMA alignment (ours or ContinuousFlex's). "
+                           "With a CTF, the network sees their images phase-flipped (unless "
+                           "the set says they are already); without one, as they are.")
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes",
                       label="Normal modes", allowsNull=True,
                       help="Gives the mode numbers stored in the model (default 7, 8, ...).")
-        form.addParam("architecture", params.EnumParam, choices=self.ARCHITECTURES,
-                      default=self.ARCHITECTURES.index(d.architecture), label="Architecture",
-                      help="joint: one network with three heads; separate: the paper's three "
-                           "networks (amplitudes, orientation, shifts).")
-        form.addParam("epochs", params.IntParam, default=d.epochs, label="Epochs",
-                      help="Passes over the training images; the learning-rate schedule (one "
-                           "cycle) spans them.")
-        form.addParam("batchSize", params.IntParam, default=d.batch_size, label="Batch size",
-                      help="Images per training step.")
-        form.addParam("learningRate", params.FloatParam, default=d.lr, label="Learning rate",
-                      expertLevel=params.LEVEL_ADVANCED,
-                      help="Peak learning rate of the one-cycle schedule (AdamW).")
-        form.addParam("valFraction", params.FloatParam, default=d.val_fraction,
-                      label="Validation fraction",
-                      help="Fraction of the images held out for validation: the model kept is "
-                           "the one of the epoch with the lowest validation loss.")
-        form.addParam("augment", params.BooleanParam, default=d.augment,
-                      label="In-plane rotation augmentation",
-                      help="Label-consistent: psi and shifts are rotated with the image.")
-        form.addParam("mahalanobis", params.FloatParam, default=0.0,
-                      label="Mahalanobis filter", help="0: off; the paper used 3.2.")
-        form.addParam("schedule", params.EnumParam, choices=list(SCHEDULES),
-                      default=SCHEDULES.index(d.schedule), label="Optimiser schedule",
-                      expertLevel=params.LEVEL_ADVANCED,
-                      help="onecycle: AdamW with a one-cycle learning rate over the epochs. "
-                           "paper: Adam with an L2 term (weight decay 1e-5) and the learning "
-                           "rate divided by 10 every 80 epochs; the paper's run also used "
-                           "Epochs 400, Batch size 2, Learning rate 1e-5 (set them above).")
-        form.addParam("augmentCopies", params.IntParam, default=d.augment_copies,
-                      label="Augmented copies per image", expertLevel=params.LEVEL_ADVANCED,
-                      help="Label-consistent copies of each training image, rotated in-plane "
-                           "at random and shifted by up to 7 px (the paper's augmentation: 1).")
         form.addParam("initModel", params.PointerParam, pointerClass="DeepHEMNMAModel",
                       allowsNull=True, label="Fine-tune from", expertLevel=params.LEVEL_ADVANCED,
                       help="Optional: a trained DeepHEMNMA model to start from (same image "
                            "size, pixel size, modes and architecture).")
+
+        form.addSection("Network")
+        form.addParam("architecture", params.EnumParam, choices=self.ARCHITECTURES,
+                      default=self.ARCHITECTURES.index(d.architecture), label="Architecture",
+                      help="joint: one network with three heads; separate: the paper's three "
+                           "networks (amplitudes, orientation, shifts).")
         form.addParam("inputSize", params.IntParam, default=0, label="Network input size (px)",
                       expertLevel=params.LEVEL_ADVANCED,
                       help="0: the particles' box. Smaller: Fourier-downscale the images first "
@@ -73,12 +59,47 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         form.addParam("coordChannels", params.BooleanParam, default=d.coord_channels,
                       label="Coordinate channels", expertLevel=params.LEVEL_ADVANCED,
                       help="Add x/y coordinate channels to the image (helps reading shifts).")
+
+        form.addSection("Training schedule")
+        form.addParam("epochs", params.IntParam, default=d.epochs, label="Epochs",
+                      validators=[params.Positive],
+                      help="Passes over the training images; the learning-rate schedule (one "
+                           "cycle) spans them.")
+        form.addParam("batchSize", params.IntParam, default=d.batch_size, label="Batch size",
+                      validators=[params.Positive], help="Images per training step.")
+        form.addParam("learningRate", params.FloatParam, default=d.lr, label="Learning rate",
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
+                      help="Peak learning rate of the one-cycle schedule (AdamW).")
+        form.addParam("schedule", params.EnumParam, choices=list(SCHEDULES),
+                      default=SCHEDULES.index(d.schedule), label="Optimiser schedule",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="onecycle: AdamW with a one-cycle learning rate over the epochs. "
+                           "paper: Adam with an L2 term (weight decay 1e-5) and the learning "
+                           "rate divided by 10 every 80 epochs; the paper's run also used "
+                           "Epochs 400, Batch size 2, Learning rate 1e-5 (set them above).")
         form.addParam("patience", params.IntParam, default=d.patience,
+                      validators=[params.Positive],
                       label="Early-stopping patience (epochs)", expertLevel=params.LEVEL_ADVANCED,
                       help="Training stops after this many epochs without a lower validation "
                            "loss.")
+
+        form.addSection("Validation and augmentation")
+        form.addParam("valFraction", params.FloatParam, default=d.val_fraction,
+                      validators=[params.Positive], label="Validation fraction",
+                      help="Fraction of the images held out for validation: the model kept is "
+                           "the one of the epoch with the lowest validation loss.")
+        form.addParam("mahalanobis", params.FloatParam, default=0.0,
+                      label="Mahalanobis filter", help="0: off; the paper used 3.2.")
+        form.addParam("augment", params.BooleanParam, default=d.augment,
+                      label="In-plane rotation augmentation",
+                      help="Label-consistent: psi and shifts are rotated with the image.")
+        form.addParam("augmentCopies", params.IntParam, default=d.augment_copies,
+                      label="Augmented copies per image", expertLevel=params.LEVEL_ADVANCED,
+                      help="Label-consistent copies of each training image, rotated in-plane "
+                           "at random and shifted by up to 7 px (the paper's augmentation: 1).")
         self._addComputeParams(form, threads=2)
 
+    # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.trainStep)
         self._insertFunctionStep(self.createOutputStep)
@@ -121,10 +142,11 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
             coord_channels=bool(self.coordChannels.get()), patience=self.patience.get(),
             device=device)
 
+    # --------------------------- STEPS functions -----------------------------
     def trainStep(self):
-        from ..io.metadata import write_xmd
-        write_xmd(self._extra("train.xmd"),
-                  particles_to_table(self.inputParticles.get(), need_alignment=True))
+        parts = self.inputParticles.get()
+        self._logCtf(parts, "training", parts.isPhaseFlipped())
+        self._writeParticles(parts, "train.xmd", need_alignment=True)
         # several GPUs: one process per GPU under torchrun (DeepHEMNMABase._runStage)
         self._runStage(stage, self._config(self._extra("train.xmd"), self._device(),
                                            self._modeNumbers()))
@@ -136,11 +158,12 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         self._defineOutputs(outputModel=m)
         self._defineSourceRelation(self.inputParticles, m)
 
+    # --------------------------- INFO functions ------------------------------
     def _validate(self):
         from ..errors import InputError
         parts, init = self.inputParticles.get(), self.initModel.get()
         errors = self._validateParticlesNma(parts, self.inputModes.get())
-        errors += config_errors(self._config)
+        errors += self._configErrors(self._config)
         if errors or parts is None:
             return errors
         cfg = self._config()
@@ -156,7 +179,7 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                     parts.getXDim(), pixel_size=parts.getSamplingRate(), mode_numbers=modes,
                     architecture=cfg.architecture, name="the model to fine-tune")
         except InputError as e:
-            errors.append(str(e))
+            errors.append(self._formMessage(str(e)))
         return errors
 
     def _summary(self):

@@ -15,6 +15,7 @@ Commands are argparse -> Config -> run -> print; protocols are form -> Config
 -> run. Neither holds rules of its own.
 """
 import contextlib
+import contextvars
 import dataclasses
 import glob
 import hashlib
@@ -28,8 +29,8 @@ import numpy as np
 from ..errors import InputError
 from ..utils import atomic_path
 
-__all__ = ["StageConfig", "InputError", "need", "positive", "at_least", "fraction",
-           "existing", "output_path", "cleanup_on_error", "file_digest", "table_digest",
+__all__ = ["StageConfig", "InputError", "need", "collect_problems", "positive", "at_least",
+           "fraction", "existing", "output_path", "cleanup_on_error", "file_digest", "table_digest",
            "ChunkStore", "finite_rows", "bad_images", "Rejected", "say"]
 
 
@@ -53,9 +54,33 @@ class StageConfig:
         return dataclasses.asdict(self)
 
 
+#: the lists that :func:`collect_problems` blocks are filling (innermost last)
+_COLLECTING = contextvars.ContextVar("deephemnma_collecting", default=())
+
+
+@contextlib.contextmanager
+def collect_problems():
+    """Within this block :func:`need` (and :func:`positive`, :func:`at_least`,
+    :func:`fraction`, which call it) records its message in the list the
+    block yields and goes on, so that every impossible value of a config is
+    reported at once (a Scipion form). An InputError raised otherwise still
+    ends the block. Outside such a block the first problem raises."""
+    problems = []
+    token = _COLLECTING.set(_COLLECTING.get() + (problems,))
+    try:
+        yield problems
+    finally:
+        _COLLECTING.reset(token)
+
+
 def need(condition, message):
-    """Raise InputError(message) unless ``condition``."""
+    """Raise InputError(message) unless ``condition`` (within
+    :func:`collect_problems`: record the message and go on)."""
     if not condition:
+        collecting = _COLLECTING.get()
+        if collecting:
+            collecting[-1].append(message)
+            return
         raise InputError(message)
 
 

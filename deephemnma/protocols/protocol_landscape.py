@@ -292,8 +292,8 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             errors += self._configErrors(self._reconstructConfig)
         n = parts.getSize() + (apart.getSize() if apart is not None else 0)
         if self.grouping.get() == SPLIT and n < self.minGroupSize.get():
-            errors.append(f"{n} particles: fewer than one group of "
-                          f"{self.minGroupSize.get()}")
+            errors.append(f"*Minimum group size* {self.minGroupSize.get()}: more than the "
+                          f"{n} particles")
         return errors
 
     def _summary(self):

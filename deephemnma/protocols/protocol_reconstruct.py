@@ -154,8 +154,8 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
         if not errors:
             errors += self._configErrors(self._config)
         if not errors and parts.getSize() < self.minImages.get():
-            errors.append(f"{parts.getSize()} particles, fewer than the minimum "
-                          f"{self.minImages.get()}")
+            errors.append(f"*Minimum number of images* {self.minImages.get()}: more than the "
+                          f"{parts.getSize()} particles")
         return errors
 
     def _summary(self):

@@ -13,9 +13,7 @@ from pyworkflow.tests import BaseTest, setupTestProject  # noqa: E402
 
 from deephemnma import protocols as P  # noqa: E402
 
-OURS = ["DeepHEMNMAProtNMA", "DeepHEMNMAProtSynthesize", "DeepHEMNMAProtAlign",
-        "DeepHEMNMAProtTrain", "DeepHEMNMAProtPredict", "DeepHEMNMAProtLandscape",
-        "DeepHEMNMAProtReconstruct"]
+OURS = P.__all__
 
 
 class TestPlugin(BaseTest):
@@ -326,8 +324,8 @@ class TestContinuousFlexInputs(BaseTest):
 
 
 class TestRefineProtocol(BaseTest):
-    """Local HEMNMA refinement (issue 17) from particles that carry poses and
-    amplitudes (here the synthesized ones: the ground truth as the start)."""
+    """Local HEMNMA refinement from particles that carry poses and amplitudes
+    (here the synthesized ones: the ground truth as the start)."""
 
     @classmethod
     def setUpClass(cls):
@@ -353,7 +351,8 @@ class TestRefineProtocol(BaseTest):
         self.assertTrue(any("3 amplitudes" in e for e in errors), errors)
         errors = self.newProtocol(P.DeepHEMNMAProtRefine, fineIters=0,
                                   **{k: v for k, v in kw.items() if k != "fineIters"}).validate()
-        self.assertTrue(any("--fine-iters" in e for e in errors), errors)
+        self.assertTrue(any("*Fine-level iterations*" in e for e in errors), errors)
+        self.assertFalse(any("--" in e for e in errors), errors)
         ref = self.newProtocol(P.DeepHEMNMAProtRefine, **kw)
         self.launchProtocol(ref)
         self.assertEqual(assert_outputs_declared(self, ref),

@@ -286,9 +286,14 @@ class TestContinuousFlexInputs(BaseTest):
         tr = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=cparts,
                               inputModes=holder.outputModes78, epochs=2, batchSize=4,
                               useGpu=False)
+        self.assertFalse(cparts.hasCTF())
         self.launchProtocol(tr)
         model = tr.outputModel
         self.assertEqual(model.getModeNumbers(), [7, 8])
+        # particles without CTF: trained on the images as they are, as the log says
+        with open(tr.getLogPaths()[0]) as f:
+            self.assertIn("The particles have no CTF: training applies no CTF correction",
+                          f.read())
         self.assertEqual(model.getImageSize(), 128)
         # the stored label statistics are those of Xmipp's amplitudes
         from deephemnma.core.models import load_model
@@ -320,6 +325,9 @@ class TestContinuousFlexInputs(BaseTest):
                                useGpu=False)
         self.launchProtocol(prd)
         self.assertEqual(prd.outputParticles.getSize(), 10)
+        with open(prd.getLogPaths()[0]) as f:
+            self.assertIn("The particles have no CTF: prediction applies no CTF correction",
+                          f.read())
         self.assertIsNone(DeepHEMNMAAccuracyViewer(project=self.proj, protocol=prd).accuracy())
 
 

@@ -326,7 +326,7 @@ class TestContinuousFlexInputs(BaseTest):
 
 
 class TestRefineProtocol(BaseTest):
-    """Local HEMNMA refinement (issue 17) from particles that carry poses and
+    """Local HEMNMA refinement from particles that carry poses and
     amplitudes (here the synthesized ones: the ground truth as the start)."""
 
     @classmethod

@@ -1,5 +1,5 @@
-"""The previous HEMNMA alignment (deephemnma/core/align.py as of commit
-e9417f1, unchanged up to 2d3eb83, before issue 16), kept only so that
+"""The previous HEMNMA alignment (deephemnma/core/align.py before the
+polar-ring search and the local atom stamps, CHANGES.md), kept only so that
 benchmarks/bench_align.py can time it against the current one in the same
 run. Not part of the package.
 
@@ -261,7 +261,7 @@ class Aligner:
 
 @dataclasses.dataclass
 class PreviousOptions:
-    """AlignOptions' defaults at commit 1091584."""
+    """AlignOptions' defaults of the previous implementation."""
     pyramid: tuple = None
     angular_step: float = 12.0
     search_amplitude: float = 150.0

@@ -1,4 +1,4 @@
-"""HEMNMA alignment benchmark (issues 6 and 16). Prints three tables:
+"""HEMNMA alignment benchmark. Prints three tables:
 
 1. accuracy on the paper's synthetic protocol (AK, modes 7-9, helix, SNR 0.1
    at 256 px then downscaled, CTF 5000 Å, phase flip) at ``--box`` px vs the

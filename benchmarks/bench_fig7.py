@@ -13,7 +13,7 @@ group's size (paper 899; ``--subgroup``) is reconstructed from the
 reconstruction-size images (shifts x recon-box/box, CTF Wiener, the images not
 phase-flipped) with ground-truth poses, our HEMNMA's poses (the align stage on
 the pose-size images), the network's poses, and the network's poses refined
-by local HEMNMA (the refine stage, issue 17); the whole group with the
+by local HEMNMA (the refine stage); the whole group with the
 network's poses (Fig. 7 itself). FSC 0.5 and 0.143 against the map of the
 atomic model at the group's ground-truth centroid amplitudes.
 
@@ -86,7 +86,7 @@ def run(model, n=1500, box=64, recon_box=128, groups=10, subgroup=40, hemnma=Tru
                                     **(align_options or {}))
         poses["HEMNMA"] = at_rows(al)
     t_ref = 0.0
-    if refine:        # issue 17: the network's poses refined by local HEMNMA (refine stage)
+    if refine:        # the network's poses refined by local HEMNMA (refine stage)
         from deephemnma.io.metadata import read_metadata
         from deephemnma.stages import refine as refine_stage
         paper.write_rows(pred.subset(rows), os.path.join(work, "pred_sub.xmd"))

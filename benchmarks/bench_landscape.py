@@ -1,4 +1,4 @@
-"""Landscape and reconstruction benchmarks (issue 4). Prints tables:
+"""Landscape and reconstruction benchmarks. Prints tables:
 
 1. speed: PCA + density plot of 1,000,000 points; reconstruction of 10,000
    images of 128 px (pad 1 and 2);

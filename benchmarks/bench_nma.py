@@ -1,4 +1,4 @@
-"""Normal-mode analysis speed and memory (issue 2): 20 modes of the ribosome 6ZU5
+"""Normal-mode analysis speed and memory: 20 modes of the ribosome 6ZU5
 (CA+P, RTB) and of adenylate kinase (all heavy atoms). Prints a markdown table.
 
     python benchmarks/bench_nma.py [--shared ../shared/data]

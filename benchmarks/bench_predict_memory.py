@@ -1,4 +1,4 @@
-"""Peak memory of `deephemnma predict` vs the number of images (issue 3: it
+"""Peak memory of `deephemnma predict` vs the number of images (it
 must not grow with N). A small model is trained for one epoch on simulated AK
 images (32 px), stacks of N images (the simulated ones tiled, memory-mapped
 .mrcs + .xmd) are written, and `deephemnma predict` runs on each in its own

@@ -1,4 +1,4 @@
-"""Pseudoatom conversion benchmark (issue 7): time and number of pseudoatoms for
+"""Pseudoatom conversion benchmark: time and number of pseudoatoms for
 a map simulated from AK.pdb at 1 Å voxels and for a 128^3 map, plus the mode
 overlap with the atomic model. Prints a markdown table.
 

@@ -1,4 +1,4 @@
-"""Local HEMNMA refinement (the refine stage, issue 17) vs full HEMNMA (the
+"""Local HEMNMA refinement (the refine stage) vs full HEMNMA (the
 align stage) on the paper's synthetic chain.
 
 ``-n`` images (AK, modes 7-9 on the paper's helix, uniform orientations,
@@ -24,7 +24,7 @@ means and stds, random signs). Prints:
 
     OMP_NUM_THREADS=2 python benchmarks/bench_refine.py [-n 200] [--box 64] [--rounds 2]
 
-Other agents may share the cores: only ratios within one run are meaningful.
+Other work may share the cores: only ratios within one run are meaningful.
 """
 import argparse
 import os
@@ -148,7 +148,7 @@ def main():
         print(f"| {name} | {best[name]:.1f} | {np.median(times[name]):.1f} | "
               f"{args.n / best[name]:.2f} | **{best['align'] / best[name]:.1f}x** |")
     ra, rr = cols["full HEMNMA (align)"], cols["refine from the start"]
-    print(f"\nwin criterion (issue 17: from the paper-level start, HEMNMA's accuracy at >= 3x "
+    print(f"\nwin criterion (from the paper-level start, HEMNMA's accuracy at >= 3x "
           f"its speed): angles {rr['angles_deg']['mean']:.2f} vs {ra['angles_deg']['mean']:.2f}"
           f" deg, amplitude MAE {rr['amplitude_mae_mean']['mean']:.2f} vs "
           f"{ra['amplitude_mae_mean']['mean']:.2f}, shifts x {rr['shift_x_A']['mean']:.3f} vs "

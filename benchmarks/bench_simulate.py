@@ -1,4 +1,4 @@
-"""Simulation and projection speed (issue 2): projector images/s for AK (1,656
+"""Simulation and projection speed: projector images/s for AK (1,656
 atoms) at 64 and 128 px, and `simulate` of 20,000 images of 64 px at 1.3 Å/px
 with the command's default chain, the paper's (helix, CTF, SNR 0.1 at 0.325
 Å/px: rendered at 256 px, then downscaled), and with --snr-in-output (SNR 0.1

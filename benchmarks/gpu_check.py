@@ -1,4 +1,4 @@
-"""DeepHEMNMA on a GPU, proved in one short run (issue 15): five timed steps,
+"""DeepHEMNMA on a GPU, proved in one short run: five timed steps,
 written to OUT/report.json and OUT/report.md after every step (a run cut
 short still leaves what it did).
 
@@ -23,7 +23,7 @@ short still leaves what it did).
   (e) the Fig. 7 comparison (bench_fig7.py): ten groups along PC1 of the
       network's amplitudes, maps from the 256 px images with ground-truth,
       HEMNMA and network poses and the network's poses refined by local HEMNMA
-      (the refine stage, issue 17), FSC 0.5/0.143 against each group's centroid.
+      (the refine stage), FSC 0.5/0.143 against each group's centroid.
 
 ``--tiny --device cpu`` runs every step on small sizes in a few minutes (the
 test suite runs it: tests/test_gpu_check.py), so this script cannot rot.
@@ -417,7 +417,7 @@ def step_e(c):
                        subgroup=sub, hemnma=hem, device=c.device,
                        work=os.path.join(c.work, "fig7"), progress=say,
                        align_options=_align_options(c), whole=whole,
-                       refine=hem)            # the network's poses refined (issue 17)
+                       refine=hem)            # the network's poses refined by local HEMNMA
     r["markdown"] = bench_fig7.markdown(r)
     r["paper"] = paper.FIG7
     d = [g["fsc"]["network"]["fsc_0.5"] - g["fsc"]["ground truth"]["fsc_0.5"]

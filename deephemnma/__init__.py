@@ -16,7 +16,7 @@ def passive_openmp():
     """Make OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``)
     unless the user set a policy. Torch's threads otherwise spin at every
     barrier: on 2 cores shared with other work, training ran 5-14 images/s
-    instead of 91-102 (measured, ResNet-34 at 32 px, batch 32; issue 16).
+    instead of 91-102 (measured, ResNet-34 at 32 px, batch 32).
     OpenMP reads the variable when torch is first imported, so this is called
     before that by the command line, the stage runner and the protocols' run
     processes; the Scipion GUI's own environment is left alone."""

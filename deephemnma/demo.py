@@ -189,8 +189,8 @@ def main(argv=None):
     ap.add_argument("--train-subset", type=int, default=1500,
                     help="images aligned by HEMNMA and used to train the network")
     ap.add_argument("--box", type=int, default=64)
-    # the CPU recipe measured by bench_network.py (README "Network trained on
-    # ground-truth labels"): images seen at 32 px, no dropout, coordinate channels
+    # the CPU training recipe (measured on ground-truth labels, CHANGES.md
+    # 2026-11-25): images seen at 32 px, no dropout, coordinate channels
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--input-size", type=int, default=32,
                     help="px: the network sees the images Fourier-downscaled to this size")

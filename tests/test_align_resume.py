@@ -1,4 +1,4 @@
-"""`deephemnma align` interrupted and resumed (issue 13, item 2 and 3).
+"""`deephemnma align` interrupted and resumed.
 
 * kill -9 once k chunk files exist in OUT.parts (k = 1, 4 of 6; k = 2 in the
   two tests after), rerun the same command: the output equals an

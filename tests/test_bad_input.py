@@ -1,4 +1,4 @@
-"""The bad-input table (issue 13, item 5): every command, fed an impossible
+"""The bad-input table: every command, fed an impossible
 input, stops with exit code 2 and ONE line naming the problem (on its own line
 after any progress output), no traceback, and leaves nothing behind (no output,
 no ``.parts``/``.part``/temporary file, no ``split.npz``, no half-made folder,
@@ -884,7 +884,7 @@ def test_train_resume_more_epochs(fx, capfd, monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------------------
-# refine (issue 17), appended: its cases join BASE/NEEDS/CASES/COUNTS/BY_ID
+# refine, appended: its cases join BASE/NEEDS/CASES/COUNTS/BY_ID
 # here and run in their own parametrized tests (the table's tests above were
 # parametrized before these lines ran)
 BASE["refine"] = ("refine --particles {S}/particles.xmd --modes {REF} --structure "

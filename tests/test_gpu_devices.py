@@ -1,5 +1,5 @@
 """Scipion's GPU choice -> torch devices, and several GPUs -> the stage under
-torchrun, one process per GPU (issue 14, item 4; no GPU needed: the launch
+torchrun, one process per GPU (no GPU needed: the launch
 command, its environment, the config JSON, and a real 2-process CPU run)."""
 import json
 import logging
@@ -44,7 +44,7 @@ def test_gpu_not_wanted():
 
 
 # --------------------------------------------------------------------------
-# several GPUs: the stage under torchrun, one process per GPU (issue 14, item 4)
+# several GPUs: the stage under torchrun, one process per GPU
 def _env():
     return dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", DEEPHEMNMA_QUIET="1",
                 PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

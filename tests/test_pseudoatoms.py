@@ -124,7 +124,7 @@ def test_stage_bad_input_leaves_nothing(ak_map, tmp_path, changes, match):
 
 
 # --------------------------------------------------------------------------
-# the Gaussian width chosen from the map (issue 14, item 5)
+# the Gaussian width chosen from the map
 def _cistem_volume():
     d = np.load(shared_file("oracles", "cistem_projection.npz"))
     return d["volume"].astype(np.float64), float(d["voxel_size"])
@@ -165,7 +165,7 @@ def test_cistem_volume_converts_with_defaults(tmp_path):
     pdb = read_structure(out.pdb)
     assert pdb.sigma == pytest.approx(out.sigma, rel=1e-4) and len(pdb) == out.n_atoms
     assert any("automatic width" in line for line in stage.summary(out, cfg))
-    # the old default width does not convert it, and the message says what was tried
+    # a fixed width of 1.5 voxels does not convert it, and the message says what was tried
     with pytest.raises(InputError, match="1.5 Å: 6[0-9].[0-9] %"):
         stage.run(cfg.replace(out=str(tmp_path / "q"), sigma_voxels=1.5), progress=False)
     assert not (tmp_path / "q.pdb").exists()

@@ -1,4 +1,4 @@
-"""Viewers, help texts, logo and citations (issue 14, item 7).
+"""Viewers, help texts, logo and citations.
 
 * the viewers draw their figures headless (MPLBACKEND=Agg) from stage
   outputs and from protocol outputs: NMA (eigenvalues, collectivity, one

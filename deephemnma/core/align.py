@@ -6,8 +6,8 @@ reference match the image, and a cost (1 - normalised cross-correlation inside
 a circular mask; lower is better; Xmipp's HEMNMA also reports a cost where
 lower is better).
 
-Design (all batched in torch, CPU or CUDA, one process; issue 16 measured
-every step with benchmarks/bench_align.py):
+Design (all batched in torch, CPU or CUDA, one process; every step measured
+with benchmarks/bench_align.py):
 
 1. preprocessing as HEMNMA: phase flip when the CTF is known (unless the images
    are already flipped), Fourier downscaling to the pyramid sizes, masked

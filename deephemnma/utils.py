@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic outputs, progress reporting, device choice."""
+"""Small shared helpers: atomic outputs, progress reporting, device choice,
+torchrun process groups."""
 import contextlib
 import os
 import sys
@@ -116,3 +117,26 @@ def resolve_device(device=None):
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"--device {device}: only {torch.cuda.device_count()} GPU(s)")
     return dev
+
+
+def distributed(start=True, backend=None):
+    """(rank, world size, torch.distributed or None) of this process.
+
+    Under torchrun (RANK and WORLD_SIZE in the environment) and with ``start``,
+    the process group is started when it is not yet: ``backend`` ('gloo',
+    'nccl'; None: nccl when CUDA is available, else gloo); with nccl the
+    process's GPU becomes its LOCAL_RANK. Without a started process group:
+    (0, 1, None)."""
+    import torch.distributed as dist
+    if not dist.is_available():
+        return 0, 1, None
+    if start and "RANK" in os.environ and "WORLD_SIZE" in os.environ \
+            and not dist.is_initialized():
+        import torch
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), dist
+    return 0, 1, None

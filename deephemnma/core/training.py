@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..utils import Progress, atomic_path, resolve_device
+from ..utils import Progress, atomic_path, distributed, resolve_device
 from . import rotations
 from .config import SCHEDULES, TrainConfig
 from .image import normalize, rotate_images
@@ -275,13 +275,6 @@ class _Images:
         return torch.as_tensor(arr).to(self.device)
 
 
-def _dist():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _seed(*parts):
     """A 63-bit seed from integers (the same on every platform)."""
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)
@@ -318,7 +311,7 @@ class Trainer:
         self.cfg = cfg = cfg or TrainConfig()
         if len(images) != len(table):
             raise InputError(f"{len(images)} images but {len(table)} label rows")
-        self.rank, self.world = _dist()
+        self.rank, self.world, _ = distributed(start=False)
         self.device = resolve_device(cfg.device)
         self.box = int(images.shape[-1])
         self.input_size = int(cfg.input_size or self.box)

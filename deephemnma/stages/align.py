@@ -112,15 +112,6 @@ class Outputs:
         return self.particles + ".parts"
 
 
-def _dist():
-    import torch.distributed as dist
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        return dist.get_rank(), dist.get_world_size(), dist
-    return 0, 1, None
-
-
 def run(cfg, progress=True):
     """Align ``cfg.particles``; returns :class:`Outputs`."""
     return run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align(imgs, ctf),
@@ -144,11 +135,11 @@ def run_alignment(cfg, label, compute, check=None, ignored_options=(), progress=
     from ..core.ctf import CTFParams
     from ..io.metadata import read_metadata, write_xmd
     from ..io.stacks import load_images
-    from ..utils import Progress, resolve_device
+    from ..utils import Progress, distributed, resolve_device
     from .reference import check_fits, load_reference
     cfg.validate()
     out = Outputs(cfg.out)
-    rank, world, dist = _dist()
+    rank, world, dist = distributed(backend="gloo")
     table = read_metadata(cfg.particles)
     table.require(["image"], "image", cfg.particles)
     need(len(table) > 0, f"{cfg.particles}: no particles")

@@ -29,8 +29,8 @@ from ..errors import InputError
 from ..utils import atomic_path
 
 __all__ = ["StageConfig", "InputError", "need", "positive", "at_least", "fraction",
-           "existing", "output_path", "cleanup_on_error", "file_digest", "table_digest",
-           "ChunkStore", "finite_rows", "bad_images", "Rejected", "say"]
+           "same_file", "is_whole", "whole_number", "existing", "output_path",
+           "cleanup_on_error", "file_digest", "table_digest", "ChunkStore", "finite_rows", "bad_images", "usable_rows", "Rejected", "say"]
 
 
 def say(message, stream=None):
@@ -92,8 +92,19 @@ def existing(name, path, what="file"):
         need(os.path.getsize(path) > 0, f"{name}: empty file: {path}")
 
 
-def _same(a, b):
+def same_file(a, b):
+    """``a`` and ``b`` name the same file (links and relative paths resolved)."""
     return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
+
+
+def is_whole(value):
+    """``value`` is an integer (Python or numpy; a bool is not)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def whole_number(name, value):
+    """Raise InputError unless ``value`` is an integer (:func:`is_whole`)."""
+    need(is_whole(value), f"{name} must be a whole number, got {value}")
 
 
 def output_path(name, path, inputs=(), folder=False):
@@ -101,7 +112,7 @@ def output_path(name, path, inputs=(), folder=False):
     not an existing folder."""
     need(path not in (None, ""), f"{name} is required")
     for i in inputs:
-        if i not in (None, "") and _same(path, i):
+        if i not in (None, "") and same_file(path, i):
             raise InputError(f"{name} {path} is also an input: choose another output")
     if not folder:
         need(not os.path.isdir(path), f"{name}: {path} is a folder; give a file name")
@@ -322,6 +333,25 @@ class Rejected:
         return ", ".join(f"{n} {r}" for r, n in c.items())
 
 
+def usable_rows(table, load, rejected, check_rows=finite_rows):
+    """The rows of ``table`` that a run can use, and their images: rows with a
+    non-finite value (``check_rows(table)`` False) and then rows whose image is
+    unusable (:func:`bad_images`) go to ``rejected`` with the reason.
+    ``load(table) -> images`` (n, y, x) is called only when rows are left.
+    Returns (Table, images or None when no row is left)."""
+    ok = check_rows(table)
+    rejected.add(table, ~ok, "non-finite value")
+    table = table.subset(ok)
+    if not len(table):
+        return table, None
+    images = load(table)
+    bad = bad_images(images)
+    rejected.add(table, bad, "unusable image (NaN/inf or constant)")
+    if bad.any():
+        table, images = table.subset(~bad), images[~bad]
+    return table, images
+
+
 def accepted_chunks(tables, chunk, load, rejected, check_rows=finite_rows):
     """Group the usable rows of a stream of Tables into chunks of exactly
     ``chunk`` rows (the last may be shorter): the chunks, and so every batch
@@ -335,16 +365,9 @@ def accepted_chunks(tables, chunk, load, rejected, check_rows=finite_rows):
     buf_t, buf_i, k = [], [], 0
     have = 0
     for t in tables:
-        ok = check_rows(t)
-        rejected.add(t, ~ok, "non-finite value")
-        t = t.subset(ok)
+        t, imgs = usable_rows(t, load, rejected, check_rows)
         if not len(t):
             continue
-        imgs = load(t)
-        bad = bad_images(imgs)
-        rejected.add(t, bad, "unusable image (NaN/inf or constant)")
-        if bad.any():
-            t, imgs = t.subset(~bad), imgs[~bad]
         buf_t.append(t)
         buf_i.append(imgs)
         have += len(t)

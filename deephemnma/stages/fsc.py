@@ -40,7 +40,7 @@ class Config(base.StageConfig):
             if p not in (None, ""):
                 base.output_path(name, p, [self.map1, self.map2])
         need(self.png in (None, "") or self.json in (None, "") or
-             not base._same(self.png, self.json), "--png and --json are the same file")
+             not base.same_file(self.png, self.json), "--png and --json are the same file")
         return self.validate_options()
 
 

@@ -358,7 +358,7 @@ def run(cfg, progress=True):
         for p in stale:        # files of an earlier run that this one does not replace
             if p not in written and os.path.exists(p):
                 os.remove(p)
-        if not (cfg.pca and base._same(cfg.pca, out.pca)):
+        if not (cfg.pca and base.same_file(cfg.pca, out.pca)):
             L.save_pca(pca, out.pca)
         write_xmd(out.landscape, t, absolute=cfg.absolute_paths)
         L.density_plot(c, out.density, labels, apart=apart if cfg.also else None,

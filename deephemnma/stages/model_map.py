@@ -26,8 +26,8 @@ class Config(base.StageConfig):
     sigma: float = 1.0               # atom Gaussian std, Å (atomic models)
 
     def validate_options(self):
-        need(isinstance(self.box, (int, np.integer)) and not isinstance(self.box, bool)
-             and self.box >= 8, f"--box must be an integer >= 8 voxels, got {self.box}")
+        need(base.is_whole(self.box) and self.box >= 8,
+             f"--box must be an integer >= 8 voxels, got {self.box}")
         base.positive("--pixel-size", self.pixel_size)
         base.positive("--sigma", self.sigma)
         return self

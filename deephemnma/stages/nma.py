@@ -48,7 +48,7 @@ class Config(base.StageConfig):
         """The numbers and choices (no file is looked at)."""
         need(self.method in METHODS,
              f"--method {self.method}: expected one of {', '.join(METHODS)}")
-        need(_is_int(self.n_modes) and self.n_modes >= 7,
+        need(base.is_whole(self.n_modes) and self.n_modes >= 7,
              f"--modes {self.n_modes}: ask for at least 7 modes (modes 1-6 are "
              "rigid-body motions)")
         if self.percentile is not None:
@@ -56,7 +56,7 @@ class Config(base.StageConfig):
                  f"--percentile must be in (0, 100], got {self.percentile}")
         else:
             base.positive("--cutoff", self.cutoff)
-        need(_is_int(self.block_size) and self.block_size >= 1,
+        need(base.is_whole(self.block_size) and self.block_size >= 1,
              f"--block-size must be an integer >= 1, got {self.block_size}")
         need(bool(self.selection and str(self.selection).strip()), "--selection is empty")
         return self
@@ -70,10 +70,6 @@ class Config(base.StageConfig):
         need(not os.path.exists(out.modes_xmd),
              f"{self.out} already holds modes.xmd; choose another --out")
         return self.validate_options()
-
-
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def resolve_method(method, structure):

@@ -114,14 +114,8 @@ def run(cfg, progress=True):
              f"--pixel-size {cfg.pixel_size:g}")
     rejected = base.Rejected()
     columns = POSE_COLUMNS + (CTF_COLUMNS if cfg.use_ctf else ())
-    ok = base.finite_rows(t, columns)
-    rejected.add(t, ~ok, "non-finite value")
-    t = t.subset(ok)
-    if len(t):
-        imgs = load_images(t)
-        bad = base.bad_images(imgs)
-        rejected.add(t, bad, "unusable image (NaN/inf or constant)")
-        t, imgs = t.subset(~bad), imgs[~bad]
+    t, imgs = base.usable_rows(t, load_images, rejected,
+                               lambda rows: base.finite_rows(rows, columns))
     note = f" ({rejected.summary()})" if len(rejected) else ""
     need(len(t) > 0, f"{cfg.particles}: no usable particle{note}")
     need(len(t) >= cfg.min_images, f"{cfg.particles}: {len(t)} usable images{note}, fewer "

@@ -75,9 +75,9 @@ class Config(base.StageConfig):
     def validate_options(self):
         """The numbers and choices (no file is looked at)."""
         from ..core.nma import parse_mode_list
-        need(_is_int(self.n) and self.n >= 1,
+        need(base.is_whole(self.n) and self.n >= 1,
              f"-n/--number must be an integer >= 1, got {self.n}")
-        need(_is_int(self.box) and self.box >= 16 and self.box % 2 == 0,
+        need(base.is_whole(self.box) and self.box >= 16 and self.box % 2 == 0,
              f"--box must be an even number of pixels >= 16, got {self.box}")
         base.positive("--pixel-size", self.pixel_size)
         need(self.law in LAWS, f"--law {self.law}: expected one of {', '.join(LAWS)}")
@@ -95,10 +95,10 @@ class Config(base.StageConfig):
             base.fraction("--q0", self.q0)
         base.at_least("--shift-range", self.shift_range, 0)
         if self.render_factor is not None:
-            need(_is_int(self.render_factor) and self.render_factor >= 1,
+            need(base.is_whole(self.render_factor) and self.render_factor >= 1,
                  f"--render-factor must be an integer >= 1, got {self.render_factor}")
         base.positive("--sigma", self.sigma)
-        need(_is_int(self.seed) and self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        need(base.is_whole(self.seed) and self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         return self
 
     def validate(self):
@@ -129,10 +129,6 @@ class Config(base.StageConfig):
             d.pop(k)
         d["render_factor"] = self.rendering()
         return d
-
-
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _modes_xmd(modes):

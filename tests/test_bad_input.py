@@ -22,7 +22,7 @@ in all: align 42, evaluate 14, fsc 15, landscape 37, model-map 17, nma 18,
 outliers 10, predict 26, pseudoatoms 22, reconstruct 28, refine 33, simulate
 35, train 44; plus 14 of them again as real processes, 7 row-rejection cases
 (align, predict, train, reconstruct, outliers, landscape, refine), evaluate
-with an 'abc' angle, and `train --resume` with more epochs.
+with an 'abc' angle, and `train` run again with more epochs.
 """
 import collections
 import os
@@ -412,7 +412,7 @@ NEEDS = {"nma": (), "pseudoatoms": ("maps",), "simulate": ("nma",),
          "landscape": ("sim", "derived"), "reconstruct": ("sim", "derived", "maps"),
          "model-map": (), "fsc": ("maps",), "evaluate": ("sim", "derived", "nma")}
 
-FLAGS = {"--no-noise", "--no-ctf", "--robust", "--resume", "--rescale", "--augment"}
+FLAGS = {"--no-noise", "--no-ctf", "--robust", "--rescale", "--augment"}
 
 
 def edit(template, changes):
@@ -850,10 +850,11 @@ def test_evaluate_abc_angle_row(fx, capfd, monkeypatch):
     assert "nan" not in out.lower(), f"NaN in the evaluation:\n{out}"
 
 
-def test_train_resume_more_epochs(fx, capfd, monkeypatch, tmp_path):
-    """`train --resume --epochs N` after a run of fewer epochs, and on a folder
-    with no previous run: exit 0 (continues / starts) or a one-line error,
-    never a traceback; a refused run leaves nothing behind."""
+def test_train_rerun_more_epochs(fx, capfd, monkeypatch, tmp_path):
+    """`train --epochs N` on a folder with no previous run, and again after a
+    run of fewer epochs: exit 0 (starts / continues) or a one-line error,
+    never a traceback; a refused run leaves nothing behind. The removed
+    `--resume` is an unknown option (exit 2)."""
     _require(fx, NEEDS["train"])
     base = ["train", "--particles", os.path.join(fx.paths["S"], "particles.xmd"),
             "--input-size", "32", "--batch-size", "8", "--pixel-size", "2.6",
@@ -862,17 +863,19 @@ def test_train_resume_more_epochs(fx, capfd, monkeypatch, tmp_path):
     before = snapshot(tmp_path)
     rc, out, err = run_inprocess(base + ["--resume", "--epochs", "2"], capfd, monkeypatch,
                                  quiet=True)
+    assert rc == 2 and "unrecognized arguments: --resume" in err, (rc, err[-1500:])
+    assert snapshot(tmp_path) == before, "a refused --resume left files behind"
+    rc, out, err = run_inprocess(base + ["--epochs", "2"], capfd, monkeypatch, quiet=True)
     assert "Traceback" not in out + err, (out + err)[-3000:]
     if rc == 2:
         check_error("train", rc, out, err)
-        assert snapshot(tmp_path) == before, "a refused --resume left files behind"
+        assert snapshot(tmp_path) == before, "a refused run left files behind"
     else:
         assert rc == 0, f"exit {rc}: {err[-1500:]}"
         shutil.rmtree(tmp_path / "tr")
     rc, out, err = run_inprocess(base + ["--epochs", "1"], capfd, monkeypatch, quiet=True)
     assert rc == 0, f"first run: exit {rc}: {err[-1500:]}"
-    rc, out, err = run_inprocess(base + ["--resume", "--epochs", "2"], capfd, monkeypatch,
-                                 quiet=True)
+    rc, out, err = run_inprocess(base + ["--epochs", "2"], capfd, monkeypatch, quiet=True)
     assert "Traceback" not in out + err, (out + err)[-3000:]
     assert rc in (0, 2), f"exit {rc}: {err[-1500:]}"
     if rc == 2:

@@ -891,7 +891,7 @@ def test_train_rerun_more_epochs(fx, capfd, monkeypatch, tmp_path):
 # here and run in their own parametrized tests (the table's tests above were
 # parametrized before these lines ran)
 BASE["refine"] = ("refine --particles {S}/particles.xmd --modes {REF} --structure "
-                  "{REF}/reference.pdb --pixel-size 2.6 --out {O}/ref.xmd --fine-iters 2 "
+                  "{REF}/reference.pdb --pixel-size 2.6 --out {O}/ref.xmd --refine-fine-iters 2 "
                   "--chunk 4")
 NEEDS["refine"] = ("nma", "sim", "derived")
 _FIRST_REFINE = len(CASES)
@@ -907,8 +907,8 @@ files("refine", "--modes", [("nomodes", ""), ("empty", ".xmd")])
 files("refine", "--structure", [("missing", ".pdb"), ("empty", ".pdb")])
 numbers("refine", "--pixel-size", NEG)
 case("refine", "pixel-size-differs-from-header", {"--pixel-size": "5"}, "pixel")
-numbers("refine", "--fine-iters", ("0", "-1"))
-numbers("refine", "--coarse-iters", ("-1",))
+numbers("refine", "--refine-fine-iters", ("0", "-1"))
+numbers("refine", "--refine-coarse-iters", ("-1",))
 numbers("refine", "--chunk", ("0", "-1"))
 numbers("refine", "--outlier-threshold", ("-1", "nan"))
 numbers("refine", "--pyramid", ("4,8", "x"))
@@ -939,7 +939,7 @@ def test_refine_row_rejected(fx, capfd, monkeypatch):
     defocus (7), and on an 'abc' amplitude (4): those rows alone are left out."""
     test_row_rejected("refine", "refine --particles {S}/bad_rows.xmd --modes {REF} --structure "
                       "{REF}/reference.pdb --pixel-size 2.6 --out {O}/rows/ref.xmd "
-                      "--fine-iters 1 --chunk 4", {3, 5, 7}, set(), fx, capfd, monkeypatch)
+                      "--refine-fine-iters 1 --chunk 4", {3, 5, 7}, set(), fx, capfd, monkeypatch)
     test_row_rejected("refine", "refine --particles {S}/abc_nma.xmd --modes {REF} --structure "
                       "{REF}/reference.pdb --pixel-size 2.6 --out {O}/rows/ref.xmd "
-                      "--fine-iters 1 --chunk 4", {4}, set(), fx, capfd, monkeypatch)
+                      "--refine-fine-iters 1 --chunk 4", {4}, set(), fx, capfd, monkeypatch)

@@ -31,7 +31,7 @@ Examples:
   deephemnma train --particles more.xmd --init-model net/model.pt --out net2
 """
 from ..core.config import PAPER_SCHEDULE, SCHEDULES
-from . import run_stage
+from . import run_and_summarize
 from ..stages import train as stage
 
 
@@ -117,4 +117,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

@@ -35,8 +35,8 @@ class Config(align.Config):
     def validate_options(self):
         """The checks that need no file."""
         self.validate_run_options()
-        base.at_least("--coarse-iters", self.refine_coarse_iters, 0)
-        base.at_least("--fine-iters", self.refine_fine_iters, 1)
+        base.at_least("--refine-coarse-iters", self.refine_coarse_iters, 0)
+        base.at_least("--refine-fine-iters", self.refine_fine_iters, 1)
         return self
 
 

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ..core.config import AlignOptions
+from ..core.config import AlignOptions, result_options
 from . import base
 from .base import InputError, need
 
@@ -115,22 +115,19 @@ class Outputs:
 def run(cfg, progress=True):
     """Align ``cfg.particles``; returns :class:`Outputs`."""
     return run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align(imgs, ctf),
-                         ignored_options=REFINE_ONLY, progress=progress)
+                         progress=progress)
 
 
-#: AlignOptions used only by Aligner.refine (not in align's run stamp)
-REFINE_ONLY = ("refine_coarse_iters", "refine_fine_iters")
-
-
-def run_alignment(cfg, label, compute, check=None, ignored_options=(), progress=True):
+def run_alignment(cfg, label, compute, check=None, progress=True):
     """What the align and refine stages share: validate ``cfg``, read the
     particles and the reference, process the usable rows in resumable chunks
     (``compute(aligner, images, ctf, rows) -> dict`` of angles (b, 3), shifts
     (b, 2) px, amplitudes (b, M), cost (b,) for one batch of rows, a Table),
     and write OUT.xmd, OUT_kept.xmd (Mahalanobis filter) and OUT.rejected.xmd.
     ``check(table, modes)`` raises InputError for particles the stage cannot
-    use (before anything is written). ``ignored_options``: AlignOptions the
-    stage does not use (left out of the run stamp). Returns :class:`Outputs`."""
+    use (before anything is written). ``label`` ('align' or 'refine') names
+    the stage: its run stamp holds the AlignOptions that change its results
+    (:func:`deephemnma.core.config.result_options`). Returns :class:`Outputs`."""
     from ..core.align import Aligner
     from ..core.ctf import CTFParams
     from ..io.metadata import read_metadata, write_xmd
@@ -159,9 +156,7 @@ def run_alignment(cfg, label, compute, check=None, ignored_options=(), progress=
     stamp = {"rows": base.table_digest(table), "structure": base.file_digest(cfg.structure),
              "modes": [int(n) for n in modes.numbers],
              "vectors": base.array_digest(modes.vectors), "chunk": cfg.chunk,
-             # results depend on neither the device nor the worker threads
-             "options": {k: v for k, v in dataclasses.asdict(opt).items()
-                         if k not in ("device", "threads") + tuple(ignored_options)},
+             "options": result_options(opt, label),
              "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size}
     t0 = time.perf_counter()
     base.remove_stale_temporaries(out.particles, out.rejected, out.kept)   # of a killed run

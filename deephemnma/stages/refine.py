@@ -56,16 +56,9 @@ def _refine(aligner, images, ctf, rows):
                           rows["nmaDisplacements"].reshape(len(rows), -1))
 
 
-#: AlignOptions refine does not use (not in its run stamp)
-SEARCH_ONLY = ("angular_step", "search_amplitude", "search_corners", "max_shift",
-               "n_candidates", "candidate_separation", "fine_candidates", "coarse_iters",
-               "fine_iters")
-
-
 def run(cfg, progress=True):
     """Refine ``cfg.particles`` from their poses; returns :class:`Outputs`."""
-    return align.run_alignment(cfg, "refine", _refine, check=_check(cfg),
-                               ignored_options=SEARCH_ONLY, progress=progress)
+    return align.run_alignment(cfg, "refine", _refine, check=_check(cfg), progress=progress)
 
 
 def summary(out, cfg):

@@ -42,11 +42,14 @@ def build_parser():
 
 
 def main(argv=None):
+    from .stages.base import invoked_by
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")      # library warnings are not for the user
     try:
-        result = args._main(args)
+        with invoked_by(["deephemnma", *argv]):      # the command in the run records
+            result = args._main(args)
     except USER_ERRORS as e:
         end_progress_lines()
         print(one_line(args.command, e), file=sys.stderr)

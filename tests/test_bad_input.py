@@ -734,17 +734,51 @@ def test_case_counts():
     assert min(COUNTS.values()) >= 8
 
 
+RECORD_KEYS = {"stage", "command", "cwd", "config", "version", "started", "ended", "seconds",
+               "status"}
+
+
 def test_base_commands_succeed(fx, capfd, monkeypatch, tmp_path):
     """Every BASE command line works on the fixture (exit 0, output written),
-    so a case's exit code 2 comes from the option it changes."""
+    so a case's exit code 2 comes from the option it changes; each writes its
+    run record beside its outputs (evaluate only with --json): the command
+    line, the config, the version, the times, status finished."""
+    import json
+    from deephemnma.cli import build_parser
+    from deephemnma.version import __version__
     _require(fx, sorted({n for v in NEEDS.values() for n in v}))
     failures = []
+    records = {}
     for cmd, tpl in BASE.items():
         argv = shlex.split(tpl.format(**dict(fx.paths, O=str(tmp_path))))
         rc, out, err = run_inprocess(argv, capfd, monkeypatch, quiet=True)
         if rc != 0:
             failures.append(f"{cmd}: exit {rc}: {(err or out)[-800:]}")
+            continue
+        args = build_parser().parse_args(argv)
+        module = sys.modules[args._main.__module__]
+        cfg = module.config(args)
+        path = module.stage.run.record_path(cfg)
+        records[cmd] = path
+        if path is None:
+            continue
+        with open(path) as f:
+            rec = json.load(f)
+        assert set(rec) == RECORD_KEYS, (cmd, sorted(rec))
+        assert rec["command"] == ["deephemnma", *argv], (cmd, rec["command"])
+        assert rec["stage"] == module.stage.__name__.rsplit(".", 1)[-1]
+        assert rec["config"] == json.loads(json.dumps(cfg.to_dict(), default=str)), cmd
+        assert rec["version"] == __version__ and rec["status"] == "finished", rec
+        assert rec["started"] <= rec["ended"] and rec["seconds"] >= 0, rec
     assert not failures, "\n".join(failures)
+    assert records["evaluate"] is None
+    beside = {c: os.path.relpath(p, tmp_path) for c, p in records.items() if p}
+    assert beside == {"nma": "nma/run.json", "pseudoatoms": "pa.run.json",
+                      "simulate": "sim/run.json", "align": "al.run.json",
+                      "outliers": "kept.run.json", "train": "tr/run.json",
+                      "predict": "pred.run.json", "landscape": "land/run.json",
+                      "reconstruct": "rec.run.json", "model-map": "mm.run.json",
+                      "fsc": "fsc.run.json", "refine": "ref.run.json"}, beside
 
 
 @pytest.mark.parametrize("cid", [c.id for c in CASES])

@@ -63,3 +63,104 @@ def test_distributed_without_torchrun(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert distributed() == (0, 1, None)
     assert distributed(start=False) == (0, 1, None)
+
+
+# --------------------------------------------------------------------------
+# run records
+def _stage_modules():
+    import importlib
+    import pkgutil
+    import deephemnma.stages as stages
+    from deephemnma.stages.__main__ import NOT_STAGES
+    names = [m.name for m in pkgutil.iter_modules(stages.__path__)
+             if not m.name.startswith("_") and m.name not in NOT_STAGES]
+    return [importlib.import_module(f"deephemnma.stages.{n}") for n in names]
+
+
+def test_every_stage_run_writes_a_record():
+    """Every stage's run() is wrapped by base.recorded, and its Outputs name
+    the record."""
+    modules = _stage_modules()
+    assert len(modules) >= 13
+    for m in modules:
+        assert callable(getattr(m.run, "record_path", None)), m.__name__
+        assert isinstance(getattr(m.Outputs, "run_record", None), property), m.__name__
+
+
+def _cfg(out):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Config(base.StageConfig):
+        out: str = None
+        n: int = 3
+        sizes: tuple = (1, 2)
+    return Config(out=str(out))
+
+
+def test_run_record_finished_failed_refused(tmp_path, monkeypatch):
+    import json
+    from deephemnma.version import __version__
+    monkeypatch.delenv("RANK", raising=False)
+    path = tmp_path / "o.run.json"
+    cfg = _cfg(tmp_path / "o.xmd")
+    with base.run_record(str(path), cfg, "demo"):
+        pass
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "finished" and rec["stage"] == "demo"
+    assert rec["config"] == {"out": str(tmp_path / "o.xmd"), "n": 3, "sizes": [1, 2]}
+    assert rec["version"] == __version__ and rec["command"] == list(__import__("sys").argv)
+    assert rec["started"] <= rec["ended"] and "error" not in rec
+    with pytest.raises(RuntimeError):
+        with base.invoked_by("protocol X, run 3"), base.run_record(lambda: str(path), cfg):
+            raise RuntimeError("out of\nmemory")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "failed" and rec["error"] == "RuntimeError: out of memory"
+    assert rec["command"] == "protocol X, run 3"
+    with pytest.raises(KeyboardInterrupt):
+        with base.run_record(str(path), cfg):
+            raise KeyboardInterrupt
+    assert json.loads(path.read_text())["status"] == "interrupted"
+    path.unlink()
+    for refused in (InputError("--n must be positive"), FileNotFoundError("x")):
+        with pytest.raises(type(refused)):
+            with base.run_record(str(path), cfg):
+                raise refused
+        assert not path.exists(), "a refused run wrote a record"
+    gone = tmp_path / "gone" / "o.run.json"      # a failed run's folder was removed
+    with pytest.raises(RuntimeError):
+        with base.run_record(str(gone), cfg):
+            raise RuntimeError("x")
+    assert not gone.parent.exists()
+    monkeypatch.setenv("RANK", "1")              # torchrun: process 0 writes it
+    with base.run_record(str(path), cfg):
+        pass
+    assert not path.exists()
+
+
+def test_record_beside_and_recorded(tmp_path, monkeypatch):
+    import json
+    monkeypatch.delenv("RANK", raising=False)
+    assert base.record_beside("a/b.xmd") == "a/b.run.json"
+    assert base.record_beside(None) is None
+
+    class Outputs:
+        def __init__(self, out):
+            self.run_record = base.record_beside(out)
+
+    @base.recorded(lambda cfg: Outputs(cfg.out))
+    def run(cfg, progress=True):
+        """doc"""
+        if cfg.n < 0:
+            raise InputError("--n must be >= 0")
+        return cfg.n
+
+    cfg = _cfg(tmp_path / "o.xmd")
+    assert run(cfg) == 3 and run.__doc__ == "doc"
+    assert run.record_path(cfg) == str(tmp_path / "o.run.json")
+    assert json.loads((tmp_path / "o.run.json").read_text())["stage"] == __name__
+    (tmp_path / "o.run.json").unlink()
+    with pytest.raises(InputError):
+        run(cfg.replace(n=-1))
+    assert not (tmp_path / "o.run.json").exists()
+

@@ -111,7 +111,14 @@ class Outputs:
     def parts(self):
         return self.particles + ".parts"
 
+    @property
+    def run_record(self):
+        """The run record (:func:`base.run_record`): command, config,
+        version, times, status."""
+        return base.record_beside(self.particles)
 
+
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Align ``cfg.particles``; returns :class:`Outputs`."""
     return run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align(imgs, ctf),

@@ -9,28 +9,37 @@ A stage module (``deephemnma/stages/<name>.py``) defines
   anything is written;
 * ``Outputs``: the stage's file names, derived from the output path given in the
   config (the only place where they are spelled);
-* ``run(config, progress=True) -> Outputs`` (plus a result summary on it).
+* ``run(config, progress=True) -> Outputs`` (plus a result summary on it),
+  decorated with :func:`recorded`: a run that ends writes its run record
+  (``Outputs.run_record``: the command, the config, the version, the times,
+  the status) beside its outputs.
 
 Commands are argparse -> Config -> run -> print; protocols are form -> Config
 -> run. Neither holds rules of its own.
 """
 import contextlib
+import contextvars
 import dataclasses
+import datetime
+import functools
 import glob
 import hashlib
 import json
 import os
 import shutil
 import sys
+import time
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import USER_ERRORS, InputError
 from ..utils import atomic_path
 
 __all__ = ["StageConfig", "InputError", "need", "positive", "at_least", "fraction",
            "same_file", "is_whole", "whole_number", "existing", "output_path",
-           "cleanup_on_error", "file_digest", "table_digest", "ChunkStore", "finite_rows", "bad_images", "usable_rows", "Rejected", "say"]
+           "cleanup_on_error", "file_digest", "table_digest", "ChunkStore", "finite_rows",
+           "bad_images", "usable_rows", "Rejected", "say", "run_record", "recorded",
+           "invoked_by", "record_beside"]
 
 
 def say(message, stream=None):
@@ -138,6 +147,111 @@ def cleanup_on_error(*paths):
                 else:
                     os.remove(p)
         raise
+
+
+# --------------------------------------------------------------------------
+# run records
+_CALLER = contextvars.ContextVar("deephemnma_caller", default=None)
+
+
+@contextlib.contextmanager
+def invoked_by(description):
+    """Stage runs inside the block record ``description`` (e.g. a Scipion
+    protocol and its run) as their command, instead of the process's
+    command line (sys.argv)."""
+    token = _CALLER.set(description)
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
+
+
+def record_beside(path):
+    """The run record of a stage whose output is the file ``path``:
+    ``OUT.run.json`` for ``OUT.xmd`` (None for no path)."""
+    if path in (None, ""):
+        return None
+    return os.path.splitext(os.fspath(path))[0] + ".run.json"
+
+
+def _now():
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def run_record(path, cfg, stage=None):
+    """Write the run record of the block, a JSON file at ``path`` (or
+    ``path()``, resolved when the block ends; None: no record): ``stage``,
+    ``command`` (sys.argv, or the description of :func:`invoked_by`), ``cwd``,
+    ``config`` (``cfg``'s fields), ``version``, ``started``, ``ended``
+    (ISO 8601), ``seconds`` and ``status``: ``finished``, ``interrupted``
+    (Ctrl-C) or ``failed`` (with ``error``). Input refused (the user's errors,
+    :data:`deephemnma.errors.USER_ERRORS`) writes nothing, as such a run
+    writes nothing else; a failure writes its record only where the output's
+    folder exists. Under torchrun only process 0 writes it."""
+    from ..version import __version__
+    started, t0 = _now(), time.perf_counter()
+    command = _CALLER.get()
+    status, error = None, None
+    try:
+        yield
+        status = "finished"
+    except USER_ERRORS:
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException as e:
+        status, error = "failed", f"{type(e).__name__}: {' '.join(str(e).split())}"
+        raise
+    finally:
+        if status is not None and int(os.environ.get("RANK", "0") or 0) == 0:
+            record = {"stage": stage, "command": command if command is not None
+                      else list(sys.argv), "cwd": os.getcwd(),
+                      "config": cfg.to_dict() if hasattr(cfg, "to_dict")
+                      else dataclasses.asdict(cfg),
+                      "version": __version__, "started": started, "ended": _now(),
+                      "seconds": round(time.perf_counter() - t0, 3), "status": status}
+            if error is not None:
+                record["error"] = error
+            if status == "finished":
+                _write_record(path, record)
+            else:
+                try:                     # never hide the run's own error
+                    _write_record(path, record, only_into_existing=True)
+                except Exception:  # noqa: BLE001
+                    pass
+
+
+def _write_record(path, record, only_into_existing=False):
+    path = path() if callable(path) else path
+    if path in (None, ""):
+        return
+    if only_into_existing and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(record, f, indent=1, default=str)
+        f.write("\n")
+
+
+def recorded(outputs):
+    """Decorator of a stage's ``run(cfg, ...)``: the run writes its record
+    (:func:`run_record`) at ``outputs(cfg).run_record``, ``outputs`` giving
+    the stage's :class:`Outputs` of a config (the Outputs own the name).
+    ``run.record_path(cfg)`` is that path."""
+    def wrap(run):
+        stage = run.__module__.rsplit(".", 1)[-1]
+
+        def record_path(cfg):
+            return outputs(cfg).run_record
+
+        @functools.wraps(run)
+        def recorded_run(cfg, *args, **kwargs):
+            with run_record(lambda: record_path(cfg), cfg, stage):
+                return run(cfg, *args, **kwargs)
+        recorded_run.record_path = record_path
+        return recorded_run
+    return wrap
 
 
 # --------------------------------------------------------------------------

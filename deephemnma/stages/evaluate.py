@@ -48,7 +48,13 @@ class Outputs:
     n_truth_left_out: int = 0        # true rows with a non-finite value
     mode_numbers: list = None        # the modes the amplitudes belong to (with modes)
 
+    @property
+    def run_record(self):
+        """The run record beside --json (none without --json)."""
+        return base.record_beside(self.json)
 
+
+@base.recorded(lambda cfg: Outputs(json=cfg.json or None))
 def run(cfg, progress=True):
     """Compare ``cfg.est`` with ``cfg.truth``; returns :class:`Outputs`."""
     from ..core.metrics import evaluate, save_json

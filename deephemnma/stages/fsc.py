@@ -54,6 +54,11 @@ class Outputs:
     freq: np.ndarray = None          # 1/Å, one per shell
     fsc: np.ndarray = None
 
+    @property
+    def run_record(self):
+        """The run record beside --json, else --png (none without either)."""
+        return base.record_beside(self.json or self.png)
+
 
 def _read(name, path):
     from ..io.stacks import read_volume
@@ -64,6 +69,7 @@ def _read(name, path):
     return vol, header_pixel_size(vs)
 
 
+@base.recorded(lambda cfg: Outputs(png=cfg.png or None, json=cfg.json or None))
 def run(cfg, progress=True):
     """FSC of ``cfg.map1`` and ``cfg.map2``; returns :class:`Outputs`."""
     from ..core.reconstruct import fsc_resolution

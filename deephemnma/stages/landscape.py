@@ -277,6 +277,12 @@ class Outputs:
             return []
         return sorted(self._path(n) for n in os.listdir(self.folder) if _owned(n))
 
+    @property
+    def run_record(self):
+        """The run record (:func:`base.run_record`): command, config,
+        version, times, status."""
+        return self._path("run.json")
+
 
 def _read(path, label):
     from ..io.metadata import read_metadata
@@ -287,6 +293,7 @@ def _read(path, label):
     return t
 
 
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Compute the landscape of ``cfg.particles`` into ``cfg.out``; returns
     :class:`Outputs`. ``progress`` is accepted for symmetry with the other

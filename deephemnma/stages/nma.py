@@ -118,7 +118,14 @@ class Outputs:
     def paths(self):
         return [self.modes_xmd, self.modes_dir, self.reference, self.reference_coords]
 
+    @property
+    def run_record(self):
+        """The run record (:func:`base.run_record`): command, config,
+        version, times, status."""
+        return os.path.join(self.folder, "run.json")
 
+
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Compute the modes of ``cfg.structure`` into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.nma import compute_modes, percentile_cutoff, write_continuousflex

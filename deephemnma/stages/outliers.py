@@ -49,7 +49,14 @@ class Outputs:
         """Rows left out (non-finite amplitudes), with the reason."""
         return os.path.splitext(self.particles)[0] + ".rejected.xmd"
 
+    @property
+    def run_record(self):
+        """The run record (:func:`base.run_record`): command, config,
+        version, times, status."""
+        return base.record_beside(self.particles)
 
+
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Filter ``cfg.input``; returns :class:`Outputs`."""
     from ..core.outliers import mahalanobis_filter

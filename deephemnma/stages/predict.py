@@ -114,6 +114,12 @@ class Outputs:
         """Finished chunks of an unfinished run (removed at the end)."""
         return self.particles + ".parts"
 
+    @property
+    def run_record(self):
+        """The run record (:func:`base.run_record`): command, config,
+        version, times, status."""
+        return base.record_beside(self.particles)
+
 
 def _scan(cfg):
     """One streaming pass over the particle table before any work: counts the
@@ -209,6 +215,7 @@ def _stamp(cfg, files, out, device):
             "out_folder": os.path.dirname(os.path.abspath(cfg.out))}
 
 
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Predict ``cfg.particles`` with ``cfg.model``; returns :class:`Outputs`."""
     from ..core.inference import Predictor

@@ -91,7 +91,14 @@ class Outputs:
         """The map the pseudoatoms reproduce (same box and voxel size as the input)."""
         return self.stem + "_approx.mrc"
 
+    @property
+    def run_record(self):
+        """The run record (:func:`base.run_record`): command, config,
+        version, times, status."""
+        return self.stem + ".run.json"
 
+
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Convert ``cfg.map``; returns :class:`Outputs`."""
     from ..core.pseudoatoms import convert

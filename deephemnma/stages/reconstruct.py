@@ -72,6 +72,12 @@ class Outputs:
         """Rows left out (non-finite values, unusable images), with the reason."""
         return os.path.splitext(self.map)[0] + ".rejected.xmd"
 
+    @property
+    def run_record(self):
+        """The run record (:func:`base.run_record`): command, config,
+        version, times, status."""
+        return base.record_beside(self.map)
+
 
 def _table(cfg):
     """The particle rows with the image column to use (from ``--images`` when
@@ -92,6 +98,7 @@ def _table(cfg):
     return t
 
 
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Reconstruct ``cfg.particles`` into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.ctf import CTFParams

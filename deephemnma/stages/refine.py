@@ -56,6 +56,7 @@ def _refine(aligner, images, ctf, rows):
                           rows["nmaDisplacements"].reshape(len(rows), -1))
 
 
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Refine ``cfg.particles`` from their poses; returns :class:`Outputs`."""
     return align.run_alignment(cfg, "refine", _refine, check=_check(cfg), progress=progress)

@@ -188,6 +188,12 @@ class Outputs:
         return self.written() + [self.stack + ".part", self._p(".simulate_done"), self.stamp,
                                  self.modes_dir, self._p("reference_coords.txt")]
 
+    @property
+    def run_record(self):
+        """The run record (:func:`base.run_record`): command, config,
+        version, times, status."""
+        return self._p("run.json")
+
 
 def _identity(cfg, s, modes):
     return {"options": cfg.stamp(), "structure": base.file_digest(cfg.structure),
@@ -203,6 +209,7 @@ def _read_json(path):
         return None
 
 
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Simulate ``cfg.n`` images into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.simulate import simulate_to_folder

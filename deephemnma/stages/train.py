@@ -21,8 +21,9 @@ The output folder (:class:`Outputs`) holds model.pt (the epoch of lowest
 validation loss; self-describing, loads with torch.load(weights_only=True)),
 last.pt (checkpoint after the last epoch done), curves.csv/png, split.npz
 (rows of the input used for training / validation / test, 0-based),
-rejected.xmd and config.json (the options, the values read from the data, and
-the run stamp).
+rejected.xmd, config.json (the options, the values read from the data, and
+the run stamp) and run.json (the run record: command, options, version, times,
+status; see :func:`deephemnma.stages.base.run_record`).
 
 Resuming: last.pt carries a run stamp (digests of the rows and images used and
 of --init-model, the mode numbers, the pixel size and every option that changes
@@ -209,6 +210,12 @@ class Outputs:
     def files(self):
         return [self.model, self.last, self.curves_csv, self.curves_png, self.split,
                 self.rejected, self.config]
+
+    @property
+    def run_record(self):
+        """The run record (:func:`base.run_record`): command, config,
+        version, times, status."""
+        return self._file("run.json")
 
 
 # --------------------------------------------------------------------------
@@ -408,6 +415,7 @@ def _train(cfg, out, data, ck, state, stamp, progress, rank):
                log=base.say if progress else None)
 
 
+@base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg, progress=True):
     """Train on ``cfg.particles`` into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.training import RunState, read_checkpoint

@@ -164,3 +164,83 @@ def test_record_beside_and_recorded(tmp_path, monkeypatch):
         run(cfg.replace(n=-1))
     assert not (tmp_path / "o.run.json").exists()
 
+
+# --------------------------------------------------------------------------
+# progress: the epoch's ETA and the whole run's
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_progress_line_shows_the_whole_runs_eta():
+    import io
+    from deephemnma.utils import Progress, clock_text
+    assert clock_text(3725.9) == "01:02:05" and clock_text(90000) == "25:00:00"
+    assert clock_text(float("inf")) == clock_text(float("nan")) == "--:--:--"
+    clock, out = FakeClock(), io.StringIO()
+    p = Progress(100, "epoch 2/5", quiet=False, stream=out, clock=clock,
+                 after=lambda elapsed, left: 3 * (elapsed + left))
+    assert "ETA --:--:-- run ETA --:--:--" in " ".join(p.line().split())
+    clock.t += 10.0
+    p.update(25, extra="loss 0.5")           # 25 images in 10 s: 30 s left in the epoch
+    assert p.left == pytest.approx(30.0)
+    assert p.run_left == pytest.approx(30.0 + 3 * 40.0)
+    text = " ".join(out.getvalue().split())
+    assert text == "epoch 2/5 25/100 2.5 img/s ETA 00:00:30 run ETA 00:02:30 loss 0.5", text
+    plain = Progress(10, "align", quiet=True, clock=clock)
+    assert plain.run_left is None and "run ETA" not in plain.line()
+
+
+def test_later_epochs_seconds():
+    from deephemnma.core.training import later_epochs_seconds
+    # no epoch done yet: the later epochs last as long as this one's training
+    assert later_epochs_seconds(6.0, 4.0, 11) == pytest.approx(110.0)
+    # epochs done: their mean wall time (validation, checkpoint included)
+    assert later_epochs_seconds(6.0, 4.0, 3, [12.0, 14.0]) == pytest.approx(39.0)
+    assert later_epochs_seconds(6.0, 4.0, 0, [12.0]) == 0.0
+
+
+def test_fit_gives_each_epoch_the_run_eta(monkeypatch):
+    """fit's progress bar of epoch e (of E) counts E - e later epochs, timed
+    by the epochs done (here: 2 s each on a fake clock), before any by this
+    epoch's training."""
+    import deephemnma.core.training as T
+    from deephemnma.core.config import TrainConfig
+    clock = FakeClock()
+    monkeypatch.setattr(T.time, "perf_counter", clock)
+    seen = []
+
+    class Bar(T.Progress):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **dict(k, quiet=True, clock=clock))
+
+        def update(self, k=1, extra=""):
+            super().update(k, extra)
+            seen.append((self.label, self.left, self.run_left))
+
+    monkeypatch.setattr(T, "Progress", Bar)
+
+    class Trainer:
+        cfg = TrainConfig(epochs=4, patience=10, batch_size=5)
+        rank, steps_per_epoch, lr = 0, 2, 0.1
+
+        def train_epoch(self, epoch, rows, progress):
+            for _ in range(2):
+                clock.t += 1.0
+                progress.update(5)
+            return 1.0
+
+        def evaluate(self, rows):
+            clock.t += 1.0                   # an epoch: 2 s training + 1 s validation
+            return 1.0 / (len(seen) + 1), {}
+
+    T.fit(Trainer(), [0], [1], quiet=True)
+    assert [label for label, _, _ in seen] == [f"epoch {e}/4" for e in (1, 1, 2, 2, 3, 3, 4, 4)]
+    expected = [(1.0, 1.0 + 3 * 2.0), (0.0, 3 * 2.0),      # epoch 1: 3 more of 2 s training
+                (1.0, 1.0 + 2 * 3.0), (0.0, 2 * 3.0),      # then of 3 s (as measured)
+                (1.0, 1.0 + 3.0), (0.0, 3.0), (1.0, 1.0), (0.0, 0.0)]
+    for (_, left, run_left), (want_left, want_run) in zip(seen, expected):
+        assert (left, run_left) == pytest.approx((want_left, want_run))

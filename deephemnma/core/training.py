@@ -519,19 +519,36 @@ class RunState:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
 
 
+def later_epochs_seconds(elapsed, left, epochs_after, durations=()):
+    """Seconds the ``epochs_after`` epochs after the current one will take:
+    each as long as the mean of ``durations`` (wall seconds of the epochs
+    done, validation and checkpoint included), else as the current epoch's
+    training (``elapsed`` + ``left`` seconds). Early stopping can end the run
+    sooner."""
+    per_epoch = sum(durations) / len(durations) if len(durations) else elapsed + left
+    return epochs_after * per_epoch
+
+
 def fit(trainer, train_rows, val_rows, state=None, on_epoch=None, quiet=None, log=None):
     """Train from ``state`` (a fresh RunState by default; one read from a
     checkpoint to resume) until ``cfg.epochs`` or early stopping. After every
     epoch ``on_epoch(state, improved)`` (e.g. write the best model and a
-    checkpoint) then ``log(line)``. Returns the RunState."""
+    checkpoint) then ``log(line)``. The progress line of each epoch shows its
+    ETA and the whole run's (``run ETA``: :func:`later_epochs_seconds`).
+    Returns the RunState."""
     cfg = trainer.cfg
     state = state or RunState()
     t0 = time.perf_counter() - (state.history[-1]["time_s"] if state.history else 0.0)
     show = trainer.rank == 0
+    durations = []                   # wall seconds of the epochs done in this call
     while not state.finished(cfg):
         e = state.epoch
+        started = time.perf_counter()
+
+        def after(elapsed, left, epochs_after=cfg.epochs - e - 1):
+            return later_epochs_seconds(elapsed, left, epochs_after, durations)
         prog = Progress(trainer.steps_per_epoch * cfg.batch_size, f"epoch {e + 1}/{cfg.epochs}",
-                        quiet=quiet if show else True)
+                        quiet=quiet if show else True, after=after)
         train_loss = trainer.train_epoch(e, train_rows, prog)
         prog.close()
         val, parts = trainer.evaluate(val_rows)
@@ -542,6 +559,7 @@ def fit(trainer, train_rows, val_rows, state=None, on_epoch=None, quiet=None, lo
             on_epoch(state, improved)
         if log is not None and show:
             log(f"epoch {e + 1}: train {train_loss:.4f} val {val:.4f}{' *' if improved else ''}")
+        durations.append(time.perf_counter() - started)
     if log is not None and show and state.stopped_early(cfg):
         log(f"early stop: no validation improvement for {cfg.patience} epochs")
     return state

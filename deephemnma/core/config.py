@@ -56,7 +56,7 @@ ALIGN_STAGES = ("align", "refine")
 BOTH = ALIGN_STAGES
 
 
-def _option(default, affects):
+def _option(default, affects: tuple) -> dataclasses.Field:
     """An AlignOptions field and the stages whose results it changes
     (``affects``: some of ALIGN_STAGES; () for an option of speed alone, such
     as the device). :func:`result_options` reads it: a stage's run stamp holds
@@ -103,7 +103,7 @@ class AlignOptions:
     device: str = _option("cpu", ())
 
 
-def result_options(options, stage):
+def result_options(options: AlignOptions, stage: str) -> dict:
     """{name: value} of the AlignOptions ``options`` that change the results
     of ``stage`` ('align' or 'refine'): what its run stamp holds."""
     if stage not in ALIGN_STAGES:

@@ -13,9 +13,12 @@ again after an interruption continues; a run with other inputs or options
 starts afresh. Under torchrun each process aligns every world_size-th chunk
 and rank 0 joins them.
 """
+from __future__ import annotations
+
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -119,13 +122,14 @@ class Outputs:
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Align ``cfg.particles``; returns :class:`Outputs`."""
     return run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align(imgs, ctf),
                          progress=progress)
 
 
-def run_alignment(cfg, label, compute, check=None, progress=True):
+def run_alignment(cfg: Config, label: str, compute: Callable, check: Callable = None,
+                  progress: bool = True) -> Outputs:
     """What the align and refine stages share: validate ``cfg``, read the
     particles and the reference, process the usable rows in resumable chunks
     (``compute(aligner, images, ctf, rows) -> dict`` of angles (b, 3), shifts
@@ -230,7 +234,7 @@ def run_alignment(cfg, label, compute, check=None, progress=True):
     return out
 
 
-def summary(out, cfg, verb="aligned"):
+def summary(out: Outputs, cfg: Config, verb: str = "aligned") -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"{verb} {out.n_aligned} images in {out.seconds:.1f} s -> {out.particles}"]
     if out.n_rejected:

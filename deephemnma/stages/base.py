@@ -17,6 +17,8 @@ A stage module (``deephemnma/stages/<name>.py``) defines
 Commands are argparse -> Config -> run -> print; protocols are form -> Config
 -> run. Neither holds rules of its own.
 """
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import dataclasses
@@ -29,11 +31,18 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, TextIO, Union
 
 import numpy as np
 
 from ..errors import USER_ERRORS, InputError
 from ..utils import atomic_path
+
+if TYPE_CHECKING:
+    from ..io.metadata import Table
+
+PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 
 __all__ = ["StageConfig", "InputError", "need", "positive", "at_least", "fraction",
            "same_file", "is_whole", "whole_number", "existing", "output_path",
@@ -42,7 +51,7 @@ __all__ = ["StageConfig", "InputError", "need", "positive", "at_least", "fractio
            "invoked_by", "record_beside"]
 
 
-def say(message, stream=None):
+def say(message: str, stream: TextIO = None) -> None:
     """One line for the user (stdout), flushed."""
     print(message, file=stream or sys.stdout, flush=True)
 
@@ -52,13 +61,13 @@ def say(message, stream=None):
 class StageConfig:
     """Mix-in for stage configs (dataclasses). ``validate()`` returns self."""
 
-    def validate(self):
+    def validate(self) -> StageConfig:
         return self
 
-    def replace(self, **changes):
+    def replace(self, **changes) -> StageConfig:
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
@@ -89,7 +98,7 @@ def fraction(name, value, low=0.0, high=1.0, high_open=True):
     need(ok, f"{name} must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
 
 
-def existing(name, path, what="file"):
+def existing(name: str, path: PathLike, what: str = "file") -> None:
     """The path exists (a file, or a folder when ``what == 'folder'``)."""
     need(path not in (None, ""), f"{name} is required")
     if not os.path.exists(path):
@@ -101,22 +110,22 @@ def existing(name, path, what="file"):
         need(os.path.getsize(path) > 0, f"{name}: empty file: {path}")
 
 
-def same_file(a, b):
+def same_file(a: PathLike, b: PathLike) -> bool:
     """``a`` and ``b`` name the same file (links and relative paths resolved)."""
     return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
 
 
-def is_whole(value):
+def is_whole(value) -> bool:
     """``value`` is an integer (Python or numpy; a bool is not)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def whole_number(name, value):
+def whole_number(name: str, value) -> None:
     """Raise InputError unless ``value`` is an integer (:func:`is_whole`)."""
     need(is_whole(value), f"{name} must be a whole number, got {value}")
 
 
-def output_path(name, path, inputs=(), folder=False):
+def output_path(name: str, path: PathLike, inputs: Iterable = (), folder: bool = False) -> None:
     """The output path is given, is not one of the inputs, and (for a file) is
     not an existing folder."""
     need(path not in (None, ""), f"{name} is required")
@@ -130,7 +139,7 @@ def output_path(name, path, inputs=(), folder=False):
 
 
 @contextlib.contextmanager
-def cleanup_on_error(*paths):
+def cleanup_on_error(*paths: PathLike) -> Iterator[None]:
     """Remove those of ``paths`` (files or folders) that did not exist before
     the block when the block raises; an interruption (Ctrl-C, kill) keeps them,
     so that a resumable run can continue."""
@@ -155,7 +164,7 @@ _CALLER = contextvars.ContextVar("deephemnma_caller", default=None)
 
 
 @contextlib.contextmanager
-def invoked_by(description):
+def invoked_by(description: str | list) -> Iterator[None]:
     """Stage runs inside the block record ``description`` (e.g. a Scipion
     protocol and its run) as their command, instead of the process's
     command line (sys.argv)."""
@@ -166,7 +175,7 @@ def invoked_by(description):
         _CALLER.reset(token)
 
 
-def record_beside(path):
+def record_beside(path: PathLike | None) -> str | None:
     """The run record of a stage whose output is the file ``path``:
     ``OUT.run.json`` for ``OUT.xmd`` (None for no path)."""
     if path in (None, ""):
@@ -179,7 +188,8 @@ def _now():
 
 
 @contextlib.contextmanager
-def run_record(path, cfg, stage=None):
+def run_record(path: PathLike | Callable[[], str] | None, cfg: StageConfig,
+               stage: str = None) -> Iterator[None]:
     """Write the run record of the block, a JSON file at ``path`` (or
     ``path()``, resolved when the block ends; None: no record): ``stage``,
     ``command`` (sys.argv, or the description of :func:`invoked_by`), ``cwd``,
@@ -234,7 +244,7 @@ def _write_record(path, record, only_into_existing=False):
         f.write("\n")
 
 
-def recorded(outputs):
+def recorded(outputs: Callable) -> Callable:
     """Decorator of a stage's ``run(cfg, ...)``: the run writes its record
     (:func:`run_record`) at ``outputs(cfg).run_record``, ``outputs`` giving
     the stage's :class:`Outputs` of a config (the Outputs own the name).
@@ -256,7 +266,7 @@ def recorded(outputs):
 
 # --------------------------------------------------------------------------
 # identity of inputs
-def file_digest(path, block=1 << 20):
+def file_digest(path: PathLike, block: int = 1 << 20) -> str:
     """sha256 of a file's content (hex, first 16 characters)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -265,14 +275,14 @@ def file_digest(path, block=1 << 20):
     return h.hexdigest()[:16]
 
 
-def array_digest(array):
+def array_digest(array: np.ndarray) -> str:
     """sha256 of an array's values (hex, first 16 characters)."""
     a = np.ascontiguousarray(array)
     return hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode()
                           + a.tobytes()).hexdigest()[:16]
 
 
-def table_digest(table):
+def table_digest(table: Table) -> str:
     """sha256 of a Table's rows (every column, in order), the image references
     resolved to absolute paths: the identity of the rows a run uses."""
     h = hashlib.sha256()
@@ -339,22 +349,22 @@ class ChunkStore:
         except (OSError, ValueError):
             return None
 
-    def path(self, k, ext):
+    def path(self, k: int, ext: str) -> str:
         return os.path.join(self.folder, f"{k:09d}{ext}")
 
-    def done(self, k, ext):
+    def done(self, k: int, ext: str) -> bool:
         return os.path.exists(self.path(k, ext))
 
-    def save_npz(self, k, **arrays):
+    def save_npz(self, k: int, **arrays: np.ndarray) -> None:
         with atomic_path(self.path(k, ".npz")) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
 
-    def load_npz(self, k):
+    def load_npz(self, k: int) -> dict[str, np.ndarray]:
         with np.load(self.path(k, ".npz"), allow_pickle=False) as z:
             return {name: z[name] for name in z.files}
 
-    def remove(self):
+    def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -365,7 +375,7 @@ ROW_NUMBERS = ("angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "nmaDisp
                "ctfSphericalAberration", "ctfQ0", "ctfPhaseShift")
 
 
-def finite_rows(table, columns=ROW_NUMBERS):
+def finite_rows(table: Table, columns: Iterable[str] = ROW_NUMBERS) -> np.ndarray:
     """Boolean mask of the rows whose values in ``columns`` (those present) are
     all finite numbers."""
     ok = np.ones(len(table), bool)
@@ -383,7 +393,7 @@ def finite_rows(table, columns=ROW_NUMBERS):
     return ok
 
 
-def bad_images(images):
+def bad_images(images: np.ndarray) -> np.ndarray:
     """Boolean mask of unusable images: a non-finite pixel, or constant."""
     if not len(images):
         return np.zeros(0, bool)
@@ -397,14 +407,14 @@ def bad_images(images):
 ROW = "_row"   # private column: a row's position in the input (never written)
 
 
-def numbered(table, start=0):
+def numbered(table: Table, start: int = 0) -> Table:
     """A copy of ``table`` with its rows' positions in the column ROW."""
     t = table.copy()
     t[ROW] = np.arange(start, start + len(t))
     return t
 
 
-def public(table):
+def public(table: Table) -> Table:
     """``table`` without private columns (names starting with '_')."""
     t = table.copy()
     for c in [c for c in t.columns if c.startswith("_")]:
@@ -419,7 +429,7 @@ class Rejected:
     def __init__(self):
         self.tables = []
 
-    def add(self, table, mask, reason):
+    def add(self, table: Table, mask: np.ndarray, reason: str) -> None:
         mask = np.asarray(mask, bool)
         if mask.any():
             t = table.subset(mask)
@@ -429,7 +439,7 @@ class Rejected:
     def __len__(self):
         return sum(len(t) for t in self.tables)
 
-    def write(self, path):
+    def write(self, path: PathLike) -> str | None:
         """Write the rejected rows to ``path`` (removes a stale one when none)."""
         from ..io.metadata import Table, write_xmd
         if not len(self):
@@ -439,7 +449,7 @@ class Rejected:
         write_xmd(path, public(Table.concatenate(self.tables)))
         return path
 
-    def summary(self):
+    def summary(self) -> str:
         from collections import Counter
         c = Counter()
         for t in self.tables:
@@ -447,7 +457,8 @@ class Rejected:
         return ", ".join(f"{n} {r}" for r, n in c.items())
 
 
-def usable_rows(table, load, rejected, check_rows=finite_rows):
+def usable_rows(table: Table, load: Callable, rejected: Rejected,
+                check_rows: Callable = finite_rows) -> tuple[Table, np.ndarray | None]:
     """The rows of ``table`` that a run can use, and their images: rows with a
     non-finite value (``check_rows(table)`` False) and then rows whose image is
     unusable (:func:`bad_images`) go to ``rejected`` with the reason.
@@ -466,7 +477,8 @@ def usable_rows(table, load, rejected, check_rows=finite_rows):
     return table, images
 
 
-def accepted_chunks(tables, chunk, load, rejected, check_rows=finite_rows):
+def accepted_chunks(tables: Iterable[Table], chunk: int, load: Callable, rejected: Rejected,
+                    check_rows: Callable = finite_rows) -> Iterator[tuple[int, Table, np.ndarray]]:
     """Group the usable rows of a stream of Tables into chunks of exactly
     ``chunk`` rows (the last may be shorter): the chunks, and so every batch
     within them, are those of a run on the input without its unusable rows, so
@@ -499,7 +511,7 @@ def accepted_chunks(tables, chunk, load, rejected, check_rows=finite_rows):
 
 # --------------------------------------------------------------------------
 # image stacks
-def header_pixel_size(value):
+def header_pixel_size(value: float | None) -> float | None:
     """A stack header's pixel size, None when it carries none (0, or 1.0: the
     default that many programs write when they do not know it)."""
     return None if not value or abs(value - 1.0) < 1e-6 else float(value)
@@ -518,7 +530,7 @@ class StackCheck:
         self.seen = set()
         self._box_from = None
 
-    def check(self, table):
+    def check(self, table: Table) -> StackCheck:
         from ..io.metadata import parse_image_ref
         from ..io.stacks import open_stack
         table.require(["image"], "image")
@@ -548,7 +560,7 @@ class StackCheck:
         return self
 
 
-def remove_stale_temporaries(*paths):
+def remove_stale_temporaries(*paths: PathLike) -> None:
     """Remove the temporary files that :func:`deephemnma.utils.atomic_path`
     left beside ``paths`` when a run writing them was killed (``.NAME.XXXXXXXX
     .tmpEXT`` in the same folder). Call it before writing ``paths`` again."""
@@ -571,7 +583,7 @@ def _tuples(value):
     return value
 
 
-def save_config(cfg, path):
+def save_config(cfg: StageConfig, path: PathLike) -> PathLike:
     """Write a stage config as JSON (``{field: value}``; tuples become lists),
     atomically. :func:`load_config` reads it back equal."""
     data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
@@ -581,7 +593,7 @@ def save_config(cfg, path):
     return path
 
 
-def load_config(config_class, path):
+def load_config(config_class: type, path: PathLike) -> StageConfig:
     """The config of class ``config_class`` saved by :func:`save_config`.
     Lists are read back as tuples where the field's default or annotation is
     a tuple; an unknown field or a file that is not a JSON object is an
@@ -599,6 +611,6 @@ def load_config(config_class, path):
     values = {}
     for name, value in data.items():
         f = fields[name]
-        wants_tuple = f.type is tuple or isinstance(f.default, tuple)
+        wants_tuple = f.type in (tuple, "tuple") or isinstance(f.default, tuple)
         values[name] = _tuples(value) if wants_tuple else value
     return config_class(**values)

@@ -7,6 +7,7 @@ modes of the given modes (:func:`deephemnma.core.nma.flexible_numbers`).
 Rows are matched by ``itemId`` (else ``image``, else position); rows with a
 non-finite value in either table are left out and counted.
 """
+from __future__ import annotations
 import dataclasses
 import os
 
@@ -55,7 +56,7 @@ class Outputs:
 
 
 @base.recorded(lambda cfg: Outputs(json=cfg.json or None))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Compare ``cfg.est`` with ``cfg.truth``; returns :class:`Outputs`."""
     from ..core.metrics import evaluate, save_json
     from ..core.nma import flexible_numbers, read_continuousflex
@@ -84,7 +85,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     from ..core.metrics import format_table
     lines = format_table(out.results, os.path.basename(cfg.est)).splitlines()
     if out.n_left_out or out.n_truth_left_out:

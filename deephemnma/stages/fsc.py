@@ -8,6 +8,7 @@ else the first map's header.
 The PNG is drawn on a :class:`matplotlib.figure.Figure` (no pyplot, no
 backend chosen here: the caller's, if any, is left alone).
 """
+from __future__ import annotations
 import dataclasses
 import json
 import os
@@ -70,7 +71,7 @@ def _read(name, path):
 
 
 @base.recorded(lambda cfg: Outputs(png=cfg.png or None, json=cfg.json or None))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """FSC of ``cfg.map1`` and ``cfg.map2``; returns :class:`Outputs`."""
     from ..core.reconstruct import fsc_resolution
     from ..utils import atomic_path
@@ -119,7 +120,7 @@ def plot_fsc(out, path, title=None):
         fig.savefig(tmp, dpi=100, format=os.path.splitext(path)[1][1:].lower() or "png")
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     lines = [f"FSC 0.5: {out.res_05:.2f} Å   FSC 0.143: {out.res_0143:.2f} Å"]
     lines += [f"{what} -> {p}" for what, p in (("curve", out.png), ("values", out.json)) if p]
     return lines

@@ -14,6 +14,7 @@ whose amplitudes are not finite are left out alone and listed in
 Every check (options, files, group sizes, the reference and its modes) is done
 before the first file is written; a failed run leaves no new file behind.
 """
+from __future__ import annotations
 import dataclasses
 import os
 import re
@@ -294,7 +295,7 @@ def _read(path, label):
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Compute the landscape of ``cfg.particles`` into ``cfg.out``; returns
     :class:`Outputs`. ``progress`` is accepted for symmetry with the other
     stages (the work is quick)."""
@@ -391,7 +392,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"PCA of {out.n_particles} particles x {out.n_modes} modes: explained variance "
              + ", ".join(f"PC{i + 1} {100 * v:.1f}%" for i, v in enumerate(out.explained))

@@ -6,6 +6,7 @@ map is aligned with the group reconstructions and can be compared with them by
 the fsc stage (the paper's Fig. 7 / Supp. Fig. 3). Atoms are voxel-integrated
 Gaussians (sigma: the pseudoatoms' own, else ``sigma``).
 """
+from __future__ import annotations
 import dataclasses
 
 import numpy as np
@@ -52,7 +53,7 @@ class Outputs:
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Write the map of ``cfg.structure``; returns :class:`Outputs`."""
     from ..core.projector import atoms_to_volume
     from ..core.structure import read_structure
@@ -73,5 +74,5 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     return [f"{out.n_atoms} atoms -> {out.map} ({cfg.box}^3, {cfg.pixel_size} Å/voxel)"]

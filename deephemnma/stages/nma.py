@@ -18,6 +18,7 @@ vectors, HEMNMA numbering: 1-6 rigid, 7 the first flexible),
 ``reference_coords.txt`` and ``reference.pdb``. A folder that already holds
 modes is refused.
 """
+from __future__ import annotations
 import dataclasses
 import os
 import time
@@ -126,7 +127,7 @@ class Outputs:
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Compute the modes of ``cfg.structure`` into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.nma import compute_modes, percentile_cutoff, write_continuousflex
     from ..core.structure import read_structure, write_pdb
@@ -149,7 +150,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`: the modes and a table of them."""
     how = (f"{out.method.upper()}"
            + (f", {cfg.block_size} residue(s)/block" if out.method == "rtb" else "")

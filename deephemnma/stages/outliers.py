@@ -7,6 +7,7 @@ from OUT's folder. Rows whose amplitudes are not all finite are left out alone
 (they do not enter the mean and covariance) and listed in
 ``OUT.rejected.xmd`` with the reason.
 """
+from __future__ import annotations
 import dataclasses
 import os
 
@@ -57,7 +58,7 @@ class Outputs:
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Filter ``cfg.input``; returns :class:`Outputs`."""
     from ..core.outliers import mahalanobis_filter
     from ..io.metadata import read_metadata, write_xmd
@@ -84,7 +85,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     lines = [f"kept {out.n_kept} of {out.n_input - out.n_rejected} images (Mahalanobis <= "
              f"{cfg.threshold}) -> {out.particles}"]
     if out.n_rejected:

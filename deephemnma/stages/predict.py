@@ -30,6 +30,7 @@ chunk and batch size, device type): running the same command after an
 interruption continues; a run with another input, model or options starts
 afresh and says so.
 """
+from __future__ import annotations
 import dataclasses
 import hashlib
 import json
@@ -216,7 +217,7 @@ def _stamp(cfg, files, out, device):
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Predict ``cfg.particles`` with ``cfg.model``; returns :class:`Outputs`."""
     from ..core.inference import Predictor
     from ..core.models import load_model, model_pixel_size
@@ -289,7 +290,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     rate = out.n_predicted / max(out.seconds, 1e-9)
     lines = [f"predicted {out.n_predicted} images in {out.seconds:.1f} s ({rate:.0f} images/s)"

@@ -14,6 +14,7 @@ pseudoatoms use a cutoff from the pseudoatoms' spacing, as ContinuousFlex
 does (:func:`deephemnma.core.pseudoatoms.neighbour_cutoff`; the Scipion NMA
 protocol does this for an EM map).
 """
+from __future__ import annotations
 import dataclasses
 import os
 import time
@@ -99,7 +100,7 @@ class Outputs:
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Convert ``cfg.map``; returns :class:`Outputs`."""
     from ..core.pseudoatoms import convert
     from ..core.structure import Structure, write_pdb
@@ -138,7 +139,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     lines = [f"{out.n_atoms} pseudoatoms (sigma {out.sigma:.3g} Å = "
              f"{out.sigma / out.voxel_size:.3g} voxel) reproduce {cfg.map} with "
              f"{100 * out.error:.2f} % relative error in {out.seconds:.1f} s -> {out.pdb}"]

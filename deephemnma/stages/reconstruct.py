@@ -8,6 +8,7 @@ the map is then that of a run without them (same batches). The pixel size is
 checked against every stack's header (when it has one) and every stack's box
 against the others. A map with a non-finite voxel is never written.
 """
+from __future__ import annotations
 import dataclasses
 import os
 import time
@@ -99,7 +100,7 @@ def _table(cfg):
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Reconstruct ``cfg.particles`` into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.ctf import CTFParams
     from ..core.reconstruct import fsc_resolution, reconstruct
@@ -146,7 +147,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"reconstructed {out.n_images} images in {out.seconds:.1f} s -> {out.map}"]
     if out.n_rejected:

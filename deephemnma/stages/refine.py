@@ -15,6 +15,7 @@ these values: ``refine_coarse_iters`` steps at the coarse pyramid level
 with a non-finite angle, shift, amplitude, CTF value or image is left out
 alone. benchmarks/bench_refine.py measures it against full HEMNMA.
 """
+from __future__ import annotations
 import dataclasses
 
 from . import align, base
@@ -57,11 +58,11 @@ def _refine(aligner, images, ctf, rows):
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Refine ``cfg.particles`` from their poses; returns :class:`Outputs`."""
     return align.run_alignment(cfg, "refine", _refine, check=_check(cfg), progress=progress)
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     return align.summary(out, cfg, verb="refined")

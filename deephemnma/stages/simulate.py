@@ -26,6 +26,7 @@ that already holds particles is refused. An interrupted run (Ctrl-C, kill)
 continues when the same command is run again; a partial stack left by a run
 with other inputs or options is discarded (one line says so).
 """
+from __future__ import annotations
 import dataclasses
 import json
 import os
@@ -210,7 +211,7 @@ def _read_json(path):
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Simulate ``cfg.n`` images into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.simulate import simulate_to_folder
     from ..utils import atomic_path
@@ -260,7 +261,7 @@ def noise_description(cfg, render_factor=None):
     return f"SNR {cfg.snr:g} in the output images"
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     lines = [f"{out.n} images {cfg.box}x{cfg.box} px at {cfg.pixel_size} Å/px (rendered at "
              f"{out.render_factor}x) in {out.seconds:.1f} s "
              f"({out.n / max(out.seconds, 1e-9):.0f} images/s) -> {out.particles}",

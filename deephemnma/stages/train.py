@@ -42,6 +42,7 @@ temporary files of a killed run are removed when the next run starts. Under
 torchrun each process takes a share of every batch (DistributedDataParallel)
 and process 0 writes the files.
 """
+from __future__ import annotations
 import dataclasses
 import json
 import os
@@ -416,7 +417,7 @@ def _train(cfg, out, data, ck, state, stamp, progress, rank):
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
-def run(cfg, progress=True):
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Train on ``cfg.particles`` into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.training import RunState, read_checkpoint
     cfg.validate()
@@ -474,7 +475,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     split = f"{out.n_train} train / {out.n_val} val / {out.n_test} test images"
     if out.best_val_loss is None:

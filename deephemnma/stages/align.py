@@ -114,11 +114,7 @@ class Outputs:
     def parts(self):
         return self.particles + ".parts"
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return base.record_beside(self.particles)
+    run_record = base.record_property("particles")
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))

@@ -48,7 +48,7 @@ __all__ = ["StageConfig", "InputError", "need", "positive", "at_least", "fractio
            "same_file", "is_whole", "whole_number", "existing", "output_path",
            "cleanup_on_error", "file_digest", "table_digest", "ChunkStore", "finite_rows",
            "bad_images", "usable_rows", "Rejected", "say", "run_record", "recorded",
-           "invoked_by", "record_beside"]
+           "invoked_by", "record_beside", "record_property"]
 
 
 def say(message: str, stream: TextIO = None) -> None:
@@ -181,6 +181,20 @@ def record_beside(path: PathLike | None) -> str | None:
     if path in (None, ""):
         return None
     return os.path.splitext(os.fspath(path))[0] + ".run.json"
+
+
+def record_property(*attrs: str, folder: bool = False) -> property:
+    """An ``Outputs.run_record`` property: the run record beside the file in
+    the first of ``attrs`` that is set (:func:`record_beside`), or, with
+    ``folder``, ``run.json`` in the folder of ``attrs[0]``."""
+    def run_record(self):
+        path = next((getattr(self, a) for a in attrs if getattr(self, a)), None)
+        if folder:
+            return os.path.join(os.fspath(path), "run.json")
+        return record_beside(path)
+    run_record.__doc__ = ("The run record (:func:`deephemnma.stages.base.run_record`): "
+                          "command, config, version, times, status.")
+    return property(run_record)
 
 
 def _now():

@@ -49,10 +49,7 @@ class Outputs:
     n_truth_left_out: int = 0        # true rows with a non-finite value
     mode_numbers: list = None        # the modes the amplitudes belong to (with modes)
 
-    @property
-    def run_record(self):
-        """The run record beside --json (none without --json)."""
-        return base.record_beside(self.json)
+    run_record = base.record_property("json")
 
 
 @base.recorded(lambda cfg: Outputs(json=cfg.json or None))

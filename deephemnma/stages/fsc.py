@@ -55,10 +55,7 @@ class Outputs:
     freq: np.ndarray = None          # 1/Å, one per shell
     fsc: np.ndarray = None
 
-    @property
-    def run_record(self):
-        """The run record beside --json, else --png (none without either)."""
-        return base.record_beside(self.json or self.png)
+    run_record = base.record_property("json", "png")
 
 
 def _read(name, path):

@@ -278,11 +278,7 @@ class Outputs:
             return []
         return sorted(self._path(n) for n in os.listdir(self.folder) if _owned(n))
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return self._path("run.json")
+    run_record = base.record_property("folder", folder=True)
 
 
 def _read(path, label):

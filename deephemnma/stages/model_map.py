@@ -45,11 +45,7 @@ class Outputs:
     n_atoms: int = 0
     extent: float = 0.0              # largest distance of an atom from the centroid, Å
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return base.record_beside(self.map)
+    run_record = base.record_property("map")
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))

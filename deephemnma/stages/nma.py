@@ -119,11 +119,7 @@ class Outputs:
     def paths(self):
         return [self.modes_xmd, self.modes_dir, self.reference, self.reference_coords]
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return os.path.join(self.folder, "run.json")
+    run_record = base.record_property("folder", folder=True)
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))

@@ -50,11 +50,7 @@ class Outputs:
         """Rows left out (non-finite amplitudes), with the reason."""
         return os.path.splitext(self.particles)[0] + ".rejected.xmd"
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return base.record_beside(self.particles)
+    run_record = base.record_property("particles")
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))

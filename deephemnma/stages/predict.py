@@ -115,11 +115,7 @@ class Outputs:
         """Finished chunks of an unfinished run (removed at the end)."""
         return self.particles + ".parts"
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return base.record_beside(self.particles)
+    run_record = base.record_property("particles")
 
 
 def _scan(cfg):

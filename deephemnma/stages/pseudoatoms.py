@@ -92,11 +92,7 @@ class Outputs:
         """The map the pseudoatoms reproduce (same box and voxel size as the input)."""
         return self.stem + "_approx.mrc"
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return self.stem + ".run.json"
+    run_record = base.record_property("pdb")
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))

@@ -73,11 +73,7 @@ class Outputs:
         """Rows left out (non-finite values, unusable images), with the reason."""
         return os.path.splitext(self.map)[0] + ".rejected.xmd"
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return base.record_beside(self.map)
+    run_record = base.record_property("map")
 
 
 def _table(cfg):

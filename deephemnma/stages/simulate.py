@@ -189,11 +189,7 @@ class Outputs:
         return self.written() + [self.stack + ".part", self._p(".simulate_done"), self.stamp,
                                  self.modes_dir, self._p("reference_coords.txt")]
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return self._p("run.json")
+    run_record = base.record_property("folder", folder=True)
 
 
 def _identity(cfg, s, modes):

@@ -212,11 +212,7 @@ class Outputs:
         return [self.model, self.last, self.curves_csv, self.curves_png, self.split,
                 self.rejected, self.config]
 
-    @property
-    def run_record(self):
-        """The run record (:func:`base.run_record`): command, config,
-        version, times, status."""
-        return self._file("run.json")
+    run_record = base.record_property("folder", folder=True)
 
 
 # --------------------------------------------------------------------------

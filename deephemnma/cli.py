@@ -14,7 +14,7 @@ from . import passive_openmp
 passive_openmp()        # before any command module imports torch
 
 from . import commands as _commands  # noqa: E402
-from .errors import InputError
+from .errors import USER_ERRORS, one_line
 from .utils import end_progress_lines
 from .version import __version__
 
@@ -42,16 +42,17 @@ def build_parser():
 
 
 def main(argv=None):
+    from .stages.base import invoked_by
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")      # library warnings are not for the user
     try:
-        result = args._main(args)
-    except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            PermissionError) as e:
+        with invoked_by(["deephemnma", *argv]):      # the command in the run records
+            result = args._main(args)
+    except USER_ERRORS as e:
         end_progress_lines()
-        message = " ".join(str(e).split())      # one line, whatever the message
-        print(f"deephemnma {args.command}: error: {message}", file=sys.stderr)
+        print(one_line(args.command, e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         end_progress_lines()

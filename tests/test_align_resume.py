@@ -226,3 +226,35 @@ def test_bad_row_rejected_alone(data, bad, clean, item):
         assert np.array_equal(np.asarray(a[c]), np.asarray(b[c])), f"{c} differs"
         assert np.isfinite(np.asarray(a[c], np.float64)).all()
     assert_clean(out)
+
+
+def test_every_align_option_says_which_stamps_hold_it(monkeypatch):
+    """Every AlignOptions field declares the stages whose results it changes
+    (a new field without it fails here and in result_options): align's stamp
+    holds the global search's options, refine's its own steps, both the
+    shared ones; neither holds the device or the threads."""
+    import dataclasses
+    from deephemnma.core.config import ALIGN_STAGES, AlignOptions, result_options
+    fields = dataclasses.fields(AlignOptions)
+    unclassified = [f.name for f in fields if "affects" not in f.metadata]
+    assert not unclassified, f"AlignOptions fields not classified: {unclassified}"
+    for f in fields:
+        assert set(f.metadata["affects"]) <= set(ALIGN_STAGES), f.name
+    opt = AlignOptions()
+    align, refine = result_options(opt, "align"), result_options(opt, "refine")
+    for speed in ("device", "threads"):
+        assert speed not in align and speed not in refine
+    assert {"angular_step", "coarse_iters", "fine_iters"} <= set(align) - set(refine)
+    assert {"refine_coarse_iters", "refine_fine_iters"} <= set(refine) - set(align)
+    assert {"pyramid", "batch_size", "sigma", "mask_radius"} <= set(align) & set(refine)
+    changed = dataclasses.replace(opt, angular_step=20.0, threads=2)
+    assert result_options(changed, "align") != align
+    assert result_options(changed, "refine") == refine
+
+    @dataclasses.dataclass
+    class Forgotten(AlignOptions):
+        new_option: float = 1.0
+    import deephemnma.core.config as config
+    monkeypatch.setattr(config, "AlignOptions", Forgotten)
+    with pytest.raises(TypeError, match="new_option"):
+        result_options(Forgotten(), "align")

@@ -22,7 +22,7 @@ in all: align 42, evaluate 14, fsc 15, landscape 37, model-map 17, nma 18,
 outliers 10, predict 26, pseudoatoms 22, reconstruct 28, refine 33, simulate
 35, train 44; plus 14 of them again as real processes, 7 row-rejection cases
 (align, predict, train, reconstruct, outliers, landscape, refine), evaluate
-with an 'abc' angle, and `train --resume` with more epochs.
+with an 'abc' angle, and `train` run again with more epochs.
 """
 import collections
 import os
@@ -412,7 +412,7 @@ NEEDS = {"nma": (), "pseudoatoms": ("maps",), "simulate": ("nma",),
          "landscape": ("sim", "derived"), "reconstruct": ("sim", "derived", "maps"),
          "model-map": (), "fsc": ("maps",), "evaluate": ("sim", "derived", "nma")}
 
-FLAGS = {"--no-noise", "--no-ctf", "--robust", "--resume", "--rescale", "--augment"}
+FLAGS = {"--no-noise", "--no-ctf", "--robust", "--rescale", "--augment"}
 
 
 def edit(template, changes):
@@ -734,17 +734,51 @@ def test_case_counts():
     assert min(COUNTS.values()) >= 8
 
 
+RECORD_KEYS = {"stage", "command", "cwd", "config", "version", "started", "ended", "seconds",
+               "status"}
+
+
 def test_base_commands_succeed(fx, capfd, monkeypatch, tmp_path):
     """Every BASE command line works on the fixture (exit 0, output written),
-    so a case's exit code 2 comes from the option it changes."""
+    so a case's exit code 2 comes from the option it changes; each writes its
+    run record beside its outputs (evaluate only with --json): the command
+    line, the config, the version, the times, status finished."""
+    import json
+    from deephemnma.cli import build_parser
+    from deephemnma.version import __version__
     _require(fx, sorted({n for v in NEEDS.values() for n in v}))
     failures = []
+    records = {}
     for cmd, tpl in BASE.items():
         argv = shlex.split(tpl.format(**dict(fx.paths, O=str(tmp_path))))
         rc, out, err = run_inprocess(argv, capfd, monkeypatch, quiet=True)
         if rc != 0:
             failures.append(f"{cmd}: exit {rc}: {(err or out)[-800:]}")
+            continue
+        args = build_parser().parse_args(argv)
+        module = sys.modules[args._main.__module__]
+        cfg = module.config(args)
+        path = module.stage.run.record_path(cfg)
+        records[cmd] = path
+        if path is None:
+            continue
+        with open(path) as f:
+            rec = json.load(f)
+        assert set(rec) == RECORD_KEYS, (cmd, sorted(rec))
+        assert rec["command"] == ["deephemnma", *argv], (cmd, rec["command"])
+        assert rec["stage"] == module.stage.__name__.rsplit(".", 1)[-1]
+        assert rec["config"] == json.loads(json.dumps(cfg.to_dict(), default=str)), cmd
+        assert rec["version"] == __version__ and rec["status"] == "finished", rec
+        assert rec["started"] <= rec["ended"] and rec["seconds"] >= 0, rec
     assert not failures, "\n".join(failures)
+    assert records["evaluate"] is None
+    beside = {c: os.path.relpath(p, tmp_path) for c, p in records.items() if p}
+    assert beside == {"nma": "nma/run.json", "pseudoatoms": "pa.run.json",
+                      "simulate": "sim/run.json", "align": "al.run.json",
+                      "outliers": "kept.run.json", "train": "tr/run.json",
+                      "predict": "pred.run.json", "landscape": "land/run.json",
+                      "reconstruct": "rec.run.json", "model-map": "mm.run.json",
+                      "fsc": "fsc.run.json", "refine": "ref.run.json"}, beside
 
 
 @pytest.mark.parametrize("cid", [c.id for c in CASES])
@@ -850,10 +884,11 @@ def test_evaluate_abc_angle_row(fx, capfd, monkeypatch):
     assert "nan" not in out.lower(), f"NaN in the evaluation:\n{out}"
 
 
-def test_train_resume_more_epochs(fx, capfd, monkeypatch, tmp_path):
-    """`train --resume --epochs N` after a run of fewer epochs, and on a folder
-    with no previous run: exit 0 (continues / starts) or a one-line error,
-    never a traceback; a refused run leaves nothing behind."""
+def test_train_rerun_more_epochs(fx, capfd, monkeypatch, tmp_path):
+    """`train --epochs N` on a folder with no previous run, and again after a
+    run of fewer epochs: exit 0 (starts / continues) or a one-line error,
+    never a traceback; a refused run leaves nothing behind. The removed
+    `--resume` is an unknown option (exit 2)."""
     _require(fx, NEEDS["train"])
     base = ["train", "--particles", os.path.join(fx.paths["S"], "particles.xmd"),
             "--input-size", "32", "--batch-size", "8", "--pixel-size", "2.6",
@@ -862,17 +897,19 @@ def test_train_resume_more_epochs(fx, capfd, monkeypatch, tmp_path):
     before = snapshot(tmp_path)
     rc, out, err = run_inprocess(base + ["--resume", "--epochs", "2"], capfd, monkeypatch,
                                  quiet=True)
+    assert rc == 2 and "unrecognized arguments: --resume" in err, (rc, err[-1500:])
+    assert snapshot(tmp_path) == before, "a refused --resume left files behind"
+    rc, out, err = run_inprocess(base + ["--epochs", "2"], capfd, monkeypatch, quiet=True)
     assert "Traceback" not in out + err, (out + err)[-3000:]
     if rc == 2:
         check_error("train", rc, out, err)
-        assert snapshot(tmp_path) == before, "a refused --resume left files behind"
+        assert snapshot(tmp_path) == before, "a refused run left files behind"
     else:
         assert rc == 0, f"exit {rc}: {err[-1500:]}"
         shutil.rmtree(tmp_path / "tr")
     rc, out, err = run_inprocess(base + ["--epochs", "1"], capfd, monkeypatch, quiet=True)
     assert rc == 0, f"first run: exit {rc}: {err[-1500:]}"
-    rc, out, err = run_inprocess(base + ["--resume", "--epochs", "2"], capfd, monkeypatch,
-                                 quiet=True)
+    rc, out, err = run_inprocess(base + ["--epochs", "2"], capfd, monkeypatch, quiet=True)
     assert "Traceback" not in out + err, (out + err)[-3000:]
     assert rc in (0, 2), f"exit {rc}: {err[-1500:]}"
     if rc == 2:
@@ -888,7 +925,7 @@ def test_train_resume_more_epochs(fx, capfd, monkeypatch, tmp_path):
 # here and run in their own parametrized tests (the table's tests above were
 # parametrized before these lines ran)
 BASE["refine"] = ("refine --particles {S}/particles.xmd --modes {REF} --structure "
-                  "{REF}/reference.pdb --pixel-size 2.6 --out {O}/ref.xmd --fine-iters 2 "
+                  "{REF}/reference.pdb --pixel-size 2.6 --out {O}/ref.xmd --refine-fine-iters 2 "
                   "--chunk 4")
 NEEDS["refine"] = ("nma", "sim", "derived")
 _FIRST_REFINE = len(CASES)
@@ -904,8 +941,8 @@ files("refine", "--modes", [("nomodes", ""), ("empty", ".xmd")])
 files("refine", "--structure", [("missing", ".pdb"), ("empty", ".pdb")])
 numbers("refine", "--pixel-size", NEG)
 case("refine", "pixel-size-differs-from-header", {"--pixel-size": "5"}, "pixel")
-numbers("refine", "--fine-iters", ("0", "-1"))
-numbers("refine", "--coarse-iters", ("-1",))
+numbers("refine", "--refine-fine-iters", ("0", "-1"))
+numbers("refine", "--refine-coarse-iters", ("-1",))
 numbers("refine", "--chunk", ("0", "-1"))
 numbers("refine", "--outlier-threshold", ("-1", "nan"))
 numbers("refine", "--pyramid", ("4,8", "x"))
@@ -936,7 +973,7 @@ def test_refine_row_rejected(fx, capfd, monkeypatch):
     defocus (7), and on an 'abc' amplitude (4): those rows alone are left out."""
     test_row_rejected("refine", "refine --particles {S}/bad_rows.xmd --modes {REF} --structure "
                       "{REF}/reference.pdb --pixel-size 2.6 --out {O}/rows/ref.xmd "
-                      "--fine-iters 1 --chunk 4", {3, 5, 7}, set(), fx, capfd, monkeypatch)
+                      "--refine-fine-iters 1 --chunk 4", {3, 5, 7}, set(), fx, capfd, monkeypatch)
     test_row_rejected("refine", "refine --particles {S}/abc_nma.xmd --modes {REF} --structure "
                       "{REF}/reference.pdb --pixel-size 2.6 --out {O}/rows/ref.xmd "
-                      "--fine-iters 1 --chunk 4", {4}, set(), fx, capfd, monkeypatch)
+                      "--refine-fine-iters 1 --chunk 4", {4}, set(), fx, capfd, monkeypatch)

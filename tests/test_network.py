@@ -434,7 +434,7 @@ def test_bad_inputs(small, tmp_path, capsys):
     """Refused before anything is written (the output folder is not created):
     too large a batch, dropout 1.5, a mode list of another length, no pixel
     size anywhere, a header pixel size that differs, no particles, an
-    --init-model inside --out; `--resume --epochs 5` on a new folder trains."""
+    --init-model inside --out; on the command line too."""
     from deephemnma.cli import main as cli
     d, imgs, t, ref = small
     xmd = str(d / "p.xmd")
@@ -456,7 +456,7 @@ def test_bad_inputs(small, tmp_path, capsys):
     with pytest.raises(InputError, match="no particles"):
         stage.run(stage.Config(**dict(base, particles=str(tmp_path / "none.xmd"))))
     assert not os.path.exists(out)
-    assert cli(["train", "--particles", xmd, "--out", out, "--resume", "--epochs", "5",
+    assert cli(["train", "--particles", xmd, "--out", out, "--epochs", "5",
                 "--batch-size", "64"]) == 2
     assert "batch size" in capsys.readouterr().err and not os.path.exists(out)
     (tmp_path / "junk.pt").write_bytes(b"not a model")

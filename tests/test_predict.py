@@ -118,7 +118,7 @@ def test_predictions_and_paths_from_another_folder(models, tmp_path):
     assert np.allclose(t.shifts(), ref["shifts"], rtol=1e-6, atol=1e-6)
     assert np.array_equal(t["ctfDefocusU"], 15000.0 + np.arange(13))     # input columns kept
     assert not os.path.exists(str(out) + ".parts")
-    assert sorted(os.listdir(out.parent)) == ["p.xmd"]
+    assert sorted(os.listdir(out.parent)) == ["p.run.json", "p.xmd"]
     assert oct(os.stat(out).st_mode & 0o777) == oct(0o666 & ~_umask())
     # absolute references, usable from anywhere
     out2 = tmp_path / "abs" / "p.xmd"
@@ -276,7 +276,8 @@ def _finish_and_compare(kill_set, models, folder, capsys, resumed_at_least):
     done = re.search(r"continued an interrupted run: (\d+) chunk", said.out)
     assert done and int(done.group(1)) >= resumed_at_least, said.out
     assert _rows(folder / "p.xmd") == ref           # the same rows, once, in order
-    assert sorted(os.listdir(folder)) == ["p.xmd"]  # no parts, no temporary files
+    # no parts, no temporary files
+    assert sorted(os.listdir(folder)) == ["p.run.json", "p.xmd"]
 
 
 @pytest.mark.parametrize("parts", [1, 9])

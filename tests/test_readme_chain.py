@@ -140,7 +140,8 @@ def test_readme_chain_in_separate_folders(tmp_path):
        up + "subsets/set2.xmd", "--out", up + "pred_out/predicted.xmd")
     go("refine", "--particles", up + "pred_out/predicted.xmd", "--modes", up + "nma_out/ref",
        "--structure", up + "nma_out/ref/reference.pdb", "--pixel-size", PS,
-       "--out", up + "refine_out/refined.xmd", "--coarse-iters", 2, "--fine-iters", 2)
+       "--out", up + "refine_out/refined.xmd", "--refine-coarse-iters", 2,
+       "--refine-fine-iters", 2)
     assert not unresolved_references(str(tmp_path / "refine_out" / "refined.xmd"))
     go("landscape", "--particles", up + "pred_out/predicted.xmd", "--also",
        up + "hemnma_out/hemnma_kept.xmd", "--out", up + "land_out/land", "--split", "1:12",

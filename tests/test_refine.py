@@ -103,7 +103,7 @@ def folder(ref, tmp_path_factory):
 def _args(d, particles, out, *extra):
     return ["refine", "--particles", str(particles), "--modes", str(d), "--structure",
             str(d / "reference.pdb"), "--pixel-size", str(PS), "--out", str(out), "--chunk", "2",
-            "--fine-iters", "4", *extra]
+            "--refine-fine-iters", "4", *extra]
 
 
 def test_cli_bad_inputs(folder, tmp_path, capsys):
@@ -123,7 +123,7 @@ def test_cli_bad_inputs(folder, tmp_path, capsys):
     cases.append((_args(folder, folder / "particles.xmd", tmp_path / "o" / "r.xmd",
                         "--mode-list", "7-8"), "2 modes"))
     cases.append((_args(folder, folder / "particles.xmd", tmp_path / "o" / "r.xmd",
-                        "--fine-iters", "0"), "--fine-iters"))
+                        "--refine-fine-iters", "0"), "--refine-fine-iters"))
     for argv, word in cases:
         before = sorted(p.name for p in tmp_path.iterdir())
         capsys.readouterr()
@@ -197,3 +197,25 @@ def test_cli_row_with_too_few_amplitudes_rejected_alone(folder, tmp_path):
     assert main(_args(folder, tmp_path / "short.xmd", tmp_path / "r.xmd")) == 0
     assert read_metadata(tmp_path / "r.rejected.xmd")["itemId"].tolist() == [2]
     assert read_metadata(tmp_path / "r.xmd")["itemId"].tolist() == [1, 3, 4, 5, 6]
+
+
+def test_refine_and_align_steps_have_their_own_flags():
+    """refine's steps are --refine-coarse-iters/--refine-fine-iters (its
+    Config fields, default 10/25); align's --coarse-iters/--fine-iters are the
+    global search's (40/25); refine refuses align's names."""
+    from deephemnma.cli import build_parser
+    from deephemnma.commands import align as align_cmd, refine as refine_cmd
+    files = ["--particles", "p.xmd", "--modes", "m", "--structure", "s.pdb",
+             "--pixel-size", "2", "--out", "o.xmd"]
+    p = build_parser()
+    r = refine_cmd.config(p.parse_args(["refine", *files, "--refine-coarse-iters", "3",
+                                        "--refine-fine-iters", "4"]))
+    assert (r.refine_coarse_iters, r.refine_fine_iters) == (3, 4)
+    d = refine_cmd.config(p.parse_args(["refine", *files]))
+    a = align_cmd.config(p.parse_args(["align", *files]))
+    assert (d.refine_coarse_iters, a.coarse_iters) == (AlignOptions.refine_coarse_iters,
+                                                       AlignOptions.coarse_iters)
+    assert AlignOptions.refine_coarse_iters != AlignOptions.coarse_iters
+    for name in ("--coarse-iters", "--fine-iters"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["refine", *files, name, "3"])

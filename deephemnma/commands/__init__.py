@@ -2,7 +2,7 @@
 the stage's Config) and ``main(args)``; the module docstring is the help."""
 
 
-def run_stage(stage, cfg):
+def run_and_summarize(stage, cfg):
     """Run a stage and print its summary (only in the process that writes the
     outputs: process 0 under torchrun)."""
     out = stage.run(cfg)

@@ -12,7 +12,7 @@ Example:
   deephemnma align --particles subset.xmd --modes nma/ --structure AK.pdb \\
       --pixel-size 1.3 --out hemnma/aligned.xmd --outlier-threshold 3.2
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import align as stage
 
 
@@ -81,4 +81,4 @@ def shared_config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

@@ -8,7 +8,7 @@ Example:
   deephemnma evaluate --est hemnma/aligned.xmd --truth data/particles.xmd \\
       --pixel-size 1.3 --modes nma/ --json hemnma/accuracy.json
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import evaluate as stage
 
 
@@ -28,4 +28,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

@@ -7,7 +7,7 @@ Example:
   deephemnma fsc land/group_01.mrc land/centroid_01.mrc --png land/fsc_01.png \\
       --json land/fsc_01.json
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import fsc as stage
 
 
@@ -27,4 +27,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

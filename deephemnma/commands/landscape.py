@@ -17,7 +17,7 @@ Examples:
   deephemnma landscape --particles more.xmd --pca land/pca.npz --out land2 \\
       --select 'PC1 > 100 and PC2 < 0'
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import landscape as stage
 
 
@@ -65,4 +65,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

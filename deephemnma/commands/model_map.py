@@ -12,7 +12,7 @@ Example:
       --out land/centroid_01.mrc
   deephemnma fsc land/group_01.mrc land/centroid_01.mrc --png land/fsc_01.png
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import model_map as stage
 
 
@@ -32,4 +32,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

@@ -10,7 +10,7 @@ Examples:
   deephemnma nma --structure ribosome.cif --selection ca+p --block-size 10 --out nma_rib/
   deephemnma nma --structure pseudo.pdb --percentile 5 --out nma_pseudo/
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import nma as stage
 
 
@@ -38,4 +38,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

@@ -7,7 +7,7 @@ OUT.rejected.xmd; they do not enter the mean and covariance.
 Example:
   deephemnma outliers --input hemnma/aligned.xmd --out hemnma/kept.xmd --threshold 3.2
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import outliers as stage
 
 
@@ -27,4 +27,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

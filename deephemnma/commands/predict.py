@@ -16,7 +16,7 @@ Example:
   deephemnma predict --model train/model.pt --particles big.xmd --pixel-size 1.3 \\
       --rescale --out big_pred.xmd
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import predict as stage
 
 
@@ -50,4 +50,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

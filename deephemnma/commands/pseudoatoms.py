@@ -13,7 +13,7 @@ Examples:
       --target-error 5
   deephemnma nma --structure pseudo/emd_1234.pdb --percentile 5 --out nma_pseudo/
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import pseudoatoms as stage
 
 
@@ -42,4 +42,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

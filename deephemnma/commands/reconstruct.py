@@ -14,7 +14,7 @@ Examples:
   deephemnma reconstruct --particles land/group_02.xmd --images full_size.xmd \\
       --shift-scale 2 --pixel-size 1.3 --out maps/group_02_full.mrc --flipped
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import reconstruct as stage
 
 
@@ -44,4 +44,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

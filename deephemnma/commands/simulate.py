@@ -17,7 +17,7 @@ Examples:
   deephemnma simulate --structure AK.pdb --out hard/ -n 2000 --snr-in-output
   deephemnma simulate --structure AK.pdb --out clean/ -n 100 --no-noise --no-ctf
 """
-from . import run_stage
+from . import run_and_summarize
 from ..stages import simulate as stage
 
 
@@ -76,4 +76,4 @@ def main(args):
     from ..errors import InputError
     if args.snr_in_output and args.snr_at_render:
         raise InputError("--snr-in-output and --snr-at-render contradict each other")
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

@@ -31,7 +31,7 @@ Examples:
   deephemnma train --particles more.xmd --init-model net/model.pt --out net2
 """
 from ..core.config import PAPER_SCHEDULE, SCHEDULES
-from . import run_stage
+from . import run_and_summarize
 from ..stages import train as stage
 
 
@@ -90,8 +90,6 @@ def add_args(p):
     p.add_argument("--init-model", default=d.init_model, help="fine-tune from this model")
     p.add_argument("--restart", action="store_true",
                    help="start afresh even when OUT holds a resumable run")
-    p.add_argument("--resume", action="store_true",
-                   help="accepted for old scripts: rerunning resumes by itself")
     p.add_argument("--absolute-paths", action="store_true",
                    help="absolute image references in rejected.xmd")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -119,4 +117,4 @@ def config(args):
 
 
 def main(args):
-    return run_stage(stage, config(args))
+    return run_and_summarize(stage, config(args))

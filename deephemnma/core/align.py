@@ -46,7 +46,7 @@ from .ctf import ctf_image, phase_flip
 from .image import circular_mask, downscale
 from .projector import Projector
 
-__all__ = ["AlignOptions", "Aligner", "fibonacci_orientations", "check_images"]
+__all__ = ["AlignOptions", "Aligner", "fibonacci_orientations"]
 
 
 def fibonacci_orientations(step_deg):
@@ -65,15 +65,6 @@ def fibonacci_orientations(step_deg):
     T = np.repeat(tilt, n_psi)
     P = np.tile(psi, n_dir)
     return np.stack([R, T, P], -1)
-
-
-def check_images(images):
-    """Indices of unusable images (NaN/inf, or constant)."""
-    flat = images.reshape(len(images), -1)
-    bad = ~np.isfinite(flat).all(1)
-    with np.errstate(invalid="ignore"):
-        bad |= ~(np.nanstd(np.where(np.isfinite(flat), flat, 0), axis=1) > 0)
-    return np.nonzero(bad)[0]
 
 
 def _skew(w):

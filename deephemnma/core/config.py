@@ -2,7 +2,8 @@
 line and the Scipion forms read their defaults from here without loading torch)."""
 import dataclasses
 
-__all__ = ["AlignOptions", "TrainConfig", "PAPER_SCHEDULE", "SCHEDULES"]
+__all__ = ["AlignOptions", "TrainConfig", "PAPER_SCHEDULE", "SCHEDULES", "ALIGN_STAGES",
+           "result_options"]
 
 
 @dataclasses.dataclass
@@ -49,30 +50,69 @@ PAPER_SCHEDULE = dict(schedule="paper", lr=1e-5, weight_decay=1e-5, epochs=400, 
                       lr_step=80, lr_gamma=0.1, patience=400, dropout=0.5)
 
 
+#: the stages that use AlignOptions: the global search (Aligner.align) and the
+#: local refinement from given poses (Aligner.refine)
+ALIGN_STAGES = ("align", "refine")
+BOTH = ALIGN_STAGES
+
+
+def _option(default, affects: tuple) -> dataclasses.Field:
+    """An AlignOptions field and the stages whose results it changes
+    (``affects``: some of ALIGN_STAGES; () for an option of speed alone, such
+    as the device). :func:`result_options` reads it: a stage's run stamp holds
+    the options that change its results, and a field without this metadata is
+    an error there (tests/test_align_resume.py checks every field has it)."""
+    unknown = set(affects) - set(ALIGN_STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}")
+    return dataclasses.field(default=default, metadata={"affects": tuple(affects)})
+
+
 @dataclasses.dataclass
 class AlignOptions:
-    pyramid: tuple = None              # box sizes, coarse to fine (default box//2, box)
-    angular_step: float = 12.0         # degrees, global search
-    search_amplitude: float = 150.0    # deformed references at +-this along each mode (0: none)
-    search_corners: int = 16           # and at the 2^M corners (+-a, ..., +-a), at most this many
-    max_shift: float = 3.0             # Å, global search half-range
-    n_candidates: int = 4
-    candidate_separation: float = 1.5  # candidates differ in orientation by > this x angular_step
-    fine_candidates: int = 1           # best coarse candidates refined at the finer levels
-    coarse_iters: int = 40
-    fine_iters: int = 25
+    # box sizes, coarse to fine (default box//2, box)
+    pyramid: tuple = _option(None, BOTH)
+    angular_step: float = _option(12.0, ("align",))  # degrees, global search
+    # deformed references at +-this along each mode (0: none)
+    search_amplitude: float = _option(150.0, ("align",))
+    # and at the 2^M corners (+-a, ..., +-a), at most this many
+    search_corners: int = _option(16, ("align",))
+    max_shift: float = _option(3.0, ("align",))      # Å, global search half-range
+    n_candidates: int = _option(4, ("align",))
+    # candidates differ in orientation by > this x angular_step
+    candidate_separation: float = _option(1.5, ("align",))
+    # best coarse candidates refined at the finer levels
+    fine_candidates: int = _option(1, ("align",))
+    coarse_iters: int = _option(40, ("align",))
+    fine_iters: int = _option(25, ("align",))
     # Aligner.refine (local only, no global search; benchmarks/bench_refine.py): steps at
     # the coarse level (0: none), then at each finer level. From the paper's network
     # errors (2.5 deg), 10 + 25 matched full HEMNMA; 0 + 25: ~15 % faster, a little less
     # accurate, fails more from starts > 5 deg
-    refine_coarse_iters: int = 10
-    refine_fine_iters: int = 25
-    lr_rotation: float = 0.03          # radians per step (Adam)
-    lr_shift: float = 0.3              # pixels of the level
-    lr_amplitude: float = 8.0          # amplitude units
-    mask_radius: float = 0.45          # fraction of the box
-    sigma: float = 1.0                 # atom Gaussian std (Å)
-    batch_size: int = 64
-    images_flipped: bool = False       # images already phase flipped
-    threads: int = 0                   # CPU: worker threads, one torch thread each (0: all CPUs)
-    device: str = "cpu"
+    refine_coarse_iters: int = _option(10, ("refine",))
+    refine_fine_iters: int = _option(25, ("refine",))
+    lr_rotation: float = _option(0.03, BOTH)         # radians per step (Adam)
+    lr_shift: float = _option(0.3, BOTH)             # pixels of the level
+    lr_amplitude: float = _option(8.0, BOTH)         # amplitude units
+    mask_radius: float = _option(0.45, BOTH)         # fraction of the box
+    sigma: float = _option(1.0, BOTH)                # atom Gaussian std (Å)
+    batch_size: int = _option(64, BOTH)
+    images_flipped: bool = _option(False, BOTH)      # images already phase flipped
+    # CPU: worker threads, one torch thread each (0: all CPUs)
+    threads: int = _option(0, ())
+    device: str = _option("cpu", ())
+
+
+def result_options(options: AlignOptions, stage: str) -> dict:
+    """{name: value} of the AlignOptions ``options`` that change the results
+    of ``stage`` ('align' or 'refine'): what its run stamp holds."""
+    if stage not in ALIGN_STAGES:
+        raise ValueError(f"unknown stage {stage!r}: {' or '.join(ALIGN_STAGES)}")
+    out = {}
+    for f in dataclasses.fields(AlignOptions):
+        if "affects" not in f.metadata:
+            raise TypeError(f"AlignOptions.{f.name} does not say which stages' results it "
+                            "changes: declare it with _option(default, affects)")
+        if stage in f.metadata["affects"]:
+            out[f.name] = getattr(options, f.name)
+    return out

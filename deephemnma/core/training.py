@@ -41,19 +41,27 @@ CUDA: bf16 autocast, channels_last, images resident on the GPU when they fit.
 Several processes (torchrun): DistributedDataParallel; each process takes an
 interleaved share of every batch (the batches are the same in every process).
 """
+from __future__ import annotations
+
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..utils import Progress, atomic_path, resolve_device
+from ..utils import Progress, atomic_path, distributed, resolve_device
 from . import rotations
 from .config import SCHEDULES, TrainConfig
 from .image import normalize, rotate_images
 from .network import DeepHEMNMANet
+
+if TYPE_CHECKING:
+    from ..io.metadata import Table
+    from .ctf import CTFParams
 
 __all__ = ["TrainConfig", "LabelCodec", "split_indices", "prepare_split", "check_split_sizes",
            "mahalanobis_keep", "augment_batch", "transform_batch", "flip_ctf",
@@ -109,7 +117,8 @@ class LabelCodec:
 
 # --------------------------------------------------------------------------
 # data preparation
-def split_indices(n, val_fraction=0.1, test_fraction=0.1, seed=0, groups=None):
+def split_indices(n: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                  groups: np.ndarray = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random particle-level split -> (train, val, test) index arrays. Rows with
     the same ``groups`` value (e.g. a particle id shared by copies of one
     particle) always land in the same subset."""
@@ -127,7 +136,8 @@ def split_indices(n, val_fraction=0.1, test_fraction=0.1, seed=0, groups=None):
     return np.nonzero(w == 0)[0], np.nonzero(w == 1)[0], np.nonzero(w == 2)[0]
 
 
-def mahalanobis_keep(amplitudes, fit_rows, threshold):
+def mahalanobis_keep(amplitudes: np.ndarray, fit_rows: np.ndarray,
+                     threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(keep mask (n,), distances (n,)): every row's Mahalanobis distance to
     the mean of the ``fit_rows`` under their covariance (pseudo-inverse when
     singular, as core.outliers), kept when <= ``threshold``. The statistics
@@ -143,7 +153,8 @@ def mahalanobis_keep(amplitudes, fit_rows, threshold):
     return dist <= threshold, dist
 
 
-def prepare_split(table, cfg):
+def prepare_split(table: Table,
+                  cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """The rows of ``table`` (labels, all finite) that train, validate and test
     a run of ``cfg``: (train, val, test, n_outliers). Rows sharing an
     ``itemId`` stay together; with ``cfg.mahalanobis`` the label outliers
@@ -164,7 +175,7 @@ def prepare_split(table, cfg):
     return tr, va, te, n_out
 
 
-def check_split_sizes(n_train, n_val, batch_size):
+def check_split_sizes(n_train: int, n_val: int, batch_size: int) -> None:
     """InputError unless there is a batch of training images and a validation image."""
     if n_train < batch_size:
         raise InputError(f"{n_train} training images, fewer than the batch size "
@@ -173,14 +184,17 @@ def check_split_sizes(n_train, n_val, batch_size):
         raise InputError("no validation images: raise --val-fraction or give more images")
 
 
-def augment_batch(images, angles, shifts, rng):
+def augment_batch(images: torch.Tensor, angles: np.ndarray, shifts: np.ndarray,
+                  rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Label-consistent in-plane rotation: images (B, N, N) torch, Euler angles
     (B, 3) and shifts (B, 2) numpy -> rotated images, psi + alpha, R(alpha) shift."""
     alpha = rng.uniform(0, 360, len(images))
     return transform_batch(images, angles, shifts, alpha)
 
 
-def transform_batch(images, angles, shifts, alpha, moves=None, scale=1.0):
+def transform_batch(images: torch.Tensor, angles: np.ndarray, shifts: np.ndarray,
+                    alpha: np.ndarray, moves: np.ndarray = None,
+                    scale: float = 1.0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Label-consistent in-plane rotation then translation of images (B, N, N)
     torch with their Euler angles (B, 3) and shifts (B, 2) (px, Xmipp's sign:
     the particle sits at minus the shift) as numpy: the content is rotated by
@@ -202,7 +216,7 @@ def transform_batch(images, angles, shifts, alpha, moves=None, scale=1.0):
     return out, ang, sh
 
 
-def flip_ctf(table, images_flipped=False):
+def flip_ctf(table: Table, images_flipped: bool = False) -> CTFParams | None:
     """The CTF (core.ctf.CTFParams) to phase-flip the images of ``table`` with
     before the network sees them -- the paper's rule, the same in training and
     prediction: None when the images are marked as flipped already
@@ -213,7 +227,8 @@ def flip_ctf(table, images_flipped=False):
     return CTFParams.from_table(table)
 
 
-def phase_flip_images(images, ctf, pixel_size, device="cpu", batch=256):
+def phase_flip_images(images: np.ndarray, ctf: CTFParams, pixel_size: float,
+                      device: str | torch.device = "cpu", batch: int = 256) -> np.ndarray:
     """Phase-flipped float32 copy (numpy) of images (n, N, N) (array or Stack)
     with their CTF (n rows) at ``pixel_size`` Å/px. Each image is flipped with
     its own CTF (batched FFTs: the same as alone to float precision; the same
@@ -229,7 +244,7 @@ def phase_flip_images(images, ctf, pixel_size, device="cpu", batch=256):
     return out
 
 
-def heads_for(architecture, n_amplitudes):
+def heads_for(architecture: str, n_amplitudes: int) -> dict[str, dict[str, int]]:
     """{network name: {head: output size}} of an architecture."""
     M = int(n_amplitudes)
     if architecture == "joint":
@@ -275,13 +290,6 @@ class _Images:
         return torch.as_tensor(arr).to(self.device)
 
 
-def _dist():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _seed(*parts):
     """A 63-bit seed from integers (the same on every platform)."""
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)
@@ -318,7 +326,7 @@ class Trainer:
         self.cfg = cfg = cfg or TrainConfig()
         if len(images) != len(table):
             raise InputError(f"{len(images)} images but {len(table)} label rows")
-        self.rank, self.world = _dist()
+        self.rank, self.world, _ = distributed(start=False)
         self.device = resolve_device(cfg.device)
         self.box = int(images.shape[-1])
         self.input_size = int(cfg.input_size or self.box)
@@ -526,19 +534,39 @@ class RunState:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
 
 
-def fit(trainer, train_rows, val_rows, state=None, on_epoch=None, quiet=None, log=None):
+def later_epochs_seconds(elapsed: float, left: float, epochs_after: int,
+                         durations: Sequence[float] = ()) -> float:
+    """Seconds the ``epochs_after`` epochs after the current one will take:
+    each as long as the mean of ``durations`` (wall seconds of the epochs
+    done, validation and checkpoint included), else as the current epoch's
+    training (``elapsed`` + ``left`` seconds). Early stopping can end the run
+    sooner."""
+    per_epoch = sum(durations) / len(durations) if len(durations) else elapsed + left
+    return epochs_after * per_epoch
+
+
+def fit(trainer: Trainer, train_rows: np.ndarray, val_rows: np.ndarray, state: RunState = None,
+        on_epoch: Callable[[RunState, bool], None] = None, quiet: bool = None,
+        log: Callable[[str], None] = None) -> RunState:
     """Train from ``state`` (a fresh RunState by default; one read from a
     checkpoint to resume) until ``cfg.epochs`` or early stopping. After every
     epoch ``on_epoch(state, improved)`` (e.g. write the best model and a
-    checkpoint) then ``log(line)``. Returns the RunState."""
+    checkpoint) then ``log(line)``. The progress line of each epoch shows its
+    ETA and the whole run's (``run ETA``: :func:`later_epochs_seconds`).
+    Returns the RunState."""
     cfg = trainer.cfg
     state = state or RunState()
     t0 = time.perf_counter() - (state.history[-1]["time_s"] if state.history else 0.0)
     show = trainer.rank == 0
+    durations = []                   # wall seconds of the epochs done in this call
     while not state.finished(cfg):
         e = state.epoch
+        started = time.perf_counter()
+
+        def after(elapsed, left, epochs_after=cfg.epochs - e - 1):
+            return later_epochs_seconds(elapsed, left, epochs_after, durations)
         prog = Progress(trainer.steps_per_epoch * cfg.batch_size, f"epoch {e + 1}/{cfg.epochs}",
-                        quiet=quiet if show else True)
+                        quiet=quiet if show else True, after=after)
         train_loss = trainer.train_epoch(e, train_rows, prog)
         prog.close()
         val, parts = trainer.evaluate(val_rows)
@@ -549,12 +577,13 @@ def fit(trainer, train_rows, val_rows, state=None, on_epoch=None, quiet=None, lo
             on_epoch(state, improved)
         if log is not None and show:
             log(f"epoch {e + 1}: train {train_loss:.4f} val {val:.4f}{' *' if improved else ''}")
+        durations.append(time.perf_counter() - started)
     if log is not None and show and state.stopped_early(cfg):
         log(f"early stop: no validation improvement for {cfg.patience} epochs")
     return state
 
 
-def save_checkpoint(path, trainer, state, stamp=""):
+def save_checkpoint(path: str, trainer: Trainer, state: RunState, stamp: str = "") -> None:
     """Write the run's checkpoint atomically (a kill leaves the previous one
     whole): networks, optimisers, schedules, the RunState and ``stamp`` (a
     string naming the run's inputs and options)."""
@@ -563,7 +592,7 @@ def save_checkpoint(path, trainer, state, stamp=""):
                     **trainer.state_dict()}, tmp)
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: str) -> dict | None:
     """A checkpoint written by :func:`save_checkpoint` (loaded on the CPU, no
     code executed), or None when the file is not a whole one."""
     try:    # memory-mapped: the stamp and run state are read without the tensors

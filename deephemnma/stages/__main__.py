@@ -14,7 +14,7 @@ import importlib
 import sys
 
 from .. import passive_openmp
-from ..errors import InputError
+from ..errors import USER_ERRORS, InputError, one_line
 
 passive_openmp()
 
@@ -50,10 +50,8 @@ def main(argv=None):
         stage = stage_module(name)
         cfg = load_config(stage.Config, path)
         out = stage.run(cfg)
-    except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            PermissionError) as e:
-        message = " ".join(str(e).split())
-        print(f"deephemnma {name}: error: {message}", file=sys.stderr, flush=True)
+    except USER_ERRORS as e:
+        print(one_line(name, e), file=sys.stderr, flush=True)
         return 2
     finally:
         _end_process_group()

@@ -13,13 +13,16 @@ again after an interruption continues; a run with other inputs or options
 starts afresh. Under torchrun each process aligns every world_size-th chunk
 and rank 0 joins them.
 """
+from __future__ import annotations
+
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
-from ..core.config import AlignOptions
+from ..core.config import AlignOptions, result_options
 from . import base
 from .base import InputError, need
 
@@ -111,44 +114,36 @@ class Outputs:
     def parts(self):
         return self.particles + ".parts"
 
-
-def _dist():
-    import torch.distributed as dist
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        return dist.get_rank(), dist.get_world_size(), dist
-    return 0, 1, None
+    run_record = base.record_property("particles")
 
 
-def run(cfg, progress=True):
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Align ``cfg.particles``; returns :class:`Outputs`."""
     return run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align(imgs, ctf),
-                         ignored_options=REFINE_ONLY, progress=progress)
+                         progress=progress)
 
 
-#: AlignOptions used only by Aligner.refine (not in align's run stamp)
-REFINE_ONLY = ("refine_coarse_iters", "refine_fine_iters")
-
-
-def run_alignment(cfg, label, compute, check=None, ignored_options=(), progress=True):
+def run_alignment(cfg: Config, label: str, compute: Callable, check: Callable = None,
+                  progress: bool = True) -> Outputs:
     """What the align and refine stages share: validate ``cfg``, read the
     particles and the reference, process the usable rows in resumable chunks
     (``compute(aligner, images, ctf, rows) -> dict`` of angles (b, 3), shifts
     (b, 2) px, amplitudes (b, M), cost (b,) for one batch of rows, a Table),
     and write OUT.xmd, OUT_kept.xmd (Mahalanobis filter) and OUT.rejected.xmd.
     ``check(table, modes)`` raises InputError for particles the stage cannot
-    use (before anything is written). ``ignored_options``: AlignOptions the
-    stage does not use (left out of the run stamp). Returns :class:`Outputs`."""
+    use (before anything is written). ``label`` ('align' or 'refine') names
+    the stage: its run stamp holds the AlignOptions that change its results
+    (:func:`deephemnma.core.config.result_options`). Returns :class:`Outputs`."""
     from ..core.align import Aligner
     from ..core.ctf import CTFParams
     from ..io.metadata import read_metadata, write_xmd
     from ..io.stacks import load_images
-    from ..utils import Progress, resolve_device
+    from ..utils import Progress, distributed, resolve_device
     from .reference import check_fits, load_reference
     cfg.validate()
     out = Outputs(cfg.out)
-    rank, world, dist = _dist()
+    rank, world, dist = distributed(backend="gloo")
     table = read_metadata(cfg.particles)
     table.require(["image"], "image", cfg.particles)
     need(len(table) > 0, f"{cfg.particles}: no particles")
@@ -168,9 +163,7 @@ def run_alignment(cfg, label, compute, check=None, ignored_options=(), progress=
     stamp = {"rows": base.table_digest(table), "structure": base.file_digest(cfg.structure),
              "modes": [int(n) for n in modes.numbers],
              "vectors": base.array_digest(modes.vectors), "chunk": cfg.chunk,
-             # results depend on neither the device nor the worker threads
-             "options": {k: v for k, v in dataclasses.asdict(opt).items()
-                         if k not in ("device", "threads") + tuple(ignored_options)},
+             "options": result_options(opt, label),
              "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size}
     t0 = time.perf_counter()
     base.remove_stale_temporaries(out.particles, out.rejected, out.kept)   # of a killed run
@@ -237,7 +230,7 @@ def run_alignment(cfg, label, compute, check=None, ignored_options=(), progress=
     return out
 
 
-def summary(out, cfg, verb="aligned"):
+def summary(out: Outputs, cfg: Config, verb: str = "aligned") -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"{verb} {out.n_aligned} images in {out.seconds:.1f} s -> {out.particles}"]
     if out.n_rejected:

@@ -9,32 +9,49 @@ A stage module (``deephemnma/stages/<name>.py``) defines
   anything is written;
 * ``Outputs``: the stage's file names, derived from the output path given in the
   config (the only place where they are spelled);
-* ``run(config, progress=True) -> Outputs`` (plus a result summary on it).
+* ``run(config, progress=True) -> Outputs`` (plus a result summary on it),
+  decorated with :func:`recorded`: a run that ends writes its run record
+  (``Outputs.run_record``: the command, the config, the version, the times,
+  the status) beside its outputs.
 
 Commands are argparse -> Config -> run -> print; protocols are form -> Config
 -> run. Neither holds rules of its own.
 """
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import dataclasses
+import datetime
+import functools
 import glob
 import hashlib
 import json
 import os
 import shutil
 import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, TextIO, Union
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import USER_ERRORS, InputError
 from ..utils import atomic_path
 
-__all__ = ["StageConfig", "InputError", "need", "collect_problems", "positive", "at_least",
-           "fraction", "existing", "output_path", "cleanup_on_error", "file_digest", "table_digest",
-           "ChunkStore", "finite_rows", "bad_images", "Rejected", "say"]
+if TYPE_CHECKING:
+    from ..io.metadata import Table
+
+PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
+
+__all__ = ["StageConfig", "InputError", "need", "collect_problems", "positive", "at_least", "fraction",
+           "same_file", "is_whole", "whole_number", "existing", "output_path",
+           "cleanup_on_error", "file_digest", "table_digest", "ChunkStore", "finite_rows",
+           "bad_images", "usable_rows", "Rejected", "say", "run_record", "recorded",
+           "invoked_by", "record_beside", "record_property"]
 
 
-def say(message, stream=None):
+def say(message: str, stream: TextIO = None) -> None:
     """One line for the user (stdout), flushed."""
     print(message, file=stream or sys.stdout, flush=True)
 
@@ -44,13 +61,13 @@ def say(message, stream=None):
 class StageConfig:
     """Mix-in for stage configs (dataclasses). ``validate()`` returns self."""
 
-    def validate(self):
+    def validate(self) -> StageConfig:
         return self
 
-    def replace(self, **changes):
+    def replace(self, **changes) -> StageConfig:
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
@@ -105,7 +122,7 @@ def fraction(name, value, low=0.0, high=1.0, high_open=True):
     need(ok, f"{name} must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
 
 
-def existing(name, path, what="file"):
+def existing(name: str, path: PathLike, what: str = "file") -> None:
     """The path exists (a file, or a folder when ``what == 'folder'``)."""
     need(path not in (None, ""), f"{name} is required")
     if not os.path.exists(path):
@@ -117,16 +134,27 @@ def existing(name, path, what="file"):
         need(os.path.getsize(path) > 0, f"{name}: empty file: {path}")
 
 
-def _same(a, b):
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """``a`` and ``b`` name the same file (links and relative paths resolved)."""
     return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
 
 
-def output_path(name, path, inputs=(), folder=False):
+def is_whole(value) -> bool:
+    """``value`` is an integer (Python or numpy; a bool is not)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def whole_number(name: str, value) -> None:
+    """Raise InputError unless ``value`` is an integer (:func:`is_whole`)."""
+    need(is_whole(value), f"{name} must be a whole number, got {value}")
+
+
+def output_path(name: str, path: PathLike, inputs: Iterable = (), folder: bool = False) -> None:
     """The output path is given, is not one of the inputs, and (for a file) is
     not an existing folder."""
     need(path not in (None, ""), f"{name} is required")
     for i in inputs:
-        if i not in (None, "") and _same(path, i):
+        if i not in (None, "") and same_file(path, i):
             raise InputError(f"{name} {path} is also an input: choose another output")
     if not folder:
         need(not os.path.isdir(path), f"{name}: {path} is a folder; give a file name")
@@ -135,7 +163,7 @@ def output_path(name, path, inputs=(), folder=False):
 
 
 @contextlib.contextmanager
-def cleanup_on_error(*paths):
+def cleanup_on_error(*paths: PathLike) -> Iterator[None]:
     """Remove those of ``paths`` (files or folders) that did not exist before
     the block when the block raises; an interruption (Ctrl-C, kill) keeps them,
     so that a resumable run can continue."""
@@ -155,8 +183,128 @@ def cleanup_on_error(*paths):
 
 
 # --------------------------------------------------------------------------
+# run records
+_CALLER = contextvars.ContextVar("deephemnma_caller", default=None)
+
+
+@contextlib.contextmanager
+def invoked_by(description: str | list) -> Iterator[None]:
+    """Stage runs inside the block record ``description`` (e.g. a Scipion
+    protocol and its run) as their command, instead of the process's
+    command line (sys.argv)."""
+    token = _CALLER.set(description)
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
+
+
+def record_beside(path: PathLike | None) -> str | None:
+    """The run record of a stage whose output is the file ``path``:
+    ``OUT.run.json`` for ``OUT.xmd`` (None for no path)."""
+    if path in (None, ""):
+        return None
+    return os.path.splitext(os.fspath(path))[0] + ".run.json"
+
+
+def record_property(*attrs: str, folder: bool = False) -> property:
+    """An ``Outputs.run_record`` property: the run record beside the file in
+    the first of ``attrs`` that is set (:func:`record_beside`), or, with
+    ``folder``, ``run.json`` in the folder of ``attrs[0]``."""
+    def run_record(self):
+        path = next((getattr(self, a) for a in attrs if getattr(self, a)), None)
+        if folder:
+            return os.path.join(os.fspath(path), "run.json")
+        return record_beside(path)
+    run_record.__doc__ = ("The run record (:func:`deephemnma.stages.base.run_record`): "
+                          "command, config, version, times, status.")
+    return property(run_record)
+
+
+def _now():
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def run_record(path: PathLike | Callable[[], str] | None, cfg: StageConfig,
+               stage: str = None) -> Iterator[None]:
+    """Write the run record of the block, a JSON file at ``path`` (or
+    ``path()``, resolved when the block ends; None: no record): ``stage``,
+    ``command`` (sys.argv, or the description of :func:`invoked_by`), ``cwd``,
+    ``config`` (``cfg``'s fields), ``version``, ``started``, ``ended``
+    (ISO 8601), ``seconds`` and ``status``: ``finished``, ``interrupted``
+    (Ctrl-C) or ``failed`` (with ``error``). Input refused (the user's errors,
+    :data:`deephemnma.errors.USER_ERRORS`) writes nothing, as such a run
+    writes nothing else; a failure writes its record only where the output's
+    folder exists. Under torchrun only process 0 writes it."""
+    from ..version import __version__
+    started, t0 = _now(), time.perf_counter()
+    command = _CALLER.get()
+    status, error = None, None
+    try:
+        yield
+        status = "finished"
+    except USER_ERRORS:
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException as e:
+        status, error = "failed", f"{type(e).__name__}: {' '.join(str(e).split())}"
+        raise
+    finally:
+        if status is not None and int(os.environ.get("RANK", "0") or 0) == 0:
+            record = {"stage": stage, "command": command if command is not None
+                      else list(sys.argv), "cwd": os.getcwd(),
+                      "config": cfg.to_dict() if hasattr(cfg, "to_dict")
+                      else dataclasses.asdict(cfg),
+                      "version": __version__, "started": started, "ended": _now(),
+                      "seconds": round(time.perf_counter() - t0, 3), "status": status}
+            if error is not None:
+                record["error"] = error
+            if status == "finished":
+                _write_record(path, record)
+            else:
+                try:                     # never hide the run's own error
+                    _write_record(path, record, only_into_existing=True)
+                except Exception:  # noqa: BLE001
+                    pass
+
+
+def _write_record(path, record, only_into_existing=False):
+    path = path() if callable(path) else path
+    if path in (None, ""):
+        return
+    if only_into_existing and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(record, f, indent=1, default=str)
+        f.write("\n")
+
+
+def recorded(outputs: Callable) -> Callable:
+    """Decorator of a stage's ``run(cfg, ...)``: the run writes its record
+    (:func:`run_record`) at ``outputs(cfg).run_record``, ``outputs`` giving
+    the stage's :class:`Outputs` of a config (the Outputs own the name).
+    ``run.record_path(cfg)`` is that path."""
+    def wrap(run):
+        stage = run.__module__.rsplit(".", 1)[-1]
+
+        def record_path(cfg):
+            return outputs(cfg).run_record
+
+        @functools.wraps(run)
+        def recorded_run(cfg, *args, **kwargs):
+            with run_record(lambda: record_path(cfg), cfg, stage):
+                return run(cfg, *args, **kwargs)
+        recorded_run.record_path = record_path
+        return recorded_run
+    return wrap
+
+
+# --------------------------------------------------------------------------
 # identity of inputs
-def file_digest(path, block=1 << 20):
+def file_digest(path: PathLike, block: int = 1 << 20) -> str:
     """sha256 of a file's content (hex, first 16 characters)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -165,14 +313,14 @@ def file_digest(path, block=1 << 20):
     return h.hexdigest()[:16]
 
 
-def array_digest(array):
+def array_digest(array: np.ndarray) -> str:
     """sha256 of an array's values (hex, first 16 characters)."""
     a = np.ascontiguousarray(array)
     return hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode()
                           + a.tobytes()).hexdigest()[:16]
 
 
-def table_digest(table):
+def table_digest(table: Table) -> str:
     """sha256 of a Table's rows (every column, in order), the image references
     resolved to absolute paths: the identity of the rows a run uses."""
     h = hashlib.sha256()
@@ -239,22 +387,22 @@ class ChunkStore:
         except (OSError, ValueError):
             return None
 
-    def path(self, k, ext):
+    def path(self, k: int, ext: str) -> str:
         return os.path.join(self.folder, f"{k:09d}{ext}")
 
-    def done(self, k, ext):
+    def done(self, k: int, ext: str) -> bool:
         return os.path.exists(self.path(k, ext))
 
-    def save_npz(self, k, **arrays):
+    def save_npz(self, k: int, **arrays: np.ndarray) -> None:
         with atomic_path(self.path(k, ".npz")) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
 
-    def load_npz(self, k):
+    def load_npz(self, k: int) -> dict[str, np.ndarray]:
         with np.load(self.path(k, ".npz"), allow_pickle=False) as z:
             return {name: z[name] for name in z.files}
 
-    def remove(self):
+    def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -265,7 +413,7 @@ ROW_NUMBERS = ("angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "nmaDisp
                "ctfSphericalAberration", "ctfQ0", "ctfPhaseShift")
 
 
-def finite_rows(table, columns=ROW_NUMBERS):
+def finite_rows(table: Table, columns: Iterable[str] = ROW_NUMBERS) -> np.ndarray:
     """Boolean mask of the rows whose values in ``columns`` (those present) are
     all finite numbers."""
     ok = np.ones(len(table), bool)
@@ -283,7 +431,7 @@ def finite_rows(table, columns=ROW_NUMBERS):
     return ok
 
 
-def bad_images(images):
+def bad_images(images: np.ndarray) -> np.ndarray:
     """Boolean mask of unusable images: a non-finite pixel, or constant."""
     if not len(images):
         return np.zeros(0, bool)
@@ -297,14 +445,14 @@ def bad_images(images):
 ROW = "_row"   # private column: a row's position in the input (never written)
 
 
-def numbered(table, start=0):
+def numbered(table: Table, start: int = 0) -> Table:
     """A copy of ``table`` with its rows' positions in the column ROW."""
     t = table.copy()
     t[ROW] = np.arange(start, start + len(t))
     return t
 
 
-def public(table):
+def public(table: Table) -> Table:
     """``table`` without private columns (names starting with '_')."""
     t = table.copy()
     for c in [c for c in t.columns if c.startswith("_")]:
@@ -319,7 +467,7 @@ class Rejected:
     def __init__(self):
         self.tables = []
 
-    def add(self, table, mask, reason):
+    def add(self, table: Table, mask: np.ndarray, reason: str) -> None:
         mask = np.asarray(mask, bool)
         if mask.any():
             t = table.subset(mask)
@@ -329,7 +477,7 @@ class Rejected:
     def __len__(self):
         return sum(len(t) for t in self.tables)
 
-    def write(self, path):
+    def write(self, path: PathLike) -> str | None:
         """Write the rejected rows to ``path`` (removes a stale one when none)."""
         from ..io.metadata import Table, write_xmd
         if not len(self):
@@ -339,7 +487,7 @@ class Rejected:
         write_xmd(path, public(Table.concatenate(self.tables)))
         return path
 
-    def summary(self):
+    def summary(self) -> str:
         from collections import Counter
         c = Counter()
         for t in self.tables:
@@ -347,7 +495,28 @@ class Rejected:
         return ", ".join(f"{n} {r}" for r, n in c.items())
 
 
-def accepted_chunks(tables, chunk, load, rejected, check_rows=finite_rows):
+def usable_rows(table: Table, load: Callable, rejected: Rejected,
+                check_rows: Callable = finite_rows) -> tuple[Table, np.ndarray | None]:
+    """The rows of ``table`` that a run can use, and their images: rows with a
+    non-finite value (``check_rows(table)`` False) and then rows whose image is
+    unusable (:func:`bad_images`) go to ``rejected`` with the reason.
+    ``load(table) -> images`` (n, y, x) is called only when rows are left.
+    Returns (Table, images or None when no row is left)."""
+    ok = check_rows(table)
+    rejected.add(table, ~ok, "non-finite value")
+    table = table.subset(ok)
+    if not len(table):
+        return table, None
+    images = load(table)
+    bad = bad_images(images)
+    rejected.add(table, bad, "unusable image (NaN/inf or constant)")
+    if bad.any():
+        table, images = table.subset(~bad), images[~bad]
+    return table, images
+
+
+def accepted_chunks(tables: Iterable[Table], chunk: int, load: Callable, rejected: Rejected,
+                    check_rows: Callable = finite_rows) -> Iterator[tuple[int, Table, np.ndarray]]:
     """Group the usable rows of a stream of Tables into chunks of exactly
     ``chunk`` rows (the last may be shorter): the chunks, and so every batch
     within them, are those of a run on the input without its unusable rows, so
@@ -360,16 +529,9 @@ def accepted_chunks(tables, chunk, load, rejected, check_rows=finite_rows):
     buf_t, buf_i, k = [], [], 0
     have = 0
     for t in tables:
-        ok = check_rows(t)
-        rejected.add(t, ~ok, "non-finite value")
-        t = t.subset(ok)
+        t, imgs = usable_rows(t, load, rejected, check_rows)
         if not len(t):
             continue
-        imgs = load(t)
-        bad = bad_images(imgs)
-        rejected.add(t, bad, "unusable image (NaN/inf or constant)")
-        if bad.any():
-            t, imgs = t.subset(~bad), imgs[~bad]
         buf_t.append(t)
         buf_i.append(imgs)
         have += len(t)
@@ -387,7 +549,7 @@ def accepted_chunks(tables, chunk, load, rejected, check_rows=finite_rows):
 
 # --------------------------------------------------------------------------
 # image stacks
-def header_pixel_size(value):
+def header_pixel_size(value: float | None) -> float | None:
     """A stack header's pixel size, None when it carries none (0, or 1.0: the
     default that many programs write when they do not know it)."""
     return None if not value or abs(value - 1.0) < 1e-6 else float(value)
@@ -406,7 +568,7 @@ class StackCheck:
         self.seen = set()
         self._box_from = None
 
-    def check(self, table):
+    def check(self, table: Table) -> StackCheck:
         from ..io.metadata import parse_image_ref
         from ..io.stacks import open_stack
         table.require(["image"], "image")
@@ -436,7 +598,7 @@ class StackCheck:
         return self
 
 
-def remove_stale_temporaries(*paths):
+def remove_stale_temporaries(*paths: PathLike) -> None:
     """Remove the temporary files that :func:`deephemnma.utils.atomic_path`
     left beside ``paths`` when a run writing them was killed (``.NAME.XXXXXXXX
     .tmpEXT`` in the same folder). Call it before writing ``paths`` again."""
@@ -459,7 +621,7 @@ def _tuples(value):
     return value
 
 
-def save_config(cfg, path):
+def save_config(cfg: StageConfig, path: PathLike) -> PathLike:
     """Write a stage config as JSON (``{field: value}``; tuples become lists),
     atomically. :func:`load_config` reads it back equal."""
     data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
@@ -469,7 +631,7 @@ def save_config(cfg, path):
     return path
 
 
-def load_config(config_class, path):
+def load_config(config_class: type, path: PathLike) -> StageConfig:
     """The config of class ``config_class`` saved by :func:`save_config`.
     Lists are read back as tuples where the field's default or annotation is
     a tuple; an unknown field or a file that is not a JSON object is an
@@ -487,6 +649,6 @@ def load_config(config_class, path):
     values = {}
     for name, value in data.items():
         f = fields[name]
-        wants_tuple = f.type is tuple or isinstance(f.default, tuple)
+        wants_tuple = f.type in (tuple, "tuple") or isinstance(f.default, tuple)
         values[name] = _tuples(value) if wants_tuple else value
     return config_class(**values)

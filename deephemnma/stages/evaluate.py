@@ -7,6 +7,7 @@ modes of the given modes (:func:`deephemnma.core.nma.flexible_numbers`).
 Rows are matched by ``itemId`` (else ``image``, else position); rows with a
 non-finite value in either table are left out and counted.
 """
+from __future__ import annotations
 import dataclasses
 import os
 
@@ -48,8 +49,11 @@ class Outputs:
     n_truth_left_out: int = 0        # true rows with a non-finite value
     mode_numbers: list = None        # the modes the amplitudes belong to (with modes)
 
+    run_record = base.record_property("json")
 
-def run(cfg, progress=True):
+
+@base.recorded(lambda cfg: Outputs(json=cfg.json or None))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Compare ``cfg.est`` with ``cfg.truth``; returns :class:`Outputs`."""
     from ..core.metrics import evaluate, save_json
     from ..core.nma import flexible_numbers, read_continuousflex
@@ -78,7 +82,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     from ..core.metrics import format_table
     lines = format_table(out.results, os.path.basename(cfg.est)).splitlines()
     if out.n_left_out or out.n_truth_left_out:

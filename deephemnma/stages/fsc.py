@@ -8,6 +8,7 @@ else the first map's header.
 The PNG is drawn on a :class:`matplotlib.figure.Figure` (no pyplot, no
 backend chosen here: the caller's, if any, is left alone).
 """
+from __future__ import annotations
 import dataclasses
 import json
 import os
@@ -40,7 +41,7 @@ class Config(base.StageConfig):
             if p not in (None, ""):
                 base.output_path(name, p, [self.map1, self.map2])
         need(self.png in (None, "") or self.json in (None, "") or
-             not base._same(self.png, self.json), "--png and --json are the same file")
+             not base.same_file(self.png, self.json), "--png and --json are the same file")
         return self.validate_options()
 
 
@@ -54,6 +55,8 @@ class Outputs:
     freq: np.ndarray = None          # 1/Å, one per shell
     fsc: np.ndarray = None
 
+    run_record = base.record_property("json", "png")
+
 
 def _read(name, path):
     from ..io.stacks import read_volume
@@ -64,7 +67,8 @@ def _read(name, path):
     return vol, header_pixel_size(vs)
 
 
-def run(cfg, progress=True):
+@base.recorded(lambda cfg: Outputs(png=cfg.png or None, json=cfg.json or None))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """FSC of ``cfg.map1`` and ``cfg.map2``; returns :class:`Outputs`."""
     from ..core.reconstruct import fsc_resolution
     from ..utils import atomic_path
@@ -113,7 +117,7 @@ def plot_fsc(out, path, title=None):
         fig.savefig(tmp, dpi=100, format=os.path.splitext(path)[1][1:].lower() or "png")
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     lines = [f"FSC 0.5: {out.res_05:.2f} Å   FSC 0.143: {out.res_0143:.2f} Å"]
     lines += [f"{what} -> {p}" for what, p in (("curve", out.png), ("values", out.json)) if p]
     return lines

@@ -14,6 +14,7 @@ whose amplitudes are not finite are left out alone and listed in
 Every check (options, files, group sizes, the reference and its modes) is done
 before the first file is written; a failed run leaves no new file behind.
 """
+from __future__ import annotations
 import dataclasses
 import os
 import re
@@ -277,6 +278,8 @@ class Outputs:
             return []
         return sorted(self._path(n) for n in os.listdir(self.folder) if _owned(n))
 
+    run_record = base.record_property("folder", folder=True)
+
 
 def _read(path, label):
     from ..io.metadata import read_metadata
@@ -287,7 +290,8 @@ def _read(path, label):
     return t
 
 
-def run(cfg, progress=True):
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Compute the landscape of ``cfg.particles`` into ``cfg.out``; returns
     :class:`Outputs`. ``progress`` is accepted for symmetry with the other
     stages (the work is quick)."""
@@ -358,7 +362,7 @@ def run(cfg, progress=True):
         for p in stale:        # files of an earlier run that this one does not replace
             if p not in written and os.path.exists(p):
                 os.remove(p)
-        if not (cfg.pca and base._same(cfg.pca, out.pca)):
+        if not (cfg.pca and base.same_file(cfg.pca, out.pca)):
             L.save_pca(pca, out.pca)
         write_xmd(out.landscape, t, absolute=cfg.absolute_paths)
         L.density_plot(c, out.density, labels, apart=apart if cfg.also else None,
@@ -384,7 +388,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"PCA of {out.n_particles} particles x {out.n_modes} modes: explained variance "
              + ", ".join(f"PC{i + 1} {100 * v:.1f}%" for i, v in enumerate(out.explained))

@@ -6,6 +6,7 @@ map is aligned with the group reconstructions and can be compared with them by
 the fsc stage (the paper's Fig. 7 / Supp. Fig. 3). Atoms are voxel-integrated
 Gaussians (sigma: the pseudoatoms' own, else ``sigma``).
 """
+from __future__ import annotations
 import dataclasses
 
 import numpy as np
@@ -26,8 +27,8 @@ class Config(base.StageConfig):
     sigma: float = 1.0               # atom Gaussian std, Å (atomic models)
 
     def validate_options(self):
-        need(isinstance(self.box, (int, np.integer)) and not isinstance(self.box, bool)
-             and self.box >= 8, f"--box must be an integer >= 8 voxels, got {self.box}")
+        need(base.is_whole(self.box) and self.box >= 8,
+             f"--box must be an integer >= 8 voxels, got {self.box}")
         base.positive("--pixel-size", self.pixel_size)
         base.positive("--sigma", self.sigma)
         return self
@@ -44,8 +45,11 @@ class Outputs:
     n_atoms: int = 0
     extent: float = 0.0              # largest distance of an atom from the centroid, Å
 
+    run_record = base.record_property("map")
 
-def run(cfg, progress=True):
+
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Write the map of ``cfg.structure``; returns :class:`Outputs`."""
     from ..core.projector import atoms_to_volume
     from ..core.structure import read_structure
@@ -66,5 +70,5 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     return [f"{out.n_atoms} atoms -> {out.map} ({cfg.box}^3, {cfg.pixel_size} Å/voxel)"]

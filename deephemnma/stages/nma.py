@@ -18,6 +18,7 @@ vectors, HEMNMA numbering: 1-6 rigid, 7 the first flexible),
 ``reference_coords.txt`` and ``reference.pdb``. A folder that already holds
 modes is refused.
 """
+from __future__ import annotations
 import dataclasses
 import os
 import time
@@ -48,7 +49,7 @@ class Config(base.StageConfig):
         """The numbers and choices (no file is looked at)."""
         need(self.method in METHODS,
              f"--method {self.method}: expected one of {', '.join(METHODS)}")
-        need(_is_int(self.n_modes) and self.n_modes >= 7,
+        need(base.is_whole(self.n_modes) and self.n_modes >= 7,
              f"--modes {self.n_modes}: ask for at least 7 modes (modes 1-6 are "
              "rigid-body motions)")
         if self.percentile is not None:
@@ -56,7 +57,7 @@ class Config(base.StageConfig):
                  f"--percentile must be in (0, 100], got {self.percentile}")
         else:
             base.positive("--cutoff", self.cutoff)
-        need(_is_int(self.block_size) and self.block_size >= 1,
+        need(base.is_whole(self.block_size) and self.block_size >= 1,
              f"--block-size must be an integer >= 1, got {self.block_size}")
         need(bool(self.selection and str(self.selection).strip()), "--selection is empty")
         return self
@@ -70,10 +71,6 @@ class Config(base.StageConfig):
         need(not os.path.exists(out.modes_xmd),
              f"{self.out} already holds modes.xmd; choose another --out")
         return self.validate_options()
-
-
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def resolve_method(method, structure):
@@ -122,8 +119,11 @@ class Outputs:
     def paths(self):
         return [self.modes_xmd, self.modes_dir, self.reference, self.reference_coords]
 
+    run_record = base.record_property("folder", folder=True)
 
-def run(cfg, progress=True):
+
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Compute the modes of ``cfg.structure`` into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.nma import compute_modes, percentile_cutoff, write_continuousflex
     from ..core.structure import read_structure, write_pdb
@@ -146,7 +146,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`: the modes and a table of them."""
     how = (f"{out.method.upper()}"
            + (f", {cfg.block_size} residue(s)/block" if out.method == "rtb" else "")

@@ -7,6 +7,7 @@ from OUT's folder. Rows whose amplitudes are not all finite are left out alone
 (they do not enter the mean and covariance) and listed in
 ``OUT.rejected.xmd`` with the reason.
 """
+from __future__ import annotations
 import dataclasses
 import os
 
@@ -49,8 +50,11 @@ class Outputs:
         """Rows left out (non-finite amplitudes), with the reason."""
         return os.path.splitext(self.particles)[0] + ".rejected.xmd"
 
+    run_record = base.record_property("particles")
 
-def run(cfg, progress=True):
+
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Filter ``cfg.input``; returns :class:`Outputs`."""
     from ..core.outliers import mahalanobis_filter
     from ..io.metadata import read_metadata, write_xmd
@@ -77,7 +81,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     lines = [f"kept {out.n_kept} of {out.n_input - out.n_rejected} images (Mahalanobis <= "
              f"{cfg.threshold}) -> {out.particles}"]
     if out.n_rejected:

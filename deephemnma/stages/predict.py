@@ -30,6 +30,7 @@ chunk and batch size, device type): running the same command after an
 interruption continues; a run with another input, model or options starts
 afresh and says so.
 """
+from __future__ import annotations
 import dataclasses
 import hashlib
 import json
@@ -113,6 +114,8 @@ class Outputs:
     def parts(self):
         """Finished chunks of an unfinished run (removed at the end)."""
         return self.particles + ".parts"
+
+    run_record = base.record_property("particles")
 
 
 def _scan(cfg):
@@ -209,7 +212,8 @@ def _stamp(cfg, files, out, device):
             "out_folder": os.path.dirname(os.path.abspath(cfg.out))}
 
 
-def run(cfg, progress=True):
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Predict ``cfg.particles`` with ``cfg.model``; returns :class:`Outputs`."""
     from ..core.inference import Predictor
     from ..core.models import load_model, model_pixel_size
@@ -282,7 +286,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     rate = out.n_predicted / max(out.seconds, 1e-9)
     lines = [f"predicted {out.n_predicted} images in {out.seconds:.1f} s ({rate:.0f} images/s)"

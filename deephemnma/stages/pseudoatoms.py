@@ -14,6 +14,7 @@ pseudoatoms use a cutoff from the pseudoatoms' spacing, as ContinuousFlex
 does (:func:`deephemnma.core.pseudoatoms.neighbour_cutoff`; the Scipion NMA
 protocol does this for an EM map).
 """
+from __future__ import annotations
 import dataclasses
 import os
 import time
@@ -91,8 +92,11 @@ class Outputs:
         """The map the pseudoatoms reproduce (same box and voxel size as the input)."""
         return self.stem + "_approx.mrc"
 
+    run_record = base.record_property("pdb")
 
-def run(cfg, progress=True):
+
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Convert ``cfg.map``; returns :class:`Outputs`."""
     from ..core.pseudoatoms import convert
     from ..core.structure import Structure, write_pdb
@@ -131,7 +135,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     lines = [f"{out.n_atoms} pseudoatoms (sigma {out.sigma:.3g} Å = "
              f"{out.sigma / out.voxel_size:.3g} voxel) reproduce {cfg.map} with "
              f"{100 * out.error:.2f} % relative error in {out.seconds:.1f} s -> {out.pdb}"]

@@ -8,6 +8,7 @@ the map is then that of a run without them (same batches). The pixel size is
 checked against every stack's header (when it has one) and every stack's box
 against the others. A map with a non-finite voxel is never written.
 """
+from __future__ import annotations
 import dataclasses
 import os
 import time
@@ -72,6 +73,8 @@ class Outputs:
         """Rows left out (non-finite values, unusable images), with the reason."""
         return os.path.splitext(self.map)[0] + ".rejected.xmd"
 
+    run_record = base.record_property("map")
+
 
 def _table(cfg):
     """The particle rows with the image column to use (from ``--images`` when
@@ -92,7 +95,8 @@ def _table(cfg):
     return t
 
 
-def run(cfg, progress=True):
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Reconstruct ``cfg.particles`` into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.ctf import CTFParams
     from ..core.reconstruct import fsc_resolution, reconstruct
@@ -114,14 +118,8 @@ def run(cfg, progress=True):
              f"--pixel-size {cfg.pixel_size:g}")
     rejected = base.Rejected()
     columns = POSE_COLUMNS + (CTF_COLUMNS if cfg.use_ctf else ())
-    ok = base.finite_rows(t, columns)
-    rejected.add(t, ~ok, "non-finite value")
-    t = t.subset(ok)
-    if len(t):
-        imgs = load_images(t)
-        bad = base.bad_images(imgs)
-        rejected.add(t, bad, "unusable image (NaN/inf or constant)")
-        t, imgs = t.subset(~bad), imgs[~bad]
+    t, imgs = base.usable_rows(t, load_images, rejected,
+                               lambda rows: base.finite_rows(rows, columns))
     note = f" ({rejected.summary()})" if len(rejected) else ""
     need(len(t) > 0, f"{cfg.particles}: no usable particle{note}")
     need(len(t) >= cfg.min_images, f"{cfg.particles}: {len(t)} usable images{note}, fewer "
@@ -145,7 +143,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"reconstructed {out.n_images} images in {out.seconds:.1f} s -> {out.map}"]
     if out.n_rejected:

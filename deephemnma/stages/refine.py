@@ -15,6 +15,7 @@ these values: ``refine_coarse_iters`` steps at the coarse pyramid level
 with a non-finite angle, shift, amplitude, CTF value or image is left out
 alone. benchmarks/bench_refine.py measures it against full HEMNMA.
 """
+from __future__ import annotations
 import dataclasses
 
 from . import align, base
@@ -35,8 +36,8 @@ class Config(align.Config):
     def validate_options(self):
         """The checks that need no file."""
         self.validate_run_options()
-        base.at_least("--coarse-iters", self.refine_coarse_iters, 0)
-        base.at_least("--fine-iters", self.refine_fine_iters, 1)
+        base.at_least("--refine-coarse-iters", self.refine_coarse_iters, 0)
+        base.at_least("--refine-fine-iters", self.refine_fine_iters, 1)
         return self
 
 
@@ -56,18 +57,12 @@ def _refine(aligner, images, ctf, rows):
                           rows["nmaDisplacements"].reshape(len(rows), -1))
 
 
-#: AlignOptions refine does not use (not in its run stamp)
-SEARCH_ONLY = ("angular_step", "search_amplitude", "search_corners", "max_shift",
-               "n_candidates", "candidate_separation", "fine_candidates", "coarse_iters",
-               "fine_iters")
-
-
-def run(cfg, progress=True):
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Refine ``cfg.particles`` from their poses; returns :class:`Outputs`."""
-    return align.run_alignment(cfg, "refine", _refine, check=_check(cfg),
-                               ignored_options=SEARCH_ONLY, progress=progress)
+    return align.run_alignment(cfg, "refine", _refine, check=_check(cfg), progress=progress)
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     return align.summary(out, cfg, verb="refined")

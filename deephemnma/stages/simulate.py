@@ -26,6 +26,7 @@ that already holds particles is refused. An interrupted run (Ctrl-C, kill)
 continues when the same command is run again; a partial stack left by a run
 with other inputs or options is discarded (one line says so).
 """
+from __future__ import annotations
 import dataclasses
 import json
 import os
@@ -75,9 +76,9 @@ class Config(base.StageConfig):
     def validate_options(self):
         """The numbers and choices (no file is looked at)."""
         from ..core.nma import parse_mode_list
-        need(_is_int(self.n) and self.n >= 1,
+        need(base.is_whole(self.n) and self.n >= 1,
              f"-n/--number must be an integer >= 1, got {self.n}")
-        need(_is_int(self.box) and self.box >= 16 and self.box % 2 == 0,
+        need(base.is_whole(self.box) and self.box >= 16 and self.box % 2 == 0,
              f"--box must be an even number of pixels >= 16, got {self.box}")
         base.positive("--pixel-size", self.pixel_size)
         need(self.law in LAWS, f"--law {self.law}: expected one of {', '.join(LAWS)}")
@@ -95,10 +96,10 @@ class Config(base.StageConfig):
             base.fraction("--q0", self.q0)
         base.at_least("--shift-range", self.shift_range, 0)
         if self.render_factor is not None:
-            need(_is_int(self.render_factor) and self.render_factor >= 1,
+            need(base.is_whole(self.render_factor) and self.render_factor >= 1,
                  f"--render-factor must be an integer >= 1, got {self.render_factor}")
         base.positive("--sigma", self.sigma)
-        need(_is_int(self.seed) and self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        need(base.is_whole(self.seed) and self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         return self
 
     def validate(self):
@@ -129,10 +130,6 @@ class Config(base.StageConfig):
             d.pop(k)
         d["render_factor"] = self.rendering()
         return d
-
-
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _modes_xmd(modes):
@@ -192,6 +189,8 @@ class Outputs:
         return self.written() + [self.stack + ".part", self._p(".simulate_done"), self.stamp,
                                  self.modes_dir, self._p("reference_coords.txt")]
 
+    run_record = base.record_property("folder", folder=True)
+
 
 def _identity(cfg, s, modes):
     return {"options": cfg.stamp(), "structure": base.file_digest(cfg.structure),
@@ -207,7 +206,8 @@ def _read_json(path):
         return None
 
 
-def run(cfg, progress=True):
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Simulate ``cfg.n`` images into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.simulate import simulate_to_folder
     from ..utils import atomic_path
@@ -257,7 +257,7 @@ def noise_description(cfg, render_factor=None):
     return f"SNR {cfg.snr:g} in the output images"
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     lines = [f"{out.n} images {cfg.box}x{cfg.box} px at {cfg.pixel_size} Å/px (rendered at "
              f"{out.render_factor}x) in {out.seconds:.1f} s "
              f"({out.n / max(out.seconds, 1e-9):.0f} images/s) -> {out.particles}",

@@ -21,8 +21,9 @@ The output folder (:class:`Outputs`) holds model.pt (the epoch of lowest
 validation loss; self-describing, loads with torch.load(weights_only=True)),
 last.pt (checkpoint after the last epoch done), curves.csv/png, split.npz
 (rows of the input used for training / validation / test, 0-based),
-rejected.xmd and config.json (the options, the values read from the data, and
-the run stamp).
+rejected.xmd, config.json (the options, the values read from the data, and
+the run stamp) and run.json (the run record: command, options, version, times,
+status; see :func:`deephemnma.stages.base.run_record`).
 
 Resuming: last.pt carries a run stamp (digests of the rows and images used and
 of --init-model, the mode numbers, the pixel size and every option that changes
@@ -41,6 +42,7 @@ temporary files of a killed run are removed when the next run starts. Under
 torchrun each process takes a share of every batch (DistributedDataParallel)
 and process 0 writes the files.
 """
+from __future__ import annotations
 import dataclasses
 import json
 import os
@@ -54,10 +56,6 @@ from . import base
 from .base import need
 
 __all__ = ["Config", "Outputs", "run", "summary", "check_init_meta", "plot_curves", "read_curves"]
-
-
-def _same(a, b):
-    return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
 
 
 @dataclasses.dataclass
@@ -78,13 +76,13 @@ class Config(base.StageConfig, TrainConfig):
         outputs = Outputs(self.out)
         if self.init_model not in (None, ""):
             base.existing("--init-model", self.init_model)
-            need(not _same(os.path.dirname(os.path.abspath(self.init_model)), self.out),
+            need(not base.same_file(os.path.dirname(os.path.abspath(self.init_model)), self.out),
                  f"--init-model {self.init_model} is in the output folder {self.out}, which "
                  "this run rewrites: copy it elsewhere or choose another --out")
         for name, path in (("--particles", self.particles), ("--init-model", self.init_model)):
             if path not in (None, ""):
                 for o in outputs.files:
-                    need(not _same(path, o), f"{name} {path} is also an output of this run: "
+                    need(not base.same_file(path, o), f"{name} {path} is also an output of this run: "
                                              "choose another --out")
         self.validate_options()
         from ..utils import resolve_device
@@ -103,9 +101,7 @@ class Config(base.StageConfig, TrainConfig):
         base.at_least("--epochs", self.epochs, 1)
         base.at_least("--batch-size", self.batch_size, 1)
         for name in ("epochs", "batch_size", "lr_step", "augment_copies"):
-            value = getattr(self, name)
-            need(isinstance(value, (int, np.integer)) and not isinstance(value, bool),
-                 f"--{name.replace('_', '-')} must be a whole number, got {value}")
+            base.whole_number(f"--{name.replace('_', '-')}", getattr(self, name))
         base.positive("--lr", self.lr)
         base.at_least("--weight-decay", self.weight_decay, 0)
         base.at_least("--lr-step", self.lr_step, 1)
@@ -216,22 +212,10 @@ class Outputs:
         return [self.model, self.last, self.curves_csv, self.curves_png, self.split,
                 self.rejected, self.config]
 
+    run_record = base.record_property("folder", folder=True)
+
 
 # --------------------------------------------------------------------------
-def _dist():
-    """(rank, world size, torch.distributed or None); under torchrun the
-    process group is started here (nccl on CUDA, gloo on the CPU)."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return 0, 1, None
-    import torch
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return dist.get_rank(), dist.get_world_size(), dist
-
-
 @dataclasses.dataclass
 class _Data:
     """Everything a run reads, checked before anything is written."""
@@ -287,16 +271,7 @@ def _prepare(cfg):
                                         "pixel size: give --pixel-size")
     cfg.check_box(stacks.box)
     rejected = base.Rejected()
-    t = base.numbered(table)
-    ok = base.finite_rows(t)
-    rejected.add(t, ~ok, "non-finite value")
-    t = t.subset(ok)
-    need(len(t) > 0, f"{cfg.particles}: no usable particle ({rejected.summary()})")
-    images = load_images(t)
-    bad = base.bad_images(images)
-    rejected.add(t, bad, "unusable image (NaN/inf or constant)")
-    if bad.any():
-        t, images = t.subset(~bad), images[~bad]
+    t, images = base.usable_rows(base.numbered(table), load_images, rejected)
     need(len(t) > 0, f"{cfg.particles}: no usable particle ({rejected.summary()})")
     from ..core.training import flip_ctf, phase_flip_images
     ctf = flip_ctf(t, cfg.images_flipped)
@@ -437,11 +412,13 @@ def _train(cfg, out, data, ck, state, stamp, progress, rank):
                log=base.say if progress else None)
 
 
-def run(cfg, progress=True):
+@base.recorded(lambda cfg: Outputs(cfg.out))
+def run(cfg: Config, progress: bool = True) -> Outputs:
     """Train on ``cfg.particles`` into ``cfg.out``; returns :class:`Outputs`."""
     from ..core.training import RunState, read_checkpoint
     cfg.validate()
-    rank, world, dist = _dist()
+    from ..utils import distributed
+    rank, world, dist = distributed()      # under torchrun: nccl on CUDA, else gloo
     out = Outputs(cfg.out, primary=rank == 0)
     note = (lambda m: base.say(f"train: {m}", sys.stderr)) if rank == 0 else (lambda m: None)
     data = _prepare(cfg)
@@ -494,7 +471,7 @@ def run(cfg, progress=True):
     return out
 
 
-def summary(out, cfg):
+def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     split = f"{out.n_train} train / {out.n_val} val / {out.n_test} test images"
     if out.best_val_loss is None:

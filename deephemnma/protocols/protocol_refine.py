@@ -17,8 +17,7 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
     _formFields = {**{k: v for k, v in DeepHEMNMAProtAlign._formFields.items()
                       if k not in ("n_candidates", "coarse_iters", "fine_iters")},
                    "refine_coarse_iters": "coarseIters", "refine_fine_iters": "fineIters"}
-    _flagNames = {"use_ctf": "--no-ctf", "refine_coarse_iters": "--coarse-iters",
-                  "refine_fine_iters": "--fine-iters"}
+    _flagNames = {"use_ctf": "--no-ctf"}
 
     def _defineParams(self, form):
         d = stage.Config()

@@ -104,8 +104,19 @@ class DeepHEMNMABase(EMProtocol):
 
     def _runHere(self, stage, cfg):
         """Run ``stage`` on ``cfg`` in this process (:func:`run_stage`), its
-        messages in the form's words."""
-        return run_stage(stage, cfg, self._formMessage)
+        messages in the form's words; the stage's run record names this
+        protocol run as its command."""
+        from ..stages.base import invoked_by
+        with invoked_by(self._runDescription()):
+            return run_stage(stage, cfg, self._formMessage)
+
+    def _runDescription(self):
+        """``Scipion DeepHEMNMAProtAlign run 12 'label' (project NAME)``: the
+        command of this run's stage records."""
+        project = self.getProject()
+        where = f" (project {project.getShortName()})" if project is not None else ""
+        return (f"Scipion {self.getClassName()} run {self.getObjId()} "
+                f"'{self.getRunName()}'{where}")
 
     @classmethod
     def _addComputeParams(cls, form, threads=2):

@@ -270,6 +270,12 @@ class TestWithoutCTF(BaseTest):
             log = f.read()
         self.assertIn("The particles have no CTF: HEMNMA alignment applies no CTF correction",
                       log)
+        # the stage's run record names this protocol run as its command
+        import json
+        with open(ali._getExtraPath("aligned.run.json")) as f:
+            record = json.load(f)
+        self.assertEqual(record["status"], "finished")
+        self.assertIn(f"DeepHEMNMAProtAlign run {ali.getObjId()}", record["command"])
 
         # the run's files reference the images relative to themselves
         project = os.path.abspath(self.proj.getPath())

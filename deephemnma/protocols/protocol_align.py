@@ -22,7 +22,7 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         "use_ctf": "the particles' CTF", "pixel_size": "the particles' pixel size",
         "outlier_threshold": "outlierThreshold", "out": "the output",
         "angular_step": "angularStep", "max_shift": "maxShift", "n_candidates": "candidates",
-        "coarse_iters": "coarseIters", "fine_iters": "fineIters"}
+        "coarse_iters": "coarseIters", "fine_iters": "fineIters", "threads": "numberOfThreads"}
     _flagNames = {"n_candidates": "--candidates", "use_ctf": "--no-ctf"}
 
     # --------------------------- DEFINE param functions ----------------------
@@ -109,7 +109,9 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             out=self._stageOutputs().particles, images_flipped=self.imagesFlipped.get(),
             # the CTF is used when the particles have one
             use_ctf=bool(parts is not None and parts.hasCTF()),
-            outlier_threshold=self.outlierThreshold.get(), device=device)
+            outlier_threshold=self.outlierThreshold.get(), device=device,
+            # CPU worker threads: the form's Threads
+            threads=max(1, int(self.numberOfThreads.get() or 1)))
 
     def _stageOutputs(self):
         return stage.Outputs(self._extra("aligned.xmd"))

@@ -261,6 +261,7 @@ class TestWithoutCTF(BaseTest):
                                modeList="7-8", angularStep=30.0, maxShift=2.0, candidates=1,
                                coarseIters=5, fineIters=3, outlierThreshold=0.0, useGpu=False)
         self.assertFalse(ali._config().use_ctf)
+        self.assertEqual(ali._config().threads, ali.numberOfThreads.get())
         self.launchProtocol(ali)
         out = ali.outputParticles
         self.assertEqual(out.getSize(), 10)

@@ -18,17 +18,23 @@ Images are real (B, N, N) torch tensors; CTFs are built on the ``rfft2`` grid
 (B, N, N//2+1), unshifted (torch.fft layout), centre of the image at N//2 (the
 phase of the FFT does not matter since the CTF is real).
 """
+from __future__ import annotations
+
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ..io.metadata import Table
 
 __all__ = ["CTFParams", "electron_wavelength", "ctf_image", "apply_ctf", "phase_flip",
            "wiener_filter", "frequency_grid"]
 
 
-def electron_wavelength(voltage_kv):
+def electron_wavelength(voltage_kv: float | np.ndarray) -> float | np.ndarray:
     """Relativistic electron wavelength in Å."""
     v = np.asarray(voltage_kv, dtype=np.float64) * 1e3
     return 12.2642598 / np.sqrt(v * (1.0 + 0.978466e-6 * v))
@@ -38,7 +44,7 @@ def electron_wavelength(voltage_kv):
 class CTFParams:
     """CTF parameters, scalars or arrays of length B (broadcast)."""
     defocus_u: np.ndarray                 # Å, positive underfocus
-    defocus_v: np.ndarray = None          # Å (default: defocus_u)
+    defocus_v: np.ndarray | None = None   # Å (default: defocus_u)
     defocus_angle: np.ndarray = 0.0       # degrees
     voltage: np.ndarray = 300.0           # kV
     cs: np.ndarray = 2.7                  # mm
@@ -46,7 +52,7 @@ class CTFParams:
     phase_shift: np.ndarray = 0.0         # degrees
     bfactor: np.ndarray = 0.0             # Å^2 envelope exp(-B k^2 / 4)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.defocus_v is None:
             self.defocus_v = self.defocus_u
         fields = [f.name for f in dataclasses.fields(self)]
@@ -56,15 +62,16 @@ class CTFParams:
         for f, a in arrays.items():
             setattr(self, f, np.broadcast_to(a, (n,)).copy())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.defocus_u)
 
-    def subset(self, idx):
+    def subset(self, idx: np.ndarray | slice) -> CTFParams:
         return CTFParams(**{f.name: getattr(self, f.name)[idx]
                             for f in dataclasses.fields(self)})
 
     @classmethod
-    def from_table(cls, table, default_voltage=300.0, default_cs=2.7, default_q0=0.1):
+    def from_table(cls, table: Table, default_voltage: float = 300.0, default_cs: float = 2.7,
+                   default_q0: float = 0.1) -> CTFParams | None:
         """From an Xmipp-named Table (ctfDefocusU ...); None if no CTF columns."""
         if "ctfDefocusU" not in table:
             return None
@@ -79,14 +86,16 @@ class CTFParams:
                    amplitude_contrast=col("ctfQ0", default_q0),
                    phase_shift=col("ctfPhaseShift", 0.0))
 
-    def to_columns(self):
+    def to_columns(self) -> dict[str, np.ndarray]:
         return {"ctfDefocusU": self.defocus_u, "ctfDefocusV": self.defocus_v,
                 "ctfDefocusAngle": self.defocus_angle, "ctfVoltage": self.voltage,
                 "ctfSphericalAberration": self.cs, "ctfQ0": self.amplitude_contrast,
                 "ctfPhaseShift": self.phase_shift}
 
 
-def frequency_grid(box, pixel_size, rfft=True, device=None, dtype=torch.float32):
+def frequency_grid(box: int, pixel_size: float, rfft: bool = True,
+                   device: str | torch.device | None = None,
+                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """(ky, kx) spatial frequencies in 1/Å on the (r)fft2 grid."""
     ky = torch.fft.fftfreq(box, d=pixel_size, device=device, dtype=dtype)
     kx = (torch.fft.rfftfreq if rfft else torch.fft.fftfreq)(box, d=pixel_size, device=device,
@@ -94,7 +103,9 @@ def frequency_grid(box, pixel_size, rfft=True, device=None, dtype=torch.float32)
     return torch.meshgrid(ky, kx, indexing="ij")
 
 
-def ctf_image(params, box, pixel_size, rfft=True, device=None, dtype=torch.float32):
+def ctf_image(params: CTFParams, box: int, pixel_size: float, rfft: bool = True,
+              device: str | torch.device | None = None,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """CTF values (B, box, box//2+1) (or (B, box, box) with rfft=False)."""
     ky, kx = frequency_grid(box, pixel_size, rfft, device, torch.float64)
 
@@ -120,19 +131,20 @@ def _filter(images, values):
     return torch.fft.irfft2(f * values, s=images.shape[-2:])
 
 
-def apply_ctf(images, params, pixel_size):
+def apply_ctf(images: torch.Tensor, params: CTFParams, pixel_size: float) -> torch.Tensor:
     """Multiply the images' spectra by their CTF (B, N, N) -> (B, N, N)."""
     c = ctf_image(params, images.shape[-1], pixel_size, device=images.device, dtype=images.dtype)
     return _filter(images, c)
 
 
-def phase_flip(images, params, pixel_size):
+def phase_flip(images: torch.Tensor, params: CTFParams, pixel_size: float) -> torch.Tensor:
     """Flip the phases where the CTF is negative (what HEMNMA expects)."""
     c = ctf_image(params, images.shape[-1], pixel_size, device=images.device, dtype=images.dtype)
     return _filter(images, torch.sign(c))
 
 
-def wiener_filter(images, params, pixel_size, snr=10.0):
+def wiener_filter(images: torch.Tensor, params: CTFParams, pixel_size: float,
+                  snr: float = 10.0) -> torch.Tensor:
     """CTF correction by Wiener filtering: CTF / (CTF^2 + 1/snr)."""
     c = ctf_image(params, images.shape[-1], pixel_size, device=images.device, dtype=images.dtype)
     return _filter(images, c / (c * c + 1.0 / snr))

@@ -3,12 +3,19 @@
 All functions take and return torch tensors (B, N, N) and keep Xmipp's centre
 convention (pixel N//2). :func:`normalize` is the package's one image
 normaliser (what the network sees, in training and in inference)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["downscale", "circular_mask", "normalize", "rotate_images"]
 
 
-def downscale(images, new_box):
+def downscale(images: torch.Tensor, new_box: int) -> torch.Tensor:
     """Antialiased downscaling by Fourier cropping (B, N, N) -> (B, n, n).
 
     Cropping the spectrum is an ideal low-pass at the new Nyquist frequency
@@ -33,14 +40,15 @@ def downscale(images, new_box):
     return out * (n * n) / (N * N)
 
 
-def circular_mask(box, radius=None, device=None, dtype=torch.float32):
+def circular_mask(box: int, radius: float | None = None, device: str | torch.device | None = None,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """1 inside a circle of ``radius`` px (default box//2 - 1) around N//2."""
     r = box // 2 - 1 if radius is None else radius
     lin = torch.arange(box, device=device, dtype=dtype) - box // 2
     return ((lin[None, :] ** 2 + lin[:, None] ** 2) <= r * r).to(dtype)
 
 
-def normalize(images, size=None):
+def normalize(images: torch.Tensor, size: int | None = None) -> torch.Tensor:
     """The network's image normalisation (training and inference): optional
     antialiased downscaling to ``size`` px (:func:`downscale`), then zero mean
     and unit standard deviation over each whole image. (B, N, N) torch ->
@@ -52,7 +60,8 @@ def normalize(images, size=None):
     return (images - mu) / sd
 
 
-def rotate_images(images, alpha):
+def rotate_images(images: torch.Tensor,
+                  alpha: float | np.ndarray | torch.Tensor) -> torch.Tensor:
     """Rotate images (B, N, N) about pixel N//2 so that content at image
     coordinates p moves to R(alpha) p, with R = rotations.inplane_rotation_matrix:
     the projection at Euler angles (rot, tilt, psi) becomes the one at

@@ -9,6 +9,10 @@ in training (core.training.flip_ctf's rule); :meth:`Predictor.predict` given
 the images' CTF flips them the same way (on the predictor's device), so the
 network sees in prediction what it saw in training. Models without the key
 (older files) saw the images as given: nothing is flipped for them."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
@@ -18,6 +22,11 @@ from .image import downscale, normalize
 from .models import model_pixel_size
 from .training import LabelCodec
 
+if TYPE_CHECKING:
+    from ..io.stacks import Stack
+    from .ctf import CTFParams
+    from .network import DeepHEMNMANet
+
 __all__ = ["Predictor", "input_scale", "COLUMNS"]
 
 # metadata columns (Xmipp names) that each predicted quantity fills
@@ -26,7 +35,8 @@ COLUMNS = {"amplitudes": ("nmaDisplacements",), "angles": ("angleRot", "angleTil
 _FROM_HEAD = {"amplitudes": "amplitudes", "orientation": "angles", "shifts": "shifts"}
 
 
-def input_scale(box, pixel_size, model_box, model_pixel_size=None, rescale=False):
+def input_scale(box: int, pixel_size: float | None, model_box: int,
+                model_pixel_size: float | None = None, rescale: bool = False) -> float:
     """Input pixels per model pixel for images of ``box`` px at ``pixel_size``
     Å/px given to a model of ``model_box`` px at ``model_pixel_size``: 1, or with
     ``rescale`` box / model_box for larger images of the same field (they are
@@ -53,7 +63,8 @@ def input_scale(box, pixel_size, model_box, model_pixel_size=None, rescale=False
 
 
 class Predictor:
-    def __init__(self, nets, meta, device="cpu", batch_size=256):
+    def __init__(self, nets: dict[str, DeepHEMNMANet], meta: dict,
+                 device: str | torch.device = "cpu", batch_size: int = 256) -> None:
         self.nets = {k: v.to(device).eval() for k, v in nets.items()}
         if torch.device(device).type == "cuda":          # as in training (core.training)
             self.nets = {k: v.to(memory_format=torch.channels_last)
@@ -67,25 +78,26 @@ class Predictor:
         self.pixel_size = model_pixel_size(meta)     # Å/px of the images given (see check)
 
     @property
-    def flips(self):
+    def flips(self) -> bool:
         """The model saw phase-flipped images: give :meth:`predict` the CTF of
         images that are not flipped yet."""
         return bool(self.meta.get("phase_flip", False))
 
-    def check(self, box, pixel_size=None, rescale=False):
+    def check(self, box: int, pixel_size: float | None = None, rescale: bool = False) -> None:
         """Refuse images the model cannot read (see :func:`input_scale`)."""
         self.scale = input_scale(box, pixel_size, self.box, model_pixel_size(self.meta), rescale)
         if pixel_size:
             self.pixel_size = float(pixel_size)
 
     @property
-    def columns(self):
+    def columns(self) -> list[str]:
         """The metadata columns the predictions fill (see COLUMNS)."""
         heads = [h for net in self.nets.values() for h in net.heads_spec]
         return [c for h in heads if h in _FROM_HEAD for c in COLUMNS[_FROM_HEAD[h]]]
 
     @torch.no_grad()
-    def predict(self, images, ctf=None):
+    def predict(self, images: np.ndarray | torch.Tensor | Stack,
+                ctf: CTFParams | None = None) -> dict[str, np.ndarray]:
         """images (B, N, N) numpy/torch -> dict angles (B, 3), shifts (B, 2) in
         pixels of these images, amplitudes (B, M) numpy. ``ctf``: the images'
         CTF (core.ctf.CTFParams, B rows) when they are not phase-flipped yet:

@@ -12,19 +12,30 @@ in that space, and animations of the reference along its axes.
 * :func:`axis_trajectory`: amplitudes along a principal axis (inverse PCA), to
   be applied to the reference atoms for movies.
 """
+from __future__ import annotations
+
 import ast
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .structure import Structure
+
+PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 
 __all__ = ["fit_pca", "transform", "inverse", "save_pca", "load_pca", "select_rectangle",
            "select_polygon", "select_expression", "split_axis", "kmeans_groups",
            "density_plot", "draw_apart", "axis_trajectory", "write_animation"]
 
 
-def fit_pca(amplitudes, n_components=2):
+def fit_pca(amplitudes: np.ndarray, n_components: int = 2) -> dict[str, np.ndarray]:
     """PCA of (n, M) amplitudes with ``n_components`` <= min(n, M) axes: a dict
     of arrays (mean (M,), components (k, M), explained_variance (k,) and its
     ratio)."""
@@ -44,12 +55,12 @@ def fit_pca(amplitudes, n_components=2):
             "explained_variance_ratio": p.explained_variance_ratio_}
 
 
-def transform(pca, amplitudes):
+def transform(pca: dict[str, np.ndarray], amplitudes: np.ndarray) -> np.ndarray:
     """Coordinates (n, k) of amplitudes (n, M) on the principal axes."""
     return (np.asarray(amplitudes, float) - pca["mean"]) @ pca["components"].T
 
 
-def inverse(pca, coords):
+def inverse(pca: dict[str, np.ndarray], coords: np.ndarray) -> np.ndarray:
     """Amplitudes (n, M) at coordinates (n, k) on the principal axes."""
     return np.asarray(coords, float) @ pca["components"] + pca["mean"]
 
@@ -57,14 +68,14 @@ def inverse(pca, coords):
 PCA_KEYS = ("mean", "components", "explained_variance", "explained_variance_ratio")
 
 
-def save_pca(pca, path):
+def save_pca(pca: dict[str, np.ndarray], path: PathLike) -> None:
     """Write a PCA (:func:`fit_pca`) as .npz (atomic)."""
     from ..utils import atomic_path
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{k: np.asarray(pca[k]) for k in PCA_KEYS})
 
 
-def load_pca(path):
+def load_pca(path: PathLike) -> dict[str, np.ndarray]:
     """A PCA saved by :func:`save_pca`; InputError when the file is not one."""
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -84,13 +95,15 @@ def load_pca(path):
     return pca
 
 
-def select_rectangle(coords, xmin, xmax, ymin, ymax, axes=(0, 1)):
+def select_rectangle(coords: np.ndarray, xmin: float, xmax: float, ymin: float, ymax: float,
+                     axes: tuple[int, int] = (0, 1)) -> np.ndarray:
     """Mask of the points inside [xmin, xmax] x [ymin, ymax] (edges included)."""
     x, y = coords[:, axes[0]], coords[:, axes[1]]
     return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
 
 
-def select_polygon(coords, vertices, axes=(0, 1)):
+def select_polygon(coords: np.ndarray, vertices: np.ndarray | Sequence[Sequence[float]],
+                   axes: tuple[int, int] = (0, 1)) -> np.ndarray:
     """Mask of the points inside the polygon ``vertices`` ((V, 2), V >= 3)."""
     from matplotlib.path import Path
     v = np.asarray(vertices, float)
@@ -105,7 +118,7 @@ _ALLOWED = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, a
             ast.Constant)
 
 
-def select_expression(coords, expr):
+def select_expression(coords: np.ndarray, expr: str) -> np.ndarray:
     """Boolean mask from an expression on PC1, PC2, ... (and/or/not, comparisons,
     arithmetic). Raises InputError for bad syntax or unknown names."""
     try:
@@ -159,7 +172,8 @@ def select_expression(coords, expr):
     return res
 
 
-def split_axis(coords, axis=0, min_size=900, trim=0.02, max_groups=20):
+def split_axis(coords: np.ndarray, axis: int = 0, min_size: int = 900, trim: float = 0.02,
+               max_groups: int = 20) -> np.ndarray:
     """Quasi-uniform groups along one axis (the paper's Fig. 9): drop the
     ``trim`` fraction of points at each tail, then split the remaining range into
     the largest number of equal-width intervals that all hold >= ``min_size``
@@ -182,7 +196,7 @@ def split_axis(coords, axis=0, min_size=900, trim=0.02, max_groups=20):
                      f"{axis + 1} (only {((x >= lo) & (x <= hi)).sum()} points after trimming)")
 
 
-def kmeans_groups(coords, k, seed=0):
+def kmeans_groups(coords: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """k-means labels (n,) in 0..k-1 (fixed seed: reproducible)."""
     from sklearn.cluster import KMeans
     if k < 1 or k > len(coords):
@@ -190,7 +204,8 @@ def kmeans_groups(coords, k, seed=0):
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(coords)
 
 
-def draw_apart(ax, x, y, apart, label):
+def draw_apart(ax: Axes, x: np.ndarray, y: np.ndarray, apart: np.ndarray | None,
+               label: str) -> None:
     """Draw the points ``apart`` ((n,) bool, or None) of x, y over a density
     on the matplotlib axes ``ax``: orange dots named ``label`` (with their
     count) in a legend. Used by :func:`density_plot` and the landscape viewer."""
@@ -202,8 +217,9 @@ def draw_apart(ax, x, y, apart, label):
     ax.legend(loc="upper right", fontsize=8, markerscale=4)
 
 
-def density_plot(coords, path, labels=None, title="", axes=(0, 1), gridsize=120, apart=None,
-                 apart_label="shown apart"):
+def density_plot(coords: np.ndarray, path: PathLike, labels: np.ndarray | None = None,
+                 title: str = "", axes: tuple[int, int] = (0, 1), gridsize: int = 120,
+                 apart: np.ndarray | None = None, apart_label: str = "shown apart") -> None:
     """Hexbin density (log counts) of the points on two axes (one axis: against
     zero), each group's number and size at its mean; PNG written atomically.
     ``apart`` (n,) bool: points also drawn on their own, as orange dots over
@@ -234,7 +250,8 @@ def density_plot(coords, path, labels=None, title="", axes=(0, 1), gridsize=120,
         fig.savefig(tmp, format="png", dpi=110)
 
 
-def axis_trajectory(pca, coords, axis=0, n_frames=10, span=2.0):
+def axis_trajectory(pca: dict[str, np.ndarray], coords: np.ndarray, axis: int = 0,
+                    n_frames: int = 10, span: float = 2.0) -> np.ndarray:
     """Amplitudes (n_frames, M) along principal ``axis`` from -span to +span
     standard deviations of the data's coordinates on that axis."""
     sd = np.asarray(coords)[:, axis].std()
@@ -244,7 +261,7 @@ def axis_trajectory(pca, coords, axis=0, n_frames=10, span=2.0):
     return inverse(pca, c)
 
 
-def write_animation(path_prefix, structure, models):
+def write_animation(path_prefix: str, structure: Structure, models: np.ndarray) -> str:
     """Multi-model PDB plus ChimeraX (.cxc) and VMD (.vmd) scripts that play it."""
     from ..utils import atomic_path
     from .structure import write_pdb

@@ -12,18 +12,28 @@
 Rows of two tables are matched by ``itemId`` (else by ``image``, else by
 position when both have the same length).
 """
+from __future__ import annotations
+
 import json
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from ..errors import InputError
 from . import rotations
 
+if TYPE_CHECKING:
+    from ..io.metadata import Table
+
+PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
+
 __all__ = ["predict_the_mean", "match_rows", "amplitude_errors", "angular_errors", "shift_errors",
            "rmsd_terms", "evaluate", "format_table"]
 
 
-def match_rows(est, truth):
+def match_rows(est: Table, truth: Table) -> tuple[np.ndarray, np.ndarray]:
     """Index arrays (i_est, i_truth) of the rows present in both tables."""
     for key in ("itemId", "image"):
         if key in est and key in truth:
@@ -37,20 +47,21 @@ def match_rows(est, truth):
                      "different lengths)")
 
 
-def amplitude_errors(est, true):
+def amplitude_errors(est: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(est, float) - np.asarray(true, float))
 
 
-def angular_errors(est_angles, true_angles):
+def angular_errors(est_angles: np.ndarray, true_angles: np.ndarray) -> np.ndarray:
     return rotations.angular_distance(rotations.euler_to_matrix(np.asarray(est_angles, float)),
                                       rotations.euler_to_matrix(np.asarray(true_angles, float)))
 
 
-def shift_errors(est, true, pixel_size):
+def shift_errors(est: np.ndarray, true: np.ndarray, pixel_size: float) -> np.ndarray:
     return np.abs(np.asarray(est, float) - np.asarray(true, float)) * pixel_size
 
 
-def rmsd_terms(ref_coords, vectors, est, truth, pixel_size):
+def rmsd_terms(ref_coords: np.ndarray | None, vectors: np.ndarray | None, est: Table,
+               truth: Table, pixel_size: float) -> dict[str, np.ndarray]:
     """Per-image RMSD (Å) for amplitudes, angles, shifts (dict of arrays)."""
     out = {}
     if vectors is not None and "nmaDisplacements" in est and "nmaDisplacements" in truth:
@@ -70,7 +81,9 @@ def rmsd_terms(ref_coords, vectors, est, truth, pixel_size):
     return out
 
 
-def evaluate(est, truth, pixel_size, ref_coords=None, vectors=None, mode_numbers=None):
+def evaluate(est: Table, truth: Table, pixel_size: float, ref_coords: np.ndarray | None = None,
+             vectors: np.ndarray | None = None,
+             mode_numbers: Iterable[int] | None = None) -> dict[str, Any]:
     """All metrics as a JSON-friendly dict {quantity: {mean, std}}."""
     ie, it = match_rows(est, truth)
     e, t = est.subset(ie), truth.subset(it)
@@ -95,7 +108,7 @@ def evaluate(est, truth, pixel_size, ref_coords=None, vectors=None, mode_numbers
     return res
 
 
-def predict_the_mean(train, test):
+def predict_the_mean(train: Table, test: Table) -> Table:
     """The predict-the-mean baseline: a table with ``test``'s itemIds whose
     every row carries the mean amplitudes and shifts of the ``train`` rows and
     their chordal-mean orientation (the rotation nearest the mean rotation
@@ -111,7 +124,7 @@ def predict_the_mean(train, test):
                   "nmaDisplacements": np.tile(train["nmaDisplacements"].mean(0), (n, 1))})
 
 
-def format_table(results, title=""):
+def format_table(results: dict[str, Any], title: str = "") -> str:
     """Markdown table of :func:`evaluate` results (one or several columns)."""
     if isinstance(results, dict) and "n" in results:
         results = {title or "value": results}
@@ -128,6 +141,6 @@ def format_table(results, title=""):
     return "\n".join(lines)
 
 
-def save_json(results, path):
+def save_json(results: dict[str, Any], path: PathLike) -> None:
     with open(path, "w") as f:
         json.dump(results, f, indent=2)

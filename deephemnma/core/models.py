@@ -14,14 +14,22 @@ model received from someone else never executes code. Layout::
 ``nets`` has one entry ('joint') for the joint network or three
 ('amplitudes', 'orientation', 'shifts') for the paper's separate networks.
 """
+from __future__ import annotations
+
 import math
 import os
+from typing import TYPE_CHECKING, Union
 
 import torch
 
 from ..errors import InputError
 from ..utils import atomic_path
 from ..version import __version__
+
+if TYPE_CHECKING:
+    from .network import DeepHEMNMANet
+
+PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 
 __all__ = ["save_model", "load_model", "model_pixel_size", "FORMAT"]
 
@@ -31,7 +39,7 @@ FORMAT = "deephemnma-model"
 _NEEDED = ("image_size", "amplitude_mean", "amplitude_std", "shift_mean", "shift_std")
 
 
-def save_model(path, nets, meta):
+def save_model(path: PathLike, nets: dict[str, DeepHEMNMANet], meta: dict) -> None:
     """nets: {name: DeepHEMNMANet}; meta: plain dict (see the module doc)."""
     payload = {"format": FORMAT, "format_version": 1,
                "meta": dict(meta, version=__version__),
@@ -44,7 +52,7 @@ def save_model(path, nets, meta):
         torch.save(payload, tmp)
 
 
-def model_pixel_size(meta):
+def model_pixel_size(meta: dict) -> float | None:
     """The pixel size (Å/px) of a model's training images, None when the file
     stores none (models trained without a pixel size store 0)."""
     try:
@@ -54,7 +62,8 @@ def model_pixel_size(meta):
     return ps if math.isfinite(ps) and ps > 0 else None
 
 
-def load_model(path, device="cpu"):
+def load_model(path: PathLike,
+               device: str | torch.device = "cpu") -> tuple[dict[str, DeepHEMNMANet], dict]:
     """-> (nets {name: DeepHEMNMANet in eval mode}, meta). A file that is not a
     whole deephemnma model (empty, truncated, another torch file, weights that
     do not fit the networks, non-finite weights) raises one-line InputError."""

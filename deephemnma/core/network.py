@@ -19,6 +19,10 @@ which is what the shifts are (measured: noiseless AK, 32 px input, 35 epochs,
 shift L1 in std units 0.37 / 0.87 for x / y without, 0.39 / 0.37 with). The stem
 then has 3 input channels, the shape of torchvision's RGB stem.
 """
+from __future__ import annotations
+
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -28,7 +32,8 @@ __all__ = ["BasicBlock", "ResNet34", "DeepHEMNMANet", "load_torchvision_weights"
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -37,7 +42,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -47,7 +52,7 @@ class BasicBlock(nn.Module):
 class ResNet34(nn.Module):
     """torchvision-compatible ResNet-34 with ``in_channels`` input channels."""
 
-    def __init__(self, in_channels=1, num_features=1000):
+    def __init__(self, in_channels: int = 1, num_features: int = 1000) -> None:
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
@@ -77,13 +82,13 @@ class ResNet34(nn.Module):
         layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def load_torchvision_weights(model, state_dict):
+def load_torchvision_weights(model: ResNet34, state_dict: Mapping[str, torch.Tensor]) -> ResNet34:
     """Load a torchvision resnet34 state dict into :class:`ResNet34` (the RGB
     stem is summed over colours for 1-channel images)."""
     sd = dict(state_dict)
@@ -101,7 +106,8 @@ class DeepHEMNMANet(nn.Module):
     'orientation': 4, 'shifts': 2}. ``forward`` returns a dict; the
     orientation output is normalised to a unit quaternion."""
 
-    def __init__(self, heads, dropout=0.5, coord_channels=False):
+    def __init__(self, heads: Mapping[str, int], dropout: float = 0.5,
+                 coord_channels: bool = False) -> None:
         super().__init__()
         self.heads_spec = dict(heads)
         self.coord_channels = bool(coord_channels)
@@ -111,7 +117,7 @@ class DeepHEMNMANet(nn.Module):
                                  nn.Dropout(dropout))
         self.heads = nn.ModuleDict({k: nn.Linear(128, n) for k, n in self.heads_spec.items()})
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() == 3:
             x = x[:, None]
         if self.coord_channels:

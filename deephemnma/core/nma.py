@@ -16,8 +16,12 @@
   ``modes.xmd`` (``_nmaModefile _order_ _enabled _nmaCollectivity _nmaScore
   _nmaEigenval``).
 """
+from __future__ import annotations
+
 import dataclasses
 import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import scipy.linalg
@@ -28,6 +32,11 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 from ..io.metadata import Table, read_xmd, write_xmd
 from ..utils import atomic_path
+
+if TYPE_CHECKING:
+    from .structure import Structure
+
+PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 
 __all__ = ["NormalModes", "anm_hessian", "percentile_cutoff", "compute_modes", "mode_overlap",
            "collectivity", "write_continuousflex", "read_continuousflex",
@@ -42,14 +51,14 @@ class NormalModes:
     collectivity: np.ndarray   # (M,)
     ref_coords: np.ndarray     # (N, 3) coordinates the modes were computed on
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.numbers)
 
     @property
-    def n_atoms(self):
+    def n_atoms(self) -> int:
         return self.vectors.shape[1]
 
-    def select(self, numbers):
+    def select(self, numbers: Iterable[int]) -> NormalModes:
         numbers = list(numbers)
         index = {int(n): i for i, n in enumerate(self.numbers)}
         missing = [n for n in numbers if int(n) not in index]
@@ -60,7 +69,7 @@ class NormalModes:
         return NormalModes(self.vectors[idx], self.eigenvalues[idx], self.numbers[idx],
                            self.collectivity[idx], self.ref_coords)
 
-    def deform(self, amplitudes, coords=None):
+    def deform(self, amplitudes: np.ndarray, coords: np.ndarray | None = None) -> np.ndarray:
         """X0 + sum_k q_k V_k for amplitudes (B, M) or (M,) -> (B, N, 3)/(N, 3)."""
         q = np.asarray(amplitudes, dtype=np.float64)
         x0 = self.ref_coords if coords is None else coords
@@ -70,19 +79,20 @@ class NormalModes:
 N_RIGID = 6   # HEMNMA numbering: modes 1-6 are the rigid-body motions, 7 the first flexible
 
 
-def is_rigid(number):
+def is_rigid(number: int) -> bool:
     """True for HEMNMA mode numbers 1-6 (rigid-body motions)."""
     return int(number) <= N_RIGID
 
 
-def mode_number(path):
+def mode_number(path: PathLike) -> int | None:
     """HEMNMA number of a ContinuousFlex mode file ``.../vec.N`` (None when the
     name carries none)."""
     tail = os.path.basename(os.fspath(path)).rsplit(".", 1)[-1]
     return int(tail) if tail.isdigit() else None
 
 
-def flexible_numbers(numbers, k=None, where="the normal modes"):
+def flexible_numbers(numbers: Iterable[int], k: int | None = None,
+                     where: str = "the normal modes") -> list[int]:
     """The first ``k`` flexible mode numbers among ``numbers`` (all when k is
     None), in increasing order: the modes that amplitudes without explicit
     numbers belong to (HEMNMA's convention)."""
@@ -95,7 +105,7 @@ def flexible_numbers(numbers, k=None, where="the normal modes"):
     return flex
 
 
-def parse_mode_list(spec):
+def parse_mode_list(spec: str | Sequence[int] | np.ndarray) -> list[int]:
     """'7-9,11' -> [7, 8, 9, 11]; also accepts lists of ints."""
     if isinstance(spec, (list, tuple, np.ndarray)):
         return [int(x) for x in spec]
@@ -116,7 +126,8 @@ def parse_mode_list(spec):
     return out
 
 
-def percentile_cutoff(coords, percentile, max_atoms=3000, seed=0):
+def percentile_cutoff(coords: np.ndarray, percentile: float, max_atoms: int = 3000,
+                      seed: int = 0) -> float:
     """Distance (Å) below which ``percentile`` % of interatomic distances lie
     (computed on a random subset of atoms for large structures)."""
     x = np.asarray(coords)
@@ -126,7 +137,7 @@ def percentile_cutoff(coords, percentile, max_atoms=3000, seed=0):
     return float(np.percentile(d, percentile))
 
 
-def anm_hessian(coords, cutoff, gamma=1.0):
+def anm_hessian(coords: np.ndarray, cutoff: float, gamma: float = 1.0) -> sp.csr_matrix:
     """Sparse ANM Hessian (3N x 3N, CSR)."""
     x = np.asarray(coords, dtype=np.float64)
     n = len(x)
@@ -202,7 +213,7 @@ def _residue_blocks(structure, block_size):
     return chain_index * 10 ** 7 + within // block_size
 
 
-def collectivity(vectors):
+def collectivity(vectors: np.ndarray) -> np.ndarray:
     """Brüschweiler's collectivity of modes (M, N, 3) -> (M,), in (0, 1]."""
     v = np.asarray(vectors)
     u2 = (v ** 2).sum(-1)
@@ -212,8 +223,9 @@ def collectivity(vectors):
     return np.exp(ent) / v.shape[1]
 
 
-def compute_modes(structure, n_modes=20, cutoff=8.0, percentile=None, method="rtb",
-                  block_size=1, gamma=1.0):
+def compute_modes(structure: Structure | np.ndarray, n_modes: int = 20, cutoff: float = 8.0,
+                  percentile: float | None = None, method: str = "rtb", block_size: int = 1,
+                  gamma: float = 1.0) -> NormalModes:
     """Normal modes of a Structure (or an (N, 3) array for ANM).
 
     ``n_modes`` counts the 6 rigid-body modes (HEMNMA numbering 1..n_modes).
@@ -265,7 +277,8 @@ def compute_modes(structure, n_modes=20, cutoff=8.0, percentile=None, method="rt
                        collectivity=collectivity(vectors), ref_coords=coords.copy())
 
 
-def mode_overlap(coords_a, vectors_a, coords_b, vectors_b, k=4):
+def mode_overlap(coords_a: np.ndarray, vectors_a: np.ndarray, coords_b: np.ndarray,
+                 vectors_b: np.ndarray, k: int = 4) -> np.ndarray:
     """|cosine| overlap matrix (Ma, Mb) between the modes of two models of the
     same molecule with different nodes (e.g. atoms and pseudoatoms): the
     displacements of model b are interpolated at the nodes of model a (mean of
@@ -280,7 +293,7 @@ def mode_overlap(coords_a, vectors_a, coords_b, vectors_b, k=4):
     return np.abs(a @ b.T)
 
 
-def write_continuousflex(modes, folder):
+def write_continuousflex(modes: NormalModes, folder: PathLike) -> str:
     """ContinuousFlex/Xmipp layout: folder/modes/vec.N and folder/modes.xmd.
     Returns the path of modes.xmd."""
     folder = os.fspath(folder)
@@ -312,7 +325,7 @@ def _scores(modes):
     return (r_eig + r_col) / (2.0 * m)
 
 
-def read_continuousflex(path, ref_coords=None):
+def read_continuousflex(path: PathLike, ref_coords: np.ndarray | None = None) -> NormalModes:
     """Read modes written by :func:`write_continuousflex` or by ContinuousFlex
     (``modes.xmd`` or its folder). ``ref_coords`` (N, 3) if the folder has no
     reference_coords.txt (ContinuousFlex keeps the reference as a PDB)."""

@@ -1,5 +1,7 @@
 """Outlier rejection on normal-mode amplitudes (the paper keeps images whose
 Mahalanobis distance to the amplitude distribution is <= 3.2)."""
+from __future__ import annotations
+
 import numpy as np
 
 from ..errors import InputError
@@ -7,7 +9,7 @@ from ..errors import InputError
 __all__ = ["mahalanobis_distances", "mahalanobis_filter"]
 
 
-def mahalanobis_distances(x, robust=False):
+def mahalanobis_distances(x: np.ndarray, robust: bool = False) -> np.ndarray:
     """Distances (n,) of rows of x (n, m) to their mean under their covariance.
     A singular covariance (e.g. a mode that never moves) uses the pseudo-inverse.
     ``robust=True`` estimates mean/covariance with the minimum covariance
@@ -28,7 +30,8 @@ def mahalanobis_distances(x, robust=False):
     return np.sqrt(np.einsum("ni,ij,nj->n", d, icov, d).clip(min=0))
 
 
-def mahalanobis_filter(x, threshold=3.2, robust=False):
+def mahalanobis_filter(x: np.ndarray, threshold: float = 3.2,
+                       robust: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(keep mask, distances): keep rows with distance <= threshold."""
     if threshold <= 0:
         raise InputError(f"Mahalanobis threshold must be positive, got {threshold}")

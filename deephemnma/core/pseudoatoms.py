@@ -26,7 +26,10 @@ raises it until the network holds together (with that radius alone, the
 pseudoatoms of cisTEM's test volume form 17 separate pieces, and all their
 "flexible" modes have zero energy).
 """
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,7 +46,7 @@ MIN_SIGMA_VOXELS = 0.3    # narrowest automatic width (voxels)
 MAX_SIGMA_VOXELS = 4.0    # widest automatic width (voxels)
 
 
-def relative_error(vol, approx, mask=None):
+def relative_error(vol: np.ndarray, approx: np.ndarray, mask: np.ndarray | None = None) -> float:
     v = np.asarray(vol, float)
     a = np.asarray(approx, float)
     if mask is not None:
@@ -65,8 +68,9 @@ class Conversion:
     approx: np.ndarray          # the map the pseudoatoms reproduce [z, y, x]
     error: float                # relative error reached (fraction)
     sigma: float                # Gaussian std used, Å
-    estimated: float = None     # the map's own width (Å) when the width was automatic
-    tried: list = dataclasses.field(default_factory=list)   # (sigma Å, error, N) per try
+    estimated: float | None = None   # the map's own width (Å) when the width was automatic
+    # (sigma Å, error, N) per try
+    tried: list[tuple[float, float, int]] = dataclasses.field(default_factory=list)
 
 
 def _prepare(vol, voxel_size, threshold, mask):
@@ -94,7 +98,7 @@ def _prepare(vol, voxel_size, threshold, mask):
     return v, mask
 
 
-def peak_widths(vol, level=0.2):
+def peak_widths(vol: np.ndarray, level: float = 0.2) -> np.ndarray:
     """Widths (voxels) of the local maxima of ``vol`` above ``level`` x its
     maximum: for a Gaussian peak exp(-x²/2s²) the log-density changes by
     -1/s² between a voxel and its two neighbours along an axis, so
@@ -116,7 +120,8 @@ def peak_widths(vol, level=0.2):
     return 1.0 / np.sqrt(curv)
 
 
-def estimate_sigma(vol, voxel_size, threshold=None, mask=None):
+def estimate_sigma(vol: np.ndarray, voxel_size: float, threshold: float | None = None,
+                   mask: np.ndarray | None = None) -> float:
     """Gaussian std (Å) for the pseudoatoms of ``vol``, from the map's own
     sharpness: the 10th percentile of :func:`peak_widths` (its sharpest
     features), less the voxel's own width (1/12 voxel² in variance), times
@@ -133,7 +138,7 @@ def estimate_sigma(vol, voxel_size, threshold=None, mask=None):
     return float(np.clip(s, MIN_SIGMA_VOXELS, MAX_SIGMA_VOXELS) * voxel_size)
 
 
-def neighbour_cutoff(coords, percentile=95.0, n_nearest=3):
+def neighbour_cutoff(coords: np.ndarray, percentile: float = 95.0, n_nearest: int = 3) -> float:
     """Elastic-network radius (Å) as ContinuousFlex computes it by default
     (``cutoffMode`` relative, ``rcPercentage`` 95): the ``percentile`` of the
     distances between each (pseudo)atom and its ``n_nearest`` nearest
@@ -148,7 +153,8 @@ def neighbour_cutoff(coords, percentile=95.0, n_nearest=3):
     return float(np.percentile(d[:, 1:], percentile))
 
 
-def network_cutoff(coords, percentile=95.0, n_nearest=3, min_contacts=3, grow=1.2):
+def network_cutoff(coords: np.ndarray, percentile: float = 95.0, n_nearest: int = 3,
+                   min_contacts: int = 3, grow: float = 1.2) -> tuple[float, float]:
     """:func:`neighbour_cutoff`, multiplied by ``grow`` until the elastic
     network is one connected piece in which every (pseudo)atom has at least
     ``min_contacts`` neighbours within the cutoff (fewer leave it free to move
@@ -171,9 +177,12 @@ def network_cutoff(coords, percentile=95.0, n_nearest=3, min_contacts=3, grow=1.
     return float(rc), first
 
 
-def convert(vol, voxel_size, sigma=None, target_error=0.05, threshold=None, mask=None,
-            max_atoms=20000, initial=None, grow=0.3, iters=60, max_rounds=30, device="cpu",
-            progress=None):
+def convert(vol: np.ndarray, voxel_size: float, sigma: float | None = None,
+            target_error: float = 0.05, threshold: float | None = None,
+            mask: np.ndarray | None = None, max_atoms: int = 20000, initial: int | None = None,
+            grow: float = 0.3, iters: int = 60, max_rounds: int = 30,
+            device: str | torch.device = "cpu",
+            progress: Callable[[int, float], None] | None = None) -> Conversion:
     """Map [z, y, x] -> :class:`Conversion`.
 
     ``sigma`` Å; None: automatic (:func:`estimate_sigma`, then narrower
@@ -204,9 +213,13 @@ def convert(vol, voxel_size, sigma=None, target_error=0.05, threshold=None, mask
                      "or a larger target error")
 
 
-def volume_to_pseudoatoms(vol, voxel_size, sigma=None, target_error=0.05, threshold=None,
-                          mask=None, max_atoms=20000, initial=None, grow=0.3, iters=60,
-                          max_rounds=30, device="cpu", progress=None):
+def volume_to_pseudoatoms(vol: np.ndarray, voxel_size: float, sigma: float | None = None,
+                          target_error: float = 0.05, threshold: float | None = None,
+                          mask: np.ndarray | None = None, max_atoms: int = 20000,
+                          initial: int | None = None, grow: float = 0.3, iters: int = 60,
+                          max_rounds: int = 30, device: str | torch.device = "cpu",
+                          progress: Callable[[int, float], None] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Map [z, y, x] -> (coords (N, 3) Å, weights (N,), approximation, error);
     :func:`convert` without the record of the widths tried."""
     r = convert(vol, voxel_size, sigma, target_error, threshold, mask, max_atoms, initial, grow,

@@ -12,7 +12,10 @@ the weights are accumulated; with a CTF, the Wiener form is used:
 inverse transformed, cropped and divided by the trilinear kernel's sinc^2
 (gridding correction). Batched and chunked in torch (CPU or CUDA).
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +24,11 @@ from ..errors import InputError
 from . import rotations
 from .ctf import ctf_image
 from .projector import fourier_shift
+
+if TYPE_CHECKING:
+    from ..io.stacks import Stack
+    from ..utils import Progress
+    from .ctf import CTFParams
 
 __all__ = ["reconstruct", "fsc", "resolution_at", "fsc_resolution"]
 
@@ -33,8 +41,11 @@ def _pad(images, P):
     return out
 
 
-def reconstruct(images, angles, shifts=None, ctf=None, pixel_size=1.0, pad=1, snr=None,
-                batch=256, device="cpu", flipped=False, progress=None, max_freq=None):
+def reconstruct(images: np.ndarray | Stack, angles: np.ndarray, shifts: np.ndarray | None = None,
+                ctf: CTFParams | None = None, pixel_size: float = 1.0, pad: float = 1,
+                snr: float | None = None, batch: int = 256, device: str | torch.device = "cpu",
+                flipped: bool = False, progress: Progress | None = None,
+                max_freq: float | None = None) -> np.ndarray:
     """images (n, N, N) array/Stack-like; angles (n, 3) Xmipp Euler degrees;
     shifts (n, 2) px; ctf CTFParams or None -> volume (N, N, N) numpy [z, y, x].
 
@@ -117,7 +128,8 @@ def reconstruct(images, angles, shifts=None, ctf=None, pixel_size=1.0, pad=1, sn
     return (vol / corr.clamp_min(1e-3)).cpu().numpy()
 
 
-def fsc(vol1, vol2, pixel_size=1.0):
+def fsc(vol1: np.ndarray, vol2: np.ndarray,
+        pixel_size: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Fourier shell correlation -> (frequencies 1/Å (S,), fsc (S,)); shells of
     one Fourier pixel up to Nyquist."""
     a = torch.fft.fftn(torch.as_tensor(np.asarray(vol1), dtype=torch.float64))
@@ -139,7 +151,7 @@ def fsc(vol1, vol2, pixel_size=1.0):
     return freq, f.numpy()
 
 
-def resolution_at(freq, curve, threshold):
+def resolution_at(freq: np.ndarray, curve: np.ndarray, threshold: float) -> float:
     """Resolution (Å) where the FSC first drops below ``threshold`` (linear
     interpolation); the Nyquist resolution if it never does."""
     for i in range(1, len(curve)):
@@ -150,7 +162,7 @@ def resolution_at(freq, curve, threshold):
     return 1.0 / freq[-1]
 
 
-def fsc_resolution(vol1, vol2, pixel_size):
+def fsc_resolution(vol1: np.ndarray, vol2: np.ndarray, pixel_size: float) -> dict[str, Any]:
     freq, curve = fsc(vol1, vol2, pixel_size)
     return {"res_0.5": resolution_at(freq, curve, 0.5),
             "res_0.143": resolution_at(freq, curve, 0.143), "freq": freq, "fsc": curve}

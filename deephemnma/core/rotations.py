@@ -21,7 +21,10 @@ Each function accepts numpy arrays or torch tensors of any leading batch shape
 and returns the same kind. There is one implementation (torch, differentiable);
 numpy inputs go through it in float64.
 """
+from __future__ import annotations
+
 import math
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +35,9 @@ __all__ = [
     "canonical_quaternion", "angular_distance", "random_euler",
     "inplane_rotation_matrix",
 ]
+
+# numpy in, numpy out; torch in, torch out
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def _as_torch(x):
@@ -45,7 +51,8 @@ def _back(t, was_numpy):
     return t.detach().cpu().numpy() if was_numpy else t
 
 
-def euler_to_matrix(rot, tilt=None, psi=None):
+def euler_to_matrix(rot: ArrayT, tilt: ArrayT | None = None,
+                    psi: ArrayT | None = None) -> ArrayT:
     """Xmipp ``Euler_angles2matrix``: degrees -> (..., 3, 3).
 
     Call as ``euler_to_matrix(angles)`` with angles (..., 3) or with three
@@ -70,7 +77,7 @@ def euler_to_matrix(rot, tilt=None, psi=None):
     return _back(torch.stack([row0, row1, row2], -2), was_np)
 
 
-def matrix_to_euler(A):
+def matrix_to_euler(A: ArrayT) -> ArrayT:
     """Rotation matrices (..., 3, 3) -> Xmipp Euler angles (..., 3) in degrees,
     rot and psi in (-180, 180], tilt in [0, 180]. At tilt 0 or 180 (gimbal lock)
     rot is set to 0 and the whole in-plane angle goes to psi."""
@@ -90,7 +97,7 @@ def matrix_to_euler(A):
     return _back(out, was_np)
 
 
-def canonical_quaternion(q):
+def canonical_quaternion(q: ArrayT) -> ArrayT:
     """Choose the sign of (..., 4) quaternions so that w > 0 (first non-zero
     component positive on ties) and normalise them."""
     q, was_np = _as_torch(q)
@@ -106,7 +113,7 @@ def canonical_quaternion(q):
     return _back(q * sign[..., None], was_np)
 
 
-def matrix_to_quaternion(A):
+def matrix_to_quaternion(A: ArrayT) -> ArrayT:
     """(..., 3, 3) -> canonical unit quaternions (..., 4) as (w, x, y, z).
 
     Uses the numerically stable largest-diagonal branch (Shepperd)."""
@@ -128,7 +135,7 @@ def matrix_to_quaternion(A):
     return _back(canonical_quaternion(q), was_np)
 
 
-def quaternion_to_matrix(q):
+def quaternion_to_matrix(q: ArrayT) -> ArrayT:
     """(..., 4) quaternions (w, x, y, z; normalised here) -> (..., 3, 3)."""
     q, was_np = _as_torch(q)
     q = q / torch.linalg.norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
@@ -139,17 +146,17 @@ def quaternion_to_matrix(q):
     return _back(torch.stack([row0, row1, row2], -2), was_np)
 
 
-def euler_to_quaternion(angles):
+def euler_to_quaternion(angles: ArrayT) -> ArrayT:
     """Xmipp Euler angles (..., 3) in degrees -> canonical quaternions (..., 4)."""
     return matrix_to_quaternion(euler_to_matrix(angles))
 
 
-def quaternion_to_euler(q):
+def quaternion_to_euler(q: ArrayT) -> ArrayT:
     """Quaternions (..., 4) -> Xmipp Euler angles (..., 3) in degrees."""
     return matrix_to_euler(quaternion_to_matrix(q))
 
 
-def angular_distance(A1, A2):
+def angular_distance(A1: ArrayT, A2: ArrayT) -> ArrayT:
     """Mean angle (degrees) between the corresponding rotated axes (rows) of two
     batches of rotation matrices (..., 3, 3). 0 for identical orientations."""
     A1, was_np = _as_torch(A1)
@@ -159,7 +166,8 @@ def angular_distance(A1, A2):
     return _back(torch.rad2deg(torch.acos(cos)).mean(-1), was_np)
 
 
-def random_euler(n, rng=None):
+def random_euler(n: int,
+                 rng: int | np.random.Generator | None = None) -> np.ndarray:
     """``n`` orientations uniform on SO(3), as Xmipp Euler angles (n, 3) in
     degrees: rot, psi uniform in [0, 360), tilt = arccos(U[-1, 1]) in [0, 180]."""
     rng = np.random.default_rng(rng)
@@ -169,7 +177,7 @@ def random_euler(n, rng=None):
     return np.stack([rot, tilt, psi], -1)
 
 
-def inplane_rotation_matrix(alpha):
+def inplane_rotation_matrix(alpha: ArrayT) -> ArrayT:
     """2D rotation matrices (..., 2, 2) for in-plane angles in degrees, in the
     image's (x, y) frame, matching a change of psi by ``alpha``: rotating the
     projection by alpha equals ``euler_to_matrix(rot, tilt, psi + alpha)``."""

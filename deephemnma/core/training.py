@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -61,7 +62,10 @@ from .network import DeepHEMNMANet
 
 if TYPE_CHECKING:
     from ..io.metadata import Table
+    from ..io.stacks import Stack
     from .ctf import CTFParams
+
+PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 
 __all__ = ["TrainConfig", "LabelCodec", "split_indices", "prepare_split", "check_split_sizes",
            "mahalanobis_keep", "augment_batch", "transform_batch", "flip_ctf",
@@ -79,32 +83,33 @@ LABEL_COLUMNS = ("angleRot", "angleTilt", "anglePsi", "nmaDisplacements")
 class LabelCodec:
     """Table columns <-> standardised network targets."""
 
-    def __init__(self, amp_mean, amp_std, shift_mean, shift_std):
+    def __init__(self, amp_mean: np.ndarray, amp_std: np.ndarray, shift_mean: np.ndarray,
+                 shift_std: np.ndarray) -> None:
         self.amp_mean = np.asarray(amp_mean, float)
         self.amp_std = np.asarray(amp_std, float)
         self.shift_mean = np.asarray(shift_mean, float)
         self.shift_std = np.asarray(shift_std, float)
 
     @classmethod
-    def fit(cls, table):
+    def fit(cls, table: Table) -> LabelCodec:
         q = table["nmaDisplacements"]
         s = table.shifts()
         return cls(q.mean(0), q.std(0).clip(min=1e-6), s.mean(0), s.std(0).clip(min=1e-3))
 
-    def to_meta(self):
+    def to_meta(self) -> dict[str, list[float]]:
         return {"amplitude_mean": self.amp_mean.tolist(), "amplitude_std": self.amp_std.tolist(),
                 "shift_mean": self.shift_mean.tolist(), "shift_std": self.shift_std.tolist()}
 
     @classmethod
-    def from_meta(cls, m):
+    def from_meta(cls, m: dict) -> LabelCodec:
         return cls(m["amplitude_mean"], m["amplitude_std"], m["shift_mean"], m["shift_std"])
 
-    def encode(self, table):
+    def encode(self, table: Table) -> dict[str, np.ndarray]:
         return {"amplitudes": (table["nmaDisplacements"] - self.amp_mean) / self.amp_std,
                 "orientation": rotations.euler_to_quaternion(table.angles()),
                 "shifts": (table.shifts() - self.shift_mean) / self.shift_std}
 
-    def decode(self, out):
+    def decode(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         res = {}
         if "amplitudes" in out:
             res["amplitudes"] = out["amplitudes"] * self.amp_std + self.amp_mean
@@ -118,7 +123,8 @@ class LabelCodec:
 # --------------------------------------------------------------------------
 # data preparation
 def split_indices(n: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
-                  groups: np.ndarray = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  groups: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random particle-level split -> (train, val, test) index arrays. Rows with
     the same ``groups`` value (e.g. a particle id shared by copies of one
     particle) always land in the same subset."""
@@ -193,7 +199,7 @@ def augment_batch(images: torch.Tensor, angles: np.ndarray, shifts: np.ndarray,
 
 
 def transform_batch(images: torch.Tensor, angles: np.ndarray, shifts: np.ndarray,
-                    alpha: np.ndarray, moves: np.ndarray = None,
+                    alpha: np.ndarray, moves: np.ndarray | None = None,
                     scale: float = 1.0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Label-consistent in-plane rotation then translation of images (B, N, N)
     torch with their Euler angles (B, 3) and shifts (B, 2) (px, Xmipp's sign:
@@ -227,7 +233,7 @@ def flip_ctf(table: Table, images_flipped: bool = False) -> CTFParams | None:
     return CTFParams.from_table(table)
 
 
-def phase_flip_images(images: np.ndarray, ctf: CTFParams, pixel_size: float,
+def phase_flip_images(images: np.ndarray | Stack, ctf: CTFParams, pixel_size: float,
                       device: str | torch.device = "cpu", batch: int = 256) -> np.ndarray:
     """Phase-flipped float32 copy (numpy) of images (n, N, N) (array or Stack)
     with their CTF (n rows) at ``pixel_size`` Å/px. Each image is flipped with
@@ -322,7 +328,9 @@ class Trainer:
     count sets the steps per epoch. ``init_nets``: {name: DeepHEMNMANet} whose
     weights start the run (fine-tuning; same networks and heads)."""
 
-    def __init__(self, images, table, train_rows, cfg=None, init_nets=None):
+    def __init__(self, images: np.ndarray | Stack, table: Table, train_rows: np.ndarray,
+                 cfg: TrainConfig | None = None,
+                 init_nets: dict[str, DeepHEMNMANet] | None = None) -> None:
         self.cfg = cfg = cfg or TrainConfig()
         if len(images) != len(table):
             raise InputError(f"{len(images)} images but {len(table)} label rows")
@@ -362,7 +370,8 @@ class Trainer:
         self.bf16 = self.device.type == "cuda"
 
     # model file -----------------------------------------------------------
-    def meta(self, mode_numbers, pixel_size, phase_flip=True):
+    def meta(self, mode_numbers: Iterable[int], pixel_size: float,
+             phase_flip: bool = True) -> dict:
         """The model file's metadata (see core.models): sizes in px, pixel size
         in Å/px of the images (``box`` px), the label standardisation, and
         ``phase_flip``: the images were given to the network by the rule of
@@ -386,7 +395,8 @@ class Trainer:
         idx = torch.as_tensor(rows, device=self.device)
         return {k: v[idx] for k, v in self.targets.items()}
 
-    def batch(self, ids, rng=None):
+    def batch(self, ids: np.ndarray, rng: np.random.Generator | None = None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Network inputs (B, n, n) and targets of training ``ids`` (a row r of
         the table, or c * n_rows + r for its augmented copy c >= 1), with the
         random in-plane rotations of ``rng`` (``augment``) on top."""
@@ -412,7 +422,7 @@ class Trainer:
                                       device=self.device)
         return x, t
 
-    def train_epoch(self, epoch, rows, progress=None):
+    def train_epoch(self, epoch: int, rows: np.ndarray, progress: Progress | None = None) -> float:
         """One pass over the training ``rows`` and their augmented copies
         (0-based ``epoch``): shuffled batches of ``batch_size`` (the last
         incomplete one dropped), each process taking its share; -> mean
@@ -438,7 +448,8 @@ class Trainer:
                 progress.update(len(b) * self.world, extra=f"loss {total / seen:.4f}")
         return total / max(seen, 1)
 
-    def step(self, x, t, nets=None):
+    def step(self, x: torch.Tensor, t: dict[str, torch.Tensor],
+             nets: dict[str, torch.nn.Module] | None = None) -> dict[str, torch.Tensor]:
         """One optimiser step of each network (``nets``: name -> module, default
         the networks) on images x (B, y, x) with targets t -> {name: loss}."""
         if self.device.type == "cuda":
@@ -455,7 +466,7 @@ class Trainer:
         return losses
 
     @torch.no_grad()
-    def evaluate(self, rows):
+    def evaluate(self, rows: np.ndarray) -> tuple[float, dict[str, float]]:
         """Mean loss over ``rows`` (networks in eval mode) -> (loss, {head: loss})."""
         for v in self.nets.values():
             v.eval()
@@ -481,16 +492,16 @@ class Trainer:
         return values[0], dict(zip(heads, values[1:]))
 
     @property
-    def lr(self):
+    def lr(self) -> float:
         return self.scheds[next(iter(self.scheds))].get_last_lr()[0]
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """Networks, optimisers and schedules (tensors and plain values)."""
         return {"nets": {k: v.state_dict() for k, v in self.nets.items()},
                 "opts": {k: o.state_dict() for k, o in self.opts.items()},
                 "scheds": {k: s.state_dict() for k, s in self.scheds.items()}}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         for k in self.nets:
             self.nets[k].load_state_dict(state["nets"][k])
             self.opts[k].load_state_dict(state["opts"][k])
@@ -508,15 +519,15 @@ class RunState:
     best: float = math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
-    history: list = dataclasses.field(default_factory=list)
+    history: list[dict] = dataclasses.field(default_factory=list)
 
-    def finished(self, cfg):
+    def finished(self, cfg: TrainConfig) -> bool:
         return self.epoch >= cfg.epochs or self.stopped_early(cfg)
 
-    def stopped_early(self, cfg):
+    def stopped_early(self, cfg: TrainConfig) -> bool:
         return self.epoch < cfg.epochs and self.bad_epochs >= cfg.patience
 
-    def record(self, row):
+    def record(self, row: dict) -> bool:
         """Add an epoch's row; -> True when its validation loss is the best."""
         self.history.append(row)
         self.epoch = int(row["epoch"])
@@ -526,11 +537,11 @@ class RunState:
         self.bad_epochs += 1
         return False
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict) -> RunState:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
 
 
@@ -545,9 +556,9 @@ def later_epochs_seconds(elapsed: float, left: float, epochs_after: int,
     return epochs_after * per_epoch
 
 
-def fit(trainer: Trainer, train_rows: np.ndarray, val_rows: np.ndarray, state: RunState = None,
-        on_epoch: Callable[[RunState, bool], None] = None, quiet: bool = None,
-        log: Callable[[str], None] = None) -> RunState:
+def fit(trainer: Trainer, train_rows: np.ndarray, val_rows: np.ndarray,
+        state: RunState | None = None, on_epoch: Callable[[RunState, bool], None] | None = None,
+        quiet: bool | None = None, log: Callable[[str], None] | None = None) -> RunState:
     """Train from ``state`` (a fresh RunState by default; one read from a
     checkpoint to resume) until ``cfg.epochs`` or early stopping. After every
     epoch ``on_epoch(state, improved)`` (e.g. write the best model and a
@@ -583,7 +594,7 @@ def fit(trainer: Trainer, train_rows: np.ndarray, val_rows: np.ndarray, state: R
     return state
 
 
-def save_checkpoint(path: str, trainer: Trainer, state: RunState, stamp: str = "") -> None:
+def save_checkpoint(path: PathLike, trainer: Trainer, state: RunState, stamp: str = "") -> None:
     """Write the run's checkpoint atomically (a kill leaves the previous one
     whole): networks, optimisers, schedules, the RunState and ``stamp`` (a
     string naming the run's inputs and options)."""
@@ -592,7 +603,7 @@ def save_checkpoint(path: str, trainer: Trainer, state: RunState, stamp: str = "
                     **trainer.state_dict()}, tmp)
 
 
-def read_checkpoint(path: str) -> dict | None:
+def read_checkpoint(path: PathLike) -> dict | None:
     """A checkpoint written by :func:`save_checkpoint` (loaded on the CPU, no
     code executed), or None when the file is not a whole one."""
     try:    # memory-mapped: the stamp and run state are read without the tensors

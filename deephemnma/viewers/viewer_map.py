@@ -21,7 +21,7 @@ def fsc_beside(path):
     (reconstruct: extra/fsc.json beside extra/map.mrc; landscape: the
     group's fsc_KK.json beside group_KK.mrc), or None."""
     from ..stages.landscape import Outputs
-    folder, name = os.path.split(os.path.abspath(path))
+    folder, name = os.path.split(path)
     if name == RECONSTRUCT_MAP:
         found = os.path.join(folder, RECONSTRUCT_FSC)
     else:
@@ -71,12 +71,13 @@ class DeepHEMNMAMapViewer(Viewer):
                 return []
             fsc = obj._getExtraPath(RECONSTRUCT_FSC)
             return [(vol.getFileName(), obj.getRunName(), fsc if os.path.exists(fsc) else None)]
-        vols = [obj] if isinstance(obj, Volume) else list(obj.iterItems(orderBy="id"))
         out = []
-        for v in vols[:self.MAX_MAPS]:
+        # a set's iterator hands the same item object each time: read it at once
+        for v in [obj] if isinstance(obj, Volume) else obj.iterItems(orderBy="id"):
             path = v.getFileName()
-            title = v.getObjLabel() or os.path.basename(path)
-            out.append((path, title, fsc_beside(path)))
+            out.append((path, v.getObjLabel() or os.path.basename(path), fsc_beside(path)))
+            if len(out) == self.MAX_MAPS:
+                break
         return out
 
     def _visualize(self, obj, **kwargs):

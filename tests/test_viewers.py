@@ -442,6 +442,7 @@ def test_landscape_viewer_form_sets_groups_titles(two_set_landscape, monkeypatch
     project, land, out = two_set_landscape
     v, names, shows = _form(DeepHEMNMALandscapeViewer, land, project)
     assert names == ["showLandscape", "showGroupMap", "noAxis"]
+    assert v.formTitle() == f"DeepHEMNMA {v._label}: {land.getRunName()}"   # the form's window
     assert sorted(shows) == ["showGroupMap", "showLandscape"]
     shown = shows["showLandscape"]("showLandscape")
     fig = shown[0].fig

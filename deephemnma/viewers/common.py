@@ -192,7 +192,7 @@ def find_chimerax():
 def not_installed_text(path):
     """What to tell when ChimeraX is not installed, naming ``path``."""
     return ("ChimeraX is not installed (no " + " or ".join(CHIMERAX_NAMES[:2]) +
-            f" on the PATH). Open it yourself in ChimeraX (or another viewer):\n{path}")
+            f" on the PATH). Open it in ChimeraX yourself:\n{path}")
 
 
 def open_in_chimerax(path):
@@ -222,6 +222,26 @@ class FormViewer(ProtocolViewer):
 
     def _handlers(self):
         return {}
+
+    def visualize(self, obj, **kwargs):
+        """Opens the form (pyworkflow's ProtocolViewer.visualize, which
+        titles its window by the class name: retitled by what it shows)."""
+        root = getattr(kwargs.get("windows"), "root", None)    # the project window
+        if root is not None:
+            root.after(50, self._retitleForm, root)   # once the form's window exists
+        super().visualize(obj, **kwargs)
+
+    def _retitleForm(self, root, tries=100):
+        window = getattr(self, "formWindow", None)
+        if window is None:
+            if tries:
+                root.after(50, self._retitleForm, root, tries - 1)
+        elif window.root.winfo_exists():
+            window.root.title(self.formTitle())
+
+    def formTitle(self):
+        """The form window's title: 'DeepHEMNMA <what it shows>: <run name>'."""
+        return run_title(self.protocol, self._label)
 
     def _getVisualizeDict(self):
         out = {}

@@ -21,7 +21,7 @@ from .common import FormViewer, Shower, _producer, mode_label, numbers_or_defaul
 
 
 class DeepHEMNMALandscapeViewer(FormViewer):
-    _label = "DeepHEMNMA conformational landscape (density, groups, maps, animations)"
+    _label = "conformational landscape (density, groups, maps, animations)"
     _targets = [DeepHEMNMAProtLandscape]
 
     def _defineParams(self, form):
@@ -133,7 +133,7 @@ class DeepHEMNMALandscapeViewer(FormViewer):
         first, second = self.setNames()
         hb = ax.hexbin(x[~apart], y[~apart], gridsize=120, bins="log", mincnt=1,
                        cmap="viridis", label=f"{first} ({int((~apart).sum())}): density")
-        fig.colorbar(hb, ax=ax, label=f"{first}: images per hexagon (log)")
+        fig.colorbar(hb, ax=ax, label=f"{first}: images per hexagon (log)", format="%g")
         draw_apart(ax, x, y, apart, second)         # the second set, as dots
         ax.legend(loc="upper right", fontsize=8, markerscale=4)
         self._groups = self.groupLabels(t)
@@ -159,8 +159,8 @@ class DeepHEMNMALandscapeViewer(FormViewer):
                                          enumerate(r[:2])) + " of the variance)"
         ngroups = len(np.unique(self._groups[self._groups >= 0]))
         fig.suptitle(f"{self.protocol.getRunName()}: landscape of {len(t)} particles"
-                     f"{explained}" + (f", {ngroups} groups (red: number and size)"
-                                       if ngroups else ""))
+                     f"{explained}" + (f", {ngroups} group{'s' if ngroups > 1 else ''} "
+                                       "(red: number and size)" if ngroups else ""))
         self._lasso = LassoSelector(ax, self._onLasso)
         self._button = Button(fig.add_axes([0.05, 0.03, 0.16, 0.07]), "Create subset")
         self._button.on_clicked(lambda event: self.confirmSelection())

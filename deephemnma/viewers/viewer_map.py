@@ -58,7 +58,7 @@ class DeepHEMNMAMapViewer(Viewer):
     """Slices, FSC and ChimeraX for maps: the reconstruct protocol's output,
     a Volume, or the volumes of a SetOfVolumes (at most :attr:`MAX_MAPS`
     windows)."""
-    _label = "DeepHEMNMA map (slices, FSC, ChimeraX)"
+    _label = _name = "DeepHEMNMA map (slices, FSC, ChimeraX)"   # _name: in menus
     _targets = [DeepHEMNMAProtReconstruct, Volume, SetOfVolumes]
     _environments = [DESKTOP_TKINTER, WEB_DJANGO]
     MAX_MAPS = 8
@@ -71,11 +71,14 @@ class DeepHEMNMAMapViewer(Viewer):
                 return []
             fsc = obj._getExtraPath(RECONSTRUCT_FSC)
             return [(vol.getFileName(), obj.getRunName(), fsc if os.path.exists(fsc) else None)]
+        run = getattr(self, "protocol", None)
+        run = run.getRunName() + ", " if hasattr(run, "getRunName") else ""
         out = []
         # a set's iterator hands the same item object each time: read it at once
         for v in [obj] if isinstance(obj, Volume) else obj.iterItems(orderBy="id"):
             path = v.getFileName()
-            out.append((path, v.getObjLabel() or os.path.basename(path), fsc_beside(path)))
+            out.append((path, v.getObjLabel() or run + os.path.basename(path),
+                        fsc_beside(path)))
             if len(out) == self.MAX_MAPS:
                 break
         return out

@@ -17,7 +17,7 @@ class DeepHEMNMANmaViewer(FormViewer):
     writes, once, ``extra/animations/mode_N.pdb`` (a multi-model PDB: the
     reference moved along mode N) with ``mode_N.cxc``: in ChimeraX,
     ``open .../mode_N.cxc`` plays it."""
-    _label = "DeepHEMNMA normal modes (eigenvalues, collectivity, animations)"
+    _label = "normal modes (eigenvalues, collectivity, animations)"
     _targets = [DeepHEMNMAProtNMA]
 
     #: largest atom displacement in the animations (Å)
@@ -78,7 +78,7 @@ class DeepHEMNMANmaViewer(FormViewer):
         paths = self.animations()
         if paths:
             fig.text(0.01, 0.005, f"animations (open mode_N.cxc in ChimeraX): "
-                     f"{os.path.dirname(paths[0])}", fontsize=7, va="bottom")
+                     f"{os.path.abspath(os.path.dirname(paths[0]))}", fontsize=7, va="bottom")
         fig.suptitle(f"{self.protocol.getRunName()}: {len(self.flexibleNumbers())} flexible "
                      "modes", fontsize=10)
         fig.tight_layout(rect=(0, 0.03, 1, 1))

@@ -107,7 +107,7 @@ class DeepHEMNMAParticlesViewer(FormViewer):
     """The output particles of synthesis, HEMNMA alignment, refinement and
     prediction: their amplitudes and landscape; the accuracy against the
     ground truth where the particles keep one."""
-    _label = "DeepHEMNMA particles (amplitudes, landscape, accuracy)"
+    _label = "particles (amplitudes, landscape, accuracy)"
     _targets = [DeepHEMNMAProtSynthesize, DeepHEMNMAProtAlign, DeepHEMNMAProtRefine,
                 DeepHEMNMAProtPredict]
 

@@ -10,7 +10,7 @@ from .common import FormViewer, Shower, run_title
 class DeepHEMNMATrainViewer(FormViewer):
     """The training and validation loss per epoch (the train stage's
     curves.csv, drawn as in its curves.png) and the model's description."""
-    _label = "DeepHEMNMA training (curves, model)"
+    _label = "training (curves, model)"
     _targets = [DeepHEMNMAProtTrain]
 
     def _defineParams(self, form):
@@ -44,6 +44,7 @@ class DeepHEMNMATrainViewer(FormViewer):
         if model is None:
             return [self.errorMessage("No model yet.")]
         files = self.protocol.trainOutputs()
-        return [self.infoMessage(f"{model}\n\nmodel: {files.model}\ncurves: {files.curves_csv}"
-                                 f"\nconfiguration: {files.config}",
+        a = os.path.abspath
+        return [self.infoMessage(f"{model}\n\nmodel: {a(files.model)}\ncurves: "
+                                 f"{a(files.curves_csv)}\nconfiguration: {a(files.config)}",
                                  title=run_title(self.protocol, "model"))]

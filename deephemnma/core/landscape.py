@@ -205,15 +205,16 @@ def draw_apart(ax, x, y, apart, label):
 def draw_groups(ax, x, y, labels):
     """Each group's number (``labels`` (n,): 0-based group of each point, -1
     for none; None: no groups) and size, in red at the mean of its points on
-    the matplotlib axes ``ax``. Used by :func:`density_plot` and the
-    landscape viewer."""
+    the matplotlib axes ``ax``, on a light box (readable over the density
+    and a selection). Used by :func:`density_plot` and the landscape viewer."""
     if labels is None:
         return
     labels = np.asarray(labels)
     for g in np.unique(labels[labels >= 0]):
         m = labels == g
         ax.annotate(f"{g + 1}\n({m.sum()})", (x[m].mean(), y[m].mean()), color="red",
-                    ha="center", va="center", fontsize=8, weight="bold")
+                    ha="center", va="center", fontsize=8, weight="bold",
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
 
 
 def density_plot(coords, path, labels=None, title="", axes=(0, 1), gridsize=120, apart=None,

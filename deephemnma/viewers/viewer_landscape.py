@@ -133,7 +133,10 @@ class DeepHEMNMALandscapeViewer(FormViewer):
         first, second = self.setNames()
         hb = ax.hexbin(x[~apart], y[~apart], gridsize=120, bins="log", mincnt=1,
                        cmap="viridis", label=f"{first} ({int((~apart).sum())}): density")
-        fig.colorbar(hb, ax=ax, label=f"{first}: images per hexagon (log)", format="%g")
+        from matplotlib.ticker import FormatStrFormatter
+        bar = fig.colorbar(hb, ax=ax, label=f"{first}: images per hexagon (log)")
+        bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))   # 1, 2, 10, not 10^0
+        bar.ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         draw_apart(ax, x, y, apart, second)         # the second set, as dots
         ax.legend(loc="upper right", fontsize=8, markerscale=4)
         self._groups = self.groupLabels(t)

@@ -217,6 +217,21 @@ def draw_apart(ax: Axes, x: np.ndarray, y: np.ndarray, apart: np.ndarray | None,
     ax.legend(loc="upper right", fontsize=8, markerscale=4)
 
 
+def draw_groups(ax: Axes, x: np.ndarray, y: np.ndarray, labels: np.ndarray | None) -> None:
+    """Each group's number (``labels`` (n,): 0-based group of each point, -1
+    for none; None: no groups) and size, in red at the mean of its points on
+    the matplotlib axes ``ax``, on a light box (readable over the density
+    and a selection). Used by :func:`density_plot` and the landscape viewer."""
+    if labels is None:
+        return
+    labels = np.asarray(labels)
+    for g in np.unique(labels[labels >= 0]):
+        m = labels == g
+        ax.annotate(f"{g + 1}\n({m.sum()})", (x[m].mean(), y[m].mean()), color="red",
+                    ha="center", va="center", fontsize=8, weight="bold",
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
+
+
 def density_plot(coords: np.ndarray, path: PathLike, labels: np.ndarray | None = None,
                  title: str = "", axes: tuple[int, int] = (0, 1), gridsize: int = 120,
                  apart: np.ndarray | None = None, apart_label: str = "shown apart") -> None:
@@ -237,11 +252,7 @@ def density_plot(coords: np.ndarray, path: PathLike, labels: np.ndarray | None =
     hb = ax.hexbin(x, y, gridsize=gridsize, bins="log", mincnt=1, cmap="viridis")
     fig.colorbar(hb, ax=ax, label="images (log)")
     draw_apart(ax, x, y, apart, apart_label)
-    if labels is not None:
-        for g in np.unique(labels[labels >= 0]):
-            m = labels == g
-            ax.annotate(f"{g + 1}\n({m.sum()})", (x[m].mean(), y[m].mean()), color="red",
-                        ha="center", va="center", fontsize=8, weight="bold")
+    draw_groups(ax, x, y, labels)
     ax.set_xlabel(f"PC{axes[0] + 1}")
     ax.set_ylabel(f"PC{axes[1] + 1}" if two else "")
     ax.set_title(title or f"{len(coords)} images")

@@ -1,6 +1,8 @@
 """Atomic (or pseudoatomic) structures: reading, selecting, centring, writing.
 
-Reading uses ProDy (PDB and mmCIF). Each atom gets an electron-scattering
+Reading uses ProDy (PDB and mmCIF); :func:`read_pdb` reads the fixed
+columns of a PDB's atoms without it (where ProDy cannot be imported: under
+``python -O``, as Scipion's GUI runs, Biopython 1.81 fails at ProDy's import). Each atom gets an electron-scattering
 weight for projections: its atomic number Z. Pseudoatom PDBs written by
 :mod:`deephemnma.core.pseudoatoms` carry ``REMARK deephemnma pseudoatoms
 sigma=<Å>`` and the Gaussian weights in the occupancy column; they are
@@ -15,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..utils import atomic_path
 
-__all__ = ["Structure", "read_structure", "write_pdb", "SELECTIONS"]
+__all__ = ["Structure", "read_structure", "read_pdb", "write_pdb", "SELECTIONS"]
 
 SELECTIONS = {
     "heavy": "not hydrogen",
@@ -124,6 +126,42 @@ def read_structure(path, selection="heavy"):
                      resnums=np.asarray(sel.getResnums()),
                      chains=np.array(sel.getChids(), dtype=object), elements=elements,
                      source=path, sigma=sigma)
+
+
+def read_pdb(path):
+    """All the atoms (ATOM and HETATM records of the first model) of a PDB
+    file, read from its fixed columns without ProDy: what
+    ``read_structure(path, "all")`` gives for the PDBs :func:`write_pdb`
+    writes, weights and pseudoatom sigma included. Raises InputError if the
+    file holds no atom."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"structure file not found: {path}")
+    rows, sigma = [], None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith(PSEUDO_REMARK) and not rows:
+                m = re.search(r"sigma=([0-9.eE+-]+)", line)
+                sigma = float(m.group(1)) if m else 1.0
+            elif line[:6].strip() in ("ENDMDL", "END") and rows:
+                break           # the first model only
+            elif line.startswith(("ATOM  ", "HETATM")):
+                rows.append(line.rstrip("\n").ljust(80))
+    if not rows:
+        raise InputError(f"{path}: no atoms found")
+    try:
+        coords = np.array([[float(r[30:38]), float(r[38:46]), float(r[46:54])] for r in rows])
+        occ = np.array([float(r[54:60]) if r[54:60].strip() else 1.0 for r in rows])
+        resnums = np.array([int(r[22:26]) for r in rows])
+    except ValueError as e:
+        raise InputError(f"{path}: cannot read structure ({e})") from None
+    names = np.array([r[12:16].strip() for r in rows], dtype=object)
+    elements = np.array([r[76:78].strip() for r in rows], dtype=object)
+    return Structure(coords=coords, names=names,
+                     weights=occ if sigma is not None else _element_weights(elements, names),
+                     resnames=np.array([r[17:21].strip() for r in rows], dtype=object),
+                     resnums=resnums, chains=np.array([r[21] for r in rows], dtype=object),
+                     elements=elements, source=path, sigma=sigma)
 
 
 def write_pdb(path, structure, coords=None, remarks=()):

@@ -121,9 +121,9 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         base = np.abs(gt - gt.mean(0)).mean(0)
         self.assertTrue((mae < 0.6 * base).all(), f"HEMNMA MAE {mae} vs mean {base}")
         # the accuracy viewer reports the same errors (computed here independently)
-        from deephemnma.viewers import DeepHEMNMAAccuracyViewer
-        acc = DeepHEMNMAAccuracyViewer(project=self.proj, protocol=ali).accuracy()
-        res, _, _, png = acc
+        from deephemnma.viewers import DeepHEMNMAParticlesViewer
+        acc = DeepHEMNMAParticlesViewer(project=self.proj, protocol=ali).accuracy()
+        res, _, _, png, _ = acc
         self.assertEqual(res["n"], 60)
         self.assertAlmostEqual(res["amplitude_mae_mean"]["mean"], mae.mean(), places=3)
         self.assertTrue(os.path.getsize(png) > 10000)
@@ -220,7 +220,7 @@ class TestContinuousFlexInputs(BaseTest):
         from deephemnma.core.structure import read_structure
         from deephemnma.io.metadata import read_metadata
         from deephemnma.protocols.convert import matrix_from_geometry
-        from deephemnma.viewers import DeepHEMNMAAccuracyViewer
+        from deephemnma.viewers import DeepHEMNMAParticlesViewer
         ak = str(shared_file("continuousflex", "AK.pdb"))
         stk = str(shared_file("continuousflex", "smallstack_img.stk"))
         xmd = read_metadata(shared_file("continuousflex", "images_PM_atoms_smallstack.xmd"))
@@ -328,7 +328,7 @@ class TestContinuousFlexInputs(BaseTest):
         with open(prd.getLogPaths()[0]) as f:
             self.assertIn("The particles have no CTF: prediction applies no CTF correction",
                           f.read())
-        self.assertIsNone(DeepHEMNMAAccuracyViewer(project=self.proj, protocol=prd).accuracy())
+        self.assertIsNone(DeepHEMNMAParticlesViewer(project=self.proj, protocol=prd).accuracy())
 
 
 class TestRefineProtocol(BaseTest):

@@ -1,7 +1,7 @@
 """The viewers' figures, from arrays or stage outputs (no protocol needed):
 the normal modes (eigenvalues, collectivity), the amplitudes of a set of
-particles (histograms, pairs of modes, PCA landscape, cost) and mode
-animations. Every amplitude is labelled by its HEMNMA mode number.
+particles (histograms, pairs of modes, PCA landscape, cost), maps (central
+slices, FSC) and mode animations. Every amplitude is labelled by its HEMNMA mode number.
 
 Figures are made with pyplot (a viewer shows them); under MPLBACKEND=Agg
 they are only drawn, and :func:`save` writes them."""
@@ -11,7 +11,8 @@ import numpy as np
 
 from .common import mode_label
 
-__all__ = ["nma_figure", "amplitude_figure", "write_mode_animations", "save"]
+__all__ = ["nma_figure", "amplitude_figure", "map_figure", "draw_fsc", "write_mode_animations",
+           "save"]
 
 
 def save(fig, path, dpi=90):
@@ -124,6 +125,57 @@ def amplitude_figure(amplitudes, numbers, cost=None, title=""):
     return fig
 
 
+def read_fsc(path):
+    """The FSC written by the fsc stage (its ``--json``): dict with 'freq'
+    (1/Å), 'fsc', 'res_0.5' and 'res_0.143' (Å)."""
+    import json
+    with open(path) as f:
+        return json.load(f)
+
+
+def draw_fsc(ax, fsc):
+    """The FSC curve of ``fsc`` (:func:`read_fsc`) on the axes ``ax``, with
+    the 0.5 and 0.143 thresholds and their resolutions."""
+    ax.plot(fsc["freq"], fsc["fsc"], color="C0")
+    for th, key, color in ((0.5, "res_0.5", "C1"), (0.143, "res_0.143", "C2")):
+        ax.axhline(th, ls="--", lw=0.8, color=color,
+                   label=f"{th:g}: {fsc[key]:.2f} Å" if fsc.get(key) else f"{th:g}")
+    ax.set_xlabel("spatial frequency (1/Å)")
+    ax.set_ylabel("FSC")
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_title("FSC")
+    ax.legend(fontsize=8, loc="upper right")
+
+
+def map_figure(path, fsc_json=None, title=""):
+    """The central slices of the map at ``path`` in its three directions
+    and, with ``fsc_json`` (the fsc stage's JSON), its FSC curve. Returns
+    the figure."""
+    import matplotlib.pyplot as plt
+    from ..io.stacks import read_volume
+    vol, vs = read_volume(path)
+    nz, ny, nx = vol.shape
+    slices = [(vol[nz // 2], f"XY (z = {nz // 2})", "x", "y"),
+              (vol[:, ny // 2, :], f"XZ (y = {ny // 2})", "x", "z"),
+              (vol[:, :, nx // 2], f"YZ (x = {nx // 2})", "y", "z")]
+    n = len(slices) + (1 if fsc_json else 0)
+    fig, axes = plt.subplots(1, n, figsize=(3.5 * n, 3.9), squeeze=False)
+    axes = axes[0]
+    for ax, (img, name, xl, yl) in zip(axes, slices):
+        ax.imshow(img, cmap="gray", origin="lower", interpolation="nearest")
+        ax.set_title(f"central slice {name}", fontsize=9)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if fsc_json:
+        draw_fsc(axes[-1], read_fsc(fsc_json))
+    size = f"{nx} x {ny} x {nz} voxels" + (f" of {vs:.3g} Å" if vs else "")
+    fig.suptitle(f"{title or os.path.basename(path)} ({size})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
 def write_mode_animations(modes_xmd, reference_pdb, folder, numbers=None, frames=20,
                           max_shift=8.0):
     """One multi-model PDB per flexible mode (``folder/mode_N.pdb``, N its
@@ -132,12 +184,12 @@ def write_mode_animations(modes_xmd, reference_pdb, folder, numbers=None, frames
     ``max_shift`` Å; with a ChimeraX script ``mode_N.cxc`` that opens it as a
     trajectory and plays it back and forth (``open mode_N.cxc`` in ChimeraX)
     and a VMD script ``mode_N.vmd``. ``reference_pdb``: the atoms the modes
-    move (the NMA's reference.pdb). Returns the PDB paths."""
+    move (the NMA's reference.pdb, all its atoms). Returns the PDB paths."""
     from ..core.nma import is_rigid, read_continuousflex
-    from ..core.structure import read_structure, write_pdb
+    from ..core.structure import read_pdb, write_pdb
     from ..errors import InputError
     from ..utils import atomic_path
-    s = read_structure(reference_pdb, "all")
+    s = read_pdb(reference_pdb)        # no ProDy: viewers run under python -O
     modes = read_continuousflex(modes_xmd, s.coords)
     wanted = [int(n) for n in modes.numbers if not is_rigid(n)] if numbers is None else \
         [int(n) for n in numbers]

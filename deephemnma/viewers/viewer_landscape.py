@@ -1,7 +1,9 @@
-"""Landscape viewer: density of the particles on PC1, PC2 with a lasso to
-select particles, and the amplitude histograms (modes labelled by their
-HEMNMA numbers). The files are those of the protocol's landscape
-:class:`deephemnma.stages.landscape.Outputs`.
+"""Landscape viewer: a form offering the landscape (density of the
+particles on PC1, PC2, one legend entry per set, colour bar, the groups,
+a lasso to select particles, the amplitude histograms with modes labelled
+by their HEMNMA numbers), the groups' maps (slices, FSC, ChimeraX) and the
+animations along the principal axes (ChimeraX). The files are those of the
+protocol's landscape :class:`deephemnma.stages.landscape.Outputs`.
 
 Selecting is not registering: a lasso stroke only marks particles (red);
 the "Create subset" button asks for the subset's name, and only a confirmed
@@ -12,16 +14,71 @@ import os
 import time
 
 import numpy as np
-from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
+from pyworkflow.protocol.params import IntParam, LabelParam
 
 from ..protocols.protocol_landscape import DeepHEMNMAProtLandscape
-from .common import Shower, mode_label, numbers_or_default
+from .common import FormViewer, Shower, _producer, mode_label, numbers_or_default, run_title
 
 
-class DeepHEMNMALandscapeViewer(Viewer):
-    _label = "conformational landscape"
+class DeepHEMNMALandscapeViewer(FormViewer):
+    _label = "conformational landscape (density, groups, maps, animations)"
     _targets = [DeepHEMNMAProtLandscape]
-    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+
+    def _defineParams(self, form):
+        out = self.protocol.landscapeOutputs()
+        form.addSection(label="Visualization")
+        form.addParam("showLandscape", LabelParam,
+                      label="Landscape (density, groups, lasso selection)",
+                      help="The particles' density on PC1, PC2 (one legend entry per set: "
+                           "the second set is drawn apart, as dots), the groups (number and "
+                           "size at their centre) and the amplitude histograms. Draw a lasso "
+                           "around particles, then 'Create subset' registers them as a new "
+                           "subset (a run of the project) that any protocol takes.")
+        groups = [k for k in out.groups() if os.path.exists(out.group_map(k))]
+        if groups:
+            form.addParam("showGroupMap", IntParam, default=groups[0],
+                          label="Map of group",
+                          help="Central slices of the group's reconstruction, its FSC with "
+                               "the map of the group's centroid model, and a button that "
+                               "opens it in ChimeraX. Groups with a map: "
+                               + ", ".join(map(str, groups)) + ".")
+        else:
+            form.addParam("noGroupMap", LabelParam, label="Group maps: none",
+                          help="The run made no groups, or did not reconstruct them "
+                               "('Reconstruct each group?').")
+        axes = out.axes()
+        if axes:
+            form.addParam("showAxis", IntParam, default=axes[0],
+                          label="Animate along principal axis",
+                          help="Opens in ChimeraX the reference moved along this axis (1: "
+                               "PC1); without ChimeraX, tells where the files are (axis_N.pdb, "
+                               ".cxc for ChimeraX, .vmd for VMD). Axes: "
+                               + ", ".join(map(str, axes)) + ".")
+        else:
+            form.addParam("noAxis", LabelParam, label="Animations along the axes: none",
+                          help="The run was given no normal modes and reference.")
+
+    def _handlers(self):
+        return {"showLandscape": self._showLandscape, "showGroupMap": self._showGroupMap,
+                "showAxis": self._showAxis}
+
+    def _showLandscape(self, param=None):
+        if not os.path.exists(self.protocol.landscapeOutputs().landscape):
+            return [self.errorMessage("No landscape yet.")]
+        return [Shower(self.figure(), run_title(self.protocol, "landscape"))]
+
+    def _showGroupMap(self, param=None):
+        from .viewer_map import MapShower
+        out = self.protocol.landscapeOutputs()
+        k = self.showGroupMap.get()
+        if not os.path.exists(out.group_map(k)):
+            return [self.errorMessage(f"Group {k} has no map.")]
+        fsc = out.fsc_json(k) if os.path.exists(out.fsc_json(k)) else None
+        return [MapShower(out.group_map(k), f"{self.protocol.getRunName()}, group {k}", fsc,
+                          run_title(self.protocol, f"map of group {k}"))]
+
+    def _showAxis(self, param=None):
+        return self.chimerax(self.protocol.landscapeOutputs().axis(self.showAxis.get(), ".cxc"))
 
     def _coords(self):
         """(the landscape Table, its coordinates (n, k) on PC1..PCk)."""
@@ -35,26 +92,55 @@ class DeepHEMNMALandscapeViewer(Viewer):
         """HEMNMA numbers of the ``k`` amplitudes of the landscape's particles."""
         return numbers_or_default(self.protocol, k)
 
+    def groupLabels(self, table):
+        """Each row's group (0-based; -1: none) from the group files."""
+        from ..io.metadata import read_metadata
+        out = self.protocol.landscapeOutputs()
+        keys = ["itemId"] + (["source"] if "source" in table else [])
+        row = {tuple(r): i for i, r in enumerate(zip(*(np.asarray(table[c]) for c in keys)))}
+        labels = np.full(len(table), -1)
+        for k in out.groups():
+            g = read_metadata(out.group(k))
+            for r in zip(*(np.asarray(g[c]) for c in keys)):
+                if tuple(r) in row:
+                    labels[row[tuple(r)]] = k - 1
+        return labels
+
+    def setNames(self):
+        """(name of the first set, name of the second set) in the legend."""
+        up = _producer(self.protocol.inputParticles, self.getProject())
+        first = up.getRunName() if up is not None else "particles"
+        return first, self.protocol.apartLabel.get() or "second set"
+
     # ---- the figure --------------------------------------------------------
     def figure(self):
-        """The figure: density on PC1, PC2 (with the lasso), amplitude
-        histograms, and the "Create subset" button."""
+        """The figure: density on PC1, PC2 (with the lasso, the groups and a
+        legend entry per set), amplitude histograms, and the "Create
+        subset" button."""
         import matplotlib.pyplot as plt
         from matplotlib.widgets import Button, LassoSelector
+        from ..core.landscape import draw_apart, draw_groups, load_pca
         t, c = self._coords()
         self._table, self._xy = t, np.column_stack(
             [c[:, 0], c[:, 1] if c.shape[1] > 1 else np.zeros(len(c))])
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+        x, y = self._xy[:, 0], self._xy[:, 1]
+        fig, axes = plt.subplots(1, 2, figsize=(12.5, 5.4), width_ratios=[1.25, 1])
         self._fig = fig
         fig.subplots_adjust(bottom=0.2, wspace=0.3)
         ax = axes[0]
-        ax.hexbin(self._xy[:, 0], self._xy[:, 1], gridsize=120, bins="log", mincnt=1,
-                  cmap="viridis")
-        if "source" in t:      # the protocol's second set, drawn apart
-            from ..core.landscape import draw_apart
-            draw_apart(ax, self._xy[:, 0], self._xy[:, 1],
-                       np.asarray(t["source"]) == DeepHEMNMAProtLandscape.APART_FILE,
-                       self.protocol.apartLabel.get())
+        apart = np.asarray(t["source"]) == DeepHEMNMAProtLandscape.APART_FILE \
+            if "source" in t else np.zeros(len(t), bool)
+        first, second = self.setNames()
+        hb = ax.hexbin(x[~apart], y[~apart], gridsize=120, bins="log", mincnt=1,
+                       cmap="viridis", label=f"{first} ({int((~apart).sum())}): density")
+        from matplotlib.ticker import FormatStrFormatter
+        bar = fig.colorbar(hb, ax=ax, label=f"{first}: images per hexagon (log)")
+        bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))   # 1, 2, 10, not 10^0
+        bar.ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        draw_apart(ax, x, y, apart, second)         # the second set, as dots
+        ax.legend(loc="upper right", fontsize=8, markerscale=4)
+        self._groups = self.groupLabels(t)
+        draw_groups(ax, x, y, self._groups if (self._groups >= 0).any() else None)
         ax.set_xlabel("PC1")
         ax.set_ylabel("PC2" if c.shape[1] > 1 else "")
         self._ax = ax
@@ -65,8 +151,19 @@ class DeepHEMNMALandscapeViewer(Viewer):
         for k, n in enumerate(self.modeNumbers(q.shape[1])):
             axes[1].hist(q[:, k], bins=60, histtype="step", label=mode_label(n))
         axes[1].set_xlabel("amplitude")
+        axes[1].set_ylabel("images")
         axes[1].set_title("amplitude histograms")
         axes[1].legend(fontsize=8)
+        pca = self.protocol.landscapeOutputs().pca
+        explained = ""
+        if os.path.exists(pca):
+            r = load_pca(pca)["explained_variance_ratio"]
+            explained = " (" + ", ".join(f"PC{i + 1} {100 * v:.0f} %" for i, v in
+                                         enumerate(r[:2])) + " of the variance)"
+        ngroups = len(np.unique(self._groups[self._groups >= 0]))
+        fig.suptitle(f"{self.protocol.getRunName()}: landscape of {len(t)} particles"
+                     f"{explained}" + (f", {ngroups} group{'s' if ngroups > 1 else ''} "
+                                       "(red: number and size)" if ngroups else ""))
         self._lasso = LassoSelector(ax, self._onLasso)
         self._button = Button(fig.add_axes([0.05, 0.03, 0.16, 0.07]), "Create subset")
         self._button.on_clicked(lambda event: self.confirmSelection())
@@ -126,11 +223,6 @@ class DeepHEMNMALandscapeViewer(Viewer):
             from tkinter import simpledialog
             return simpledialog.askstring("Create subset", message, initialvalue=default,
                                           parent=widget)
-
-    def _visualize(self, obj, **kwargs):
-        if not os.path.exists(self.protocol.landscapeOutputs().landscape):
-            return [self.errorMessage("No landscape yet.")]
-        return [Shower(self.figure())]
 
     # ---- registering -------------------------------------------------------
     def createSubset(self, mask, label=None, wait=False):

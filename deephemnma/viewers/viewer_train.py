@@ -1,27 +1,50 @@
 """Training curves and model summary."""
 import os
 
-from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
+from pyworkflow.protocol.params import LabelParam
 
 from ..protocols.protocol_train import DeepHEMNMAProtTrain
-from .common import Shower
+from .common import FormViewer, Shower, run_title
 
 
-class DeepHEMNMATrainViewer(Viewer):
-    """Shows the training and validation loss per epoch (the train stage's
-    curves.csv, drawn as in its curves.png)."""
-    _label = "training curves"
+class DeepHEMNMATrainViewer(FormViewer):
+    """The training and validation loss per epoch (the train stage's
+    curves.csv, drawn as in its curves.png) and the model's description."""
+    _label = "training (curves, model)"
     _targets = [DeepHEMNMAProtTrain]
-    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
 
-    def _visualize(self, obj, **kwargs):
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("showCurves", LabelParam, label="Training curves",
+                      help="Training and validation loss per epoch (L1 on standardised "
+                           "targets); the best epoch's model is the output.")
+        form.addParam("showModel", LabelParam, label="Model",
+                      help="What the model predicts (modes), its input size and its files.")
+
+    def _handlers(self):
+        return {"showCurves": self._showCurves, "showModel": self._showModel}
+
+    def figure(self):
         import matplotlib.pyplot as plt
         from ..stages.train import plot_curves, read_curves
-        files = self.protocol.trainOutputs()
-        if not os.path.exists(files.curves_csv):
-            return [self.errorMessage("No training curves yet.")]
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        plot_curves(read_curves(files.curves_csv), ax)
+        history = read_curves(self.protocol.trainOutputs().curves_csv)
+        plot_curves(history, ax)
+        ax.set_title(f"{self.protocol.getRunName()}: {len(history)} epochs")
         fig.tight_layout()
-        fig.canvas.manager.set_window_title("DeepHEMNMA training")
-        return [Shower(fig)]
+        return fig
+
+    def _showCurves(self, param=None):
+        if not os.path.exists(self.protocol.trainOutputs().curves_csv):
+            return [self.errorMessage("No training curves yet.")]
+        return [Shower(self.figure(), run_title(self.protocol, "training curves"))]
+
+    def _showModel(self, param=None):
+        model = getattr(self.protocol, "outputModel", None)
+        if model is None:
+            return [self.errorMessage("No model yet.")]
+        files = self.protocol.trainOutputs()
+        a = os.path.abspath
+        return [self.infoMessage(f"{model}\n\nmodel: {a(files.model)}\ncurves: "
+                                 f"{a(files.curves_csv)}\nconfiguration: {a(files.config)}",
+                                 title=run_title(self.protocol, "model"))]

@@ -1,0 +1,97 @@
+"""Maps: the reconstruct protocol's map and any Volume or SetOfVolumes (the
+landscape's group maps...): central slices in the three directions, the FSC
+curve where a protocol wrote one beside the map, and a button that opens
+the map in ChimeraX (or says that ChimeraX is not installed, with the
+map's path). Needs no Xmipp."""
+import os
+import re
+
+from pwem.objects import SetOfVolumes, Volume
+from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
+
+from ..protocols.protocol_reconstruct import DeepHEMNMAProtReconstruct
+from .common import Shower, guarded, not_installed_text, open_in_chimerax
+
+#: the FSC file the reconstruct protocol writes beside its map (extra/)
+RECONSTRUCT_MAP, RECONSTRUCT_FSC = "map.mrc", "fsc.json"
+
+
+def fsc_beside(path):
+    """The FSC JSON a DeepHEMNMA protocol wrote for the map at ``path``
+    (reconstruct: extra/fsc.json beside extra/map.mrc; landscape: the
+    group's fsc_KK.json beside group_KK.mrc), or None."""
+    from ..stages.landscape import Outputs
+    folder, name = os.path.split(path)
+    if name == RECONSTRUCT_MAP:
+        found = os.path.join(folder, RECONSTRUCT_FSC)
+    else:
+        m = re.fullmatch(r"group_(\d+)\.mrc", name)
+        found = Outputs(folder).fsc_json(int(m.group(1))) if m else None
+    return found if found and os.path.exists(found) else None
+
+
+class MapShower(Shower):
+    """The map figure in its window, with an "Open in ChimeraX" button."""
+
+    def __init__(self, path, title, fsc_json=None, window_title=None):
+        from matplotlib.widgets import Button
+        from .plots import map_figure
+        self.path = os.path.abspath(path)
+        fig = map_figure(self.path, fsc_json, title)
+        super().__init__(fig, window_title or f"DeepHEMNMA map: {title}")
+        self.status = fig.text(0.2, 0.015, self.path, fontsize=7, va="bottom", wrap=True)
+        self.button = Button(fig.add_axes([0.01, 0.01, 0.15, 0.055]), "Open in ChimeraX")
+        self.button.on_clicked(lambda event: self.openChimerax())
+
+    def openChimerax(self):
+        """Start ChimeraX on the map; without it, the figure says so.
+        Returns the process or None."""
+        proc = open_in_chimerax(self.path)
+        self.status.set_text(f"ChimeraX opened {self.path}" if proc is not None
+                             else not_installed_text(self.path).replace("\n", " "))
+        self.status.set_color("black" if proc is not None else "darkred")
+        self.fig.canvas.draw_idle()
+        return proc
+
+
+class DeepHEMNMAMapViewer(Viewer):
+    """Slices, FSC and ChimeraX for maps: the reconstruct protocol's output,
+    a Volume, or the volumes of a SetOfVolumes (at most :attr:`MAX_MAPS`
+    windows)."""
+    _label = _name = "DeepHEMNMA map (slices, FSC, ChimeraX)"   # _name: in menus
+    _targets = [DeepHEMNMAProtReconstruct, Volume, SetOfVolumes]
+    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+    MAX_MAPS = 8
+
+    def maps(self, obj):
+        """(path, title, FSC JSON or None) of each map of ``obj``."""
+        if isinstance(obj, DeepHEMNMAProtReconstruct):
+            vol = getattr(obj, "outputVolume", None)
+            if vol is None:
+                return []
+            fsc = obj._getExtraPath(RECONSTRUCT_FSC)
+            return [(vol.getFileName(), obj.getRunName(), fsc if os.path.exists(fsc) else None)]
+        run = getattr(self, "protocol", None)
+        run = run.getRunName() + ", " if hasattr(run, "getRunName") else ""
+        out = []
+        # a set's iterator hands the same item object each time: read it at once
+        for v in [obj] if isinstance(obj, Volume) else obj.iterItems(orderBy="id"):
+            path = v.getFileName()
+            out.append((path, v.getObjLabel() or run + os.path.basename(path),
+                        fsc_beside(path)))
+            if len(out) == self.MAX_MAPS:
+                break
+        return out
+
+    def _visualize(self, obj, **kwargs):
+        return guarded(self, "map viewer", self._views)(obj)
+
+    def _views(self, obj):
+        maps = self.maps(obj)
+        if not maps:
+            return [self.errorMessage("No map yet.")]
+        views = [MapShower(path, title, fsc) for path, title, fsc in maps]
+        n = obj.getSize() if isinstance(obj, SetOfVolumes) else len(maps)
+        if n > len(maps):
+            views.append(self.infoMessage(f"Showing the first {len(maps)} of {n} maps."))
+        return views

@@ -254,8 +254,9 @@ class DeepHEMNMAProtNMA(DeepHEMNMABase):
         lines = [f"{self.outputModes.getSize()} normal modes ({self._methodText()}, "
                  f"{self._cutoffText()})."]
         if self._isMap():
-            from ..core.structure import read_structure
-            s = read_structure(self.outputReference.getFileName())
+            # our own pseudoatom PDB, read without ProDy (the GUI runs python -O)
+            from ..core.structure import read_pdb
+            s = read_pdb(self.outputReference.getFileName())
             lines.insert(0, f"EM map converted to {len(s)} Gaussian pseudoatoms "
                             f"(sigma {s.sigma:.3g} Å).")
         lines.append("ContinuousFlex layout: " + ContinuousFlexLayout(self._getPath()).run)

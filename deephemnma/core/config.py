@@ -71,7 +71,13 @@ class AlignOptions:
     lr_shift: float = 0.3              # pixels of the level
     lr_amplitude: float = 8.0          # amplitude units
     mask_radius: float = 0.45          # fraction of the box
-    sigma: float = 1.0                 # atom Gaussian std (Å)
+    sigma: float = 1.0                 # atom Gaussian std (Å) of the 'gaussian' atom model
+    # atoms as projected (core.scattering): 'gaussian' (std sigma, weight Z), 'scattering'
+    # (one Gaussian per element fitted to its electron scattering factor), 'scattering5'
+    # (the factor's five Gaussians)
+    atom_model: str = "gaussian"
+    b_factor: object = 0.0             # Å^2 widening every atom (number), or 'auto': estimated
+    #                                    from the particles (Aligner.estimate_b_factor)
     batch_size: int = 64
     images_flipped: bool = False       # images already phase flipped
     threads: int = 0                   # CPU: worker threads, one torch thread each (0: all CPUs)

@@ -47,7 +47,7 @@ def add_run_args(p, d):
                         "scattering5 (its five Gaussians; slower)")
     p.add_argument("--sigma", type=float, default=d.sigma,
                    help="Å: std of the gaussian atom model")
-    p.add_argument("--b-factor", default=d.b_factor, type=b_factor_arg,
+    p.add_argument("--b-factor", default=d.b_factor, type=stage.parse_b_factor,
                    help="Å² widening every atom (exp(-B s²)), or 'auto': estimated from the "
                         "particles")
     p.add_argument("--images-flipped", action="store_true",
@@ -61,16 +61,6 @@ def add_run_args(p, d):
     p.add_argument("--threads", type=int, default=d.threads,
                    help="CPU worker threads, one torch thread each (0: all CPUs)")
     p.add_argument("--device", default=d.device)
-
-
-def b_factor_arg(value):
-    """--b-factor: 'auto' or a number (checked by the stage's Config)."""
-    if str(value).strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(value)
-    except ValueError:
-        return str(value)           # Config.validate names it
 
 
 def config(args):

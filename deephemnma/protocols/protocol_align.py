@@ -64,6 +64,17 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       help="Yes: the images are already CTF phase-flipped (only |CTF| is "
                            "applied to the reference projections). No: they are phase-flipped "
                            "here when the particles have a CTF.")
+        from ..core.scattering import ATOM_MODELS
+        form.addParam("atomModel", params.EnumParam, choices=list(ATOM_MODELS),
+                      default=ATOM_MODELS.index(d.atom_model), label="Atom model",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Atoms as projected: gaussian (equal Gaussians of 1 Å, weight Z), "
+                           "scattering (one Gaussian per element fitted to its electron "
+                           "scattering factor), scattering5 (its five Gaussians; slower).")
+        form.addParam("bFactor", params.StringParam, default=str(d.b_factor),
+                      label="B-factor (Å²)", expertLevel=params.LEVEL_ADVANCED,
+                      help="Widens every atom by exp(-B s²): a number >= 0, or auto (estimated "
+                           "from the particles).")
 
     def _addOutlierAndComputeParams(self, form, d):
         form.addParam("outlierThreshold", params.FloatParam, default=d.outlier_threshold,
@@ -94,7 +105,9 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             mode_list=self.modeList.get(),
             pixel_size=parts.getSamplingRate() if parts is not None else None,
             out=self._stageOutputs().particles, images_flipped=self.imagesFlipped.get(),
-            outlier_threshold=self.outlierThreshold.get(), device=device)
+            outlier_threshold=self.outlierThreshold.get(), device=device,
+            atom_model=self.getEnumText("atomModel"),
+            b_factor=stage.parse_b_factor(self.bFactor.get()))
 
     def _stageOutputs(self):
         return stage.Outputs(self._extra("aligned.xmd"))

@@ -96,6 +96,17 @@ class Config(base.StageConfig, AlignOptions):
                                for f in dataclasses.fields(AlignOptions)} | {"device": device})
 
 
+def parse_b_factor(value):
+    """A --b-factor text: 'auto', else a number; other text is kept for
+    Config.validate to name."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 @dataclasses.dataclass
 class Outputs:
     particles: str                   # the aligned particles (.xmd)

@@ -354,6 +354,10 @@ class TestRefineProtocol(BaseTest):
         errors = self.newProtocol(P.DeepHEMNMAProtRefine, fineIters=0,
                                   **{k: v for k, v in kw.items() if k != "fineIters"}).validate()
         self.assertTrue(any("--fine-iters" in e for e in errors), errors)
+        errors = self.newProtocol(P.DeepHEMNMAProtRefine, bFactor="sharp", **kw).validate()
+        self.assertTrue(any("--b-factor" in e for e in errors), errors)
+        self.assertEqual(self.newProtocol(P.DeepHEMNMAProtAlign, bFactor="auto", atomModel=1,
+                                          **kw)._config().b_factor, "auto")
         ref = self.newProtocol(P.DeepHEMNMAProtRefine, **kw)
         self.launchProtocol(ref)
         self.assertEqual(assert_outputs_declared(self, ref),

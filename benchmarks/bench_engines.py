@@ -77,7 +77,6 @@ def draw(n, box, ps, seed):
 def clean_ttsim(s, modes, truth, box, ps, b_factor, renderer):
     """Noiseless projections (n, box, box) of ttsim3d maps."""
     import torch
-    import xmippLib as xm
     from deephemnma.core.projector import fourier_shift
     from deephemnma.core.structure import write_pdb
     n = len(truth["angles"])
@@ -93,15 +92,31 @@ def clean_ttsim(s, modes, truth, box, ps, b_factor, renderer):
                   open(job, "w"))
         subprocess.run([renderer, os.path.abspath(__file__), RENDER, job], check=True,
                        env=dict(os.environ, PYTHONPATH=""))
-        for i, (_, mrc) in enumerate(items):
-            V = xm.Image(mrc)
-            V.convert2DataType(xm.DT_DOUBLE)
-            img = xm.Image()
-            img.setDataType(xm.DT_DOUBLE)
-            xm.FourierProjector(V, 2.0, 0.5, 1).projectVolume(img, *truth["angles"][i])
-            out[i] = img.getData()
+        # xmippLib keeps each FourierProjector's padded volume (~32 MB at 64 px):
+        # project in child processes of 20 maps each, whose memory is returned
+        from concurrent.futures import ProcessPoolExecutor
+        parts = [list(range(i, min(n, i + 20))) for i in range(0, n, 20)]
+        with ProcessPoolExecutor(1, max_tasks_per_child=1) as pool:
+            for idx, imgs in zip(parts, pool.map(
+                    xmipp_projections, [[items[i][1] for i in k] for k in parts],
+                    [truth["angles"][k] for k in parts])):
+                out[idx] = imgs
     # image(x) = P(x + shift): the particle at minus the shift
     return fourier_shift(torch.tensor(out), -torch.tensor(truth["shifts"])).numpy()
+
+
+def xmipp_projections(maps, angles):
+    """xmippLib FourierProjector projections of the maps at the angles."""
+    import xmippLib as xm
+    out = []
+    for mrc, a in zip(maps, angles):
+        V = xm.Image(mrc)
+        V.convert2DataType(xm.DT_DOUBLE)
+        img = xm.Image()
+        img.setDataType(xm.DT_DOUBLE)
+        xm.FourierProjector(V, 2.0, 0.5, 1).projectVolume(img, *a)
+        out.append(img.getData())
+    return np.array(out)
 
 
 def clean_ours(s, modes, truth, box, ps, factor=4):
@@ -111,7 +126,7 @@ def clean_ours(s, modes, truth, box, ps, factor=4):
     from deephemnma.core.projector import Projector
     from deephemnma.core.rotations import euler_to_matrix
     P = Projector(s.coords, s.weights, modes.vectors, box * factor, ps / factor, sigma=1.0,
-                  dtype=torch.float64)
+                  dtype=torch.float64, radius=5.0)
     img = P(truth["amplitudes"], euler_to_matrix(truth["angles"]), truth["shifts"] * factor)
     return downscale(img, box).numpy()
 

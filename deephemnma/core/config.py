@@ -74,7 +74,9 @@ class AlignOptions:
     sigma: float = 1.0                 # atom Gaussian std (Å) of the 'gaussian' atom model
     # atoms as projected (core.scattering): 'gaussian' (std sigma, weight Z), 'scattering'
     # (one Gaussian per element fitted to its electron scattering factor), 'scattering5'
-    # (the factor's five Gaussians)
+    # (the factor's five Gaussians). benchmarks/bench_engines.py: on ttsim3d images the
+    # default (sigma 1, B 0) was as accurate as on our own; sharper atoms (scattering, B 0)
+    # missed more at low SNR
     atom_model: str = "gaussian"
     b_factor: object = 0.0             # Å^2 widening every atom (number), or 'auto': estimated
     #                                    from the particles (Aligner.estimate_b_factor)

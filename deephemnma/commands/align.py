@@ -41,6 +41,15 @@ def add_args(p):
 def add_run_args(p, d):
     """The options align and refine share after their own: CTF, outputs,
     chunks, threads, device (defaults from the stage config ``d``)."""
+    p.add_argument("--atom-model", default=d.atom_model,
+                   help="atoms as projected: gaussian (std --sigma, weight Z), scattering (one "
+                        "Gaussian per element fitted to its electron scattering factor), "
+                        "scattering5 (its five Gaussians; slower)")
+    p.add_argument("--sigma", type=float, default=d.sigma,
+                   help="Å: std of the gaussian atom model")
+    p.add_argument("--b-factor", default=d.b_factor, type=stage.parse_b_factor,
+                   help="Å² widening every atom (exp(-B s²)), or 'auto': estimated from the "
+                        "particles")
     p.add_argument("--images-flipped", action="store_true",
                    help="images are already CTF phase-flipped")
     p.add_argument("--no-ctf", action="store_true", help="ignore CTF columns")
@@ -77,7 +86,8 @@ def shared_config(args):
         out=args.out, pyramid=pyramid, threads=args.threads,
         images_flipped=args.images_flipped, use_ctf=not args.no_ctf,
         outlier_threshold=args.outlier_threshold, chunk=args.chunk,
-        absolute_paths=args.absolute_paths, device=args.device)
+        absolute_paths=args.absolute_paths, device=args.device, atom_model=args.atom_model,
+        sigma=args.sigma, b_factor=args.b_factor)
 
 
 def main(args):

@@ -46,7 +46,10 @@ from .ctf import ctf_image, phase_flip
 from .image import circular_mask, downscale
 from .projector import Projector
 
-__all__ = ["AlignOptions", "Aligner", "fibonacci_orientations"]
+__all__ = ["AlignOptions", "Aligner", "fibonacci_orientations", "AUTO_START_B"]
+
+#: B-factor (Å^2) of the atoms while an 'auto' B-factor is being estimated
+AUTO_START_B = {"gaussian": 0.0, "scattering": 50.0, "scattering5": 50.0}
 
 
 def fibonacci_orientations(step_deg):
@@ -88,11 +91,19 @@ class Aligner:
     ``Aligner(ref_coords, weights, vectors (M, N, 3), box, pixel_size, options)``
     then ``align(images (B, box, box) numpy/torch, ctf=CTFParams or None)`` ->
     dict of numpy arrays: angles (B, 3), shifts (B, 2) px, amplitudes (B, M),
-    cost (B,)."""
+    cost (B,).
+
+    Atoms are projected with the ``atom_model`` of the options
+    (core.scattering): ``elements`` and ``names`` (N,) (the PDB columns) are
+    needed by the scattering models; ``pseudo_sigma`` (Å): the reference is
+    pseudoatomic, with this width. ``b_factor`` 'auto': the atoms start at
+    :data:`AUTO_START_B` until :meth:`estimate_b_factor` and
+    :meth:`set_b_factor`."""
 
     n_psi = 64              # in-plane angles of the global search (5.6 deg apart)
 
-    def __init__(self, ref_coords, weights, vectors, box, pixel_size, options=None):
+    def __init__(self, ref_coords, weights, vectors, box, pixel_size, options=None,
+                 elements=None, names=None, pseudo_sigma=None):
         self.opt = options or AlignOptions()
         o = self.opt
         self.device = torch.device(o.device)
@@ -107,11 +118,51 @@ class Aligner:
         self.pyramid = tuple(o.pyramid) if o.pyramid else (self.box // 2, self.box)
         if any(b > self.box or b % 2 for b in self.pyramid):
             raise InputError(f"pyramid sizes {self.pyramid} must be even and <= box {self.box}")
-        self.proj = {b: Projector(ref_coords, weights, vectors, b, self.pixel_size * self.box / b,
-                                  sigma=o.sigma, device=self.device, radius=5.0)   # local stamps
-                     for b in self.pyramid}
+        self._atoms = (np.asarray(ref_coords), weights, vectors, elements, names, pseudo_sigma)
         self.masks = {b: circular_mask(b, o.mask_radius * b, self.device) for b in self.pyramid}
+        self.set_b_factor(AUTO_START_B.get(o.atom_model, 0.0) if o.b_factor == "auto"
+                          else float(o.b_factor))
+
+    def set_b_factor(self, b_factor):
+        """Project the atoms with this B-factor (Å^2) from now on."""
+        self.b_factor = float(b_factor)
+        self.proj = {b: self._projector(b, self.b_factor) for b in self.pyramid}
         self._refs = None
+
+    def _projector(self, b, b_factor):
+        """The projector of the pyramid level ``b`` px (local stamps)."""
+        from .scattering import atom_model
+        o = self.opt
+        coords, weights, vectors, elements, names, pseudo = self._atoms
+        w, sigma = atom_model(o.atom_model, weights, elements, names, o.sigma, b_factor,
+                              pseudo, self.pixel_size)
+        return Projector(coords, w, vectors, b, self.pixel_size * self.box / b, sigma=sigma,
+                         device=self.device, radius=5.0)
+
+    def estimate_b_factor(self, images, ctf=None, poses=None, grid=None):
+        """The B-factor (Å^2) under which the model's projections best match
+        ``images`` (B, box, box) with their CTF at their poses (a dict of
+        angles, shifts, amplitudes, as :meth:`align` returns; None: aligned
+        here first, with the current B): the maximum of the mean normalised
+        cross-correlation inside the mask over ``grid`` (core.scattering.
+        estimate_b_factor). Returns (B, {B: mean correlation})."""
+        from .scattering import estimate_b_factor, projection_scores
+        x = self._images(images)
+        if poses is None:
+            poses = self.align(x, ctf)
+        b = self.box
+        levels, absctf = self._prepare(x, ctf)
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32,  # noqa: E731
+                                      device=self.device)
+        A = t(rotations.euler_to_matrix(np.asarray(poses["angles"], np.float64)))
+        sh, am = t(poses["shifts"]), t(np.asarray(poses["amplitudes"]).reshape(len(x), self.M))
+
+        def score(bf):
+            P = self._projector(b, bf)
+            return projection_scores(P, levels[b], absctf[b], A, sh, am if self.M else None,
+                                     self.masks[b]).mean()
+        kw = {} if grid is None else {"grid": grid}
+        return estimate_b_factor(score, **kw)
 
     # ------------------------------------------------------------------
     def _search_amplitudes(self):

@@ -95,7 +95,16 @@ class AlignOptions:
     lr_shift: float = _option(0.3, BOTH)             # pixels of the level
     lr_amplitude: float = _option(8.0, BOTH)         # amplitude units
     mask_radius: float = _option(0.45, BOTH)         # fraction of the box
-    sigma: float = _option(1.0, BOTH)                # atom Gaussian std (Å)
+    sigma: float = _option(1.0, BOTH)      # atom Gaussian std (Å) of the 'gaussian' atom model
+    # atoms as projected (core.scattering): 'gaussian' (std sigma, weight Z), 'scattering'
+    # (one Gaussian per element fitted to its electron scattering factor), 'scattering5'
+    # (the factor's five Gaussians). benchmarks/bench_engines.py: on ttsim3d images the
+    # default (sigma 1, B 0) was as accurate as on our own; sharper atoms (scattering, B 0)
+    # missed more at low SNR
+    atom_model: str = _option("gaussian", BOTH)
+    # Å^2 widening every atom (number), or 'auto': estimated from the particles
+    # (Aligner.estimate_b_factor)
+    b_factor: object = _option(0.0, BOTH)
     batch_size: int = _option(64, BOTH)
     images_flipped: bool = _option(False, BOTH)      # images already phase flipped
     # CPU: worker threads, one torch thread each (0: all CPUs)

@@ -1,6 +1,9 @@
 """Projections of (deformed) atomic structures, and of volumes.
 
-Atoms are 3D Gaussians of standard deviation ``sigma`` (Å) and weight ``w``.
+Atoms are 3D Gaussians of standard deviation ``sigma`` (Å) and weight ``w``:
+one ``sigma`` for all, or one per atom (weights (N,), sigma (N,)), or a few
+Gaussian components per atom (weights and sigma (N, C): e.g. electron
+scattering factors, core.scattering).
 The projection of a Gaussian along z is a 2D Gaussian, integrated exactly over
 each pixel (differences of erf). Because a 2D Gaussian is separable, a batch of
 images is two small per-atom tables and one batched matrix product::
@@ -95,6 +98,7 @@ class _LocalRender(torch.autograd.Function):
     def backward(ctx, grad):
         weights, ix, px, tx, iy, py, ty = ctx.saved_tensors
         box, s, chunk = ctx.box, ctx.s, ctx.chunk
+        sv = s if isinstance(s, float) else s[:, 0]          # per-atom std (N,)
         B, N, K = px.shape
         grad = grad.contiguous()
         dx, dy = px.new_empty(B, N, K), px.new_empty(B, N, K)
@@ -113,8 +117,17 @@ class _LocalRender(torch.autograd.Function):
             f = f[..., :-1] - f[..., 1:]
             if inside is not None:
                 f *= inside
-            du.append((d * f).sum(-1) * (1.0 / (math.sqrt(2 * math.pi) * s)))
+            du.append((d * f).sum(-1) * (1.0 / (math.sqrt(2 * math.pi) * sv)))
         return torch.stack([du[0], du[1] * weights], -1), None, None, None, None, None
+
+
+def _per_atom(sigma, pixel_size, like):
+    """sigma (Å; a number, or per atom (n,)) -> std in pixels: a float, or a
+    tensor (n, 1) (broadcasts against per-atom tables (..., n, k))."""
+    if isinstance(sigma, (int, float)):
+        return float(sigma) / pixel_size
+    s = torch.as_tensor(sigma, dtype=like.dtype, device=like.device).reshape(-1, 1)
+    return s / pixel_size
 
 
 def project(coords, weights, rotations, shifts, box, pixel_size, sigma=1.0, radius=None):
@@ -122,9 +135,11 @@ def project(coords, weights, rotations, shifts, box, pixel_size, sigma=1.0, radi
 
     coords (B, N, 3) or (N, 3) Å; weights (N,); rotations (B, 3, 3) Xmipp
     matrices; shifts (B, 2) pixels or None; returns (B, box, box).
+    ``sigma`` (Å): one number, or one per atom (N,); with weights (N, C),
+    C Gaussian components per atom of widths sigma (N, C) (or one number).
     ``radius`` None: exact dense profiles; a number of sigmas (e.g. 5): each
-    atom on its nearby pixels only (module docstring; no gradient for the
-    weights)."""
+    atom on its nearby pixels only, the window of the widest (module
+    docstring; no gradient for the weights)."""
     B = rotations.shape[0]
     if coords.dim() == 2:
         coords = coords.expand(B, -1, -1)
@@ -132,9 +147,15 @@ def project(coords, weights, rotations, shifts, box, pixel_size, sigma=1.0, radi
     centre = float(box // 2)
     if shifts is not None:
         xy = xy - shifts[:, None, :]
-    s = sigma / pixel_size
+    if weights.dim() == 2:                          # C components per atom
+        N, C = weights.shape
+        xy = xy[:, :, None, :].expand(-1, -1, C, -1).reshape(B, N * C, 2)
+        weights = weights.reshape(-1)
+        if not isinstance(sigma, (int, float)):
+            sigma = torch.as_tensor(sigma).expand(N, C).reshape(-1)
+    s = _per_atom(sigma, pixel_size, xy)
     if radius is not None:
-        K = 2 * int(math.ceil(radius * s)) + 2
+        K = 2 * int(math.ceil(radius * float(s if isinstance(s, float) else s.max()))) + 2
         # dense tables of ~4 MB (float32) per chunk on CPU (cache), ~1 GB on GPUs
         chunk = max(1, (1 << (20 if xy.device.type == "cpu" else 28)) // (xy.shape[1] * box))
         return _LocalRender.apply((xy + centre).contiguous(), weights.detach(), box, s, K,
@@ -148,6 +169,7 @@ class Projector:
     """Projections of a reference deformed by normal modes, held on a device.
 
     ``Projector(ref_coords, weights, vectors, box, pixel_size, sigma, device)``
+    (weights (N,) or (N, C), sigma a number or (N,) or (N, C): :func:`project`)
     then ``proj(amplitudes (B, M), rotations (B, 3, 3), shifts (B, 2))`` ->
     (B, box, box). ``vectors`` may be None (rigid reference). ``radius``
     (sigmas): local profiles (:func:`project`)."""
@@ -162,7 +184,8 @@ class Projector:
         self.vectors = None if vectors is None else t(vectors)
         self.box = int(box)
         self.pixel_size = float(pixel_size)
-        self.sigma = float(sigma)
+        # one std (Å) for all atoms, or per atom (N,) / per component (N, C)
+        self.sigma = float(sigma) if isinstance(sigma, (int, float)) else t(sigma)
         self.max_batch_elems = max_batch_elems
         self.radius = radius
 
@@ -181,7 +204,7 @@ class Projector:
         amplitudes, rotations, shifts = cast(amplitudes), cast(rotations), cast(shifts)
         B = rotations.shape[0]
         # keep the (B, N, box) tables within memory: split big batches
-        per = self.ref.shape[0] * (self.box + 1) * 4
+        per = self.weights.numel() * (self.box + 1) * 4
         chunk = max(1, self.max_batch_elems // per)
         outs = []
         for i in range(0, B, chunk):

@@ -22,7 +22,8 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         "use_ctf": "the particles' CTF", "pixel_size": "the particles' pixel size",
         "outlier_threshold": "outlierThreshold", "out": "the output",
         "angular_step": "angularStep", "max_shift": "maxShift", "n_candidates": "candidates",
-        "coarse_iters": "coarseIters", "fine_iters": "fineIters", "threads": "numberOfThreads"}
+        "coarse_iters": "coarseIters", "fine_iters": "fineIters", "threads": "numberOfThreads",
+        "atom_model": "atomModel", "b_factor": "bFactor"}
     _flagNames = {"n_candidates": "--candidates", "use_ctf": "--no-ctf"}
 
     # --------------------------- DEFINE param functions ----------------------
@@ -76,6 +77,17 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                            "applied to the reference projections). No: they are phase-flipped "
                            "here. Used only when the particles have a CTF: particles without "
                            "one are aligned without CTF correction (the log says which).")
+        from ..core.scattering import ATOM_MODELS
+        form.addParam("atomModel", params.EnumParam, choices=list(ATOM_MODELS),
+                      default=ATOM_MODELS.index(d.atom_model), label="Atom model",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Atoms as projected: gaussian (equal Gaussians of 1 Å, weight Z), "
+                           "scattering (one Gaussian per element fitted to its electron "
+                           "scattering factor), scattering5 (its five Gaussians; slower).")
+        form.addParam("bFactor", params.StringParam, default=str(d.b_factor),
+                      label="B-factor (Å²)", expertLevel=params.LEVEL_ADVANCED,
+                      help="Widens every atom by exp(-B s²): a number >= 0, or auto (estimated "
+                           "from the particles).")
 
     def _addOutlierAndComputeParams(self, form, d):
         form.addParam("outlierThreshold", params.FloatParam, default=d.outlier_threshold,
@@ -111,7 +123,9 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             use_ctf=bool(parts is not None and parts.hasCTF()),
             outlier_threshold=self.outlierThreshold.get(), device=device,
             # CPU worker threads: the form's Threads
-            threads=max(1, int(self.numberOfThreads.get() or 1)))
+            threads=max(1, int(self.numberOfThreads.get() or 1)),
+            atom_model=self.getEnumText("atomModel"),
+            b_factor=stage.parse_b_factor(self.bFactor.get()))
 
     def _stageOutputs(self):
         return stage.Outputs(self._extra("aligned.xmd"))

@@ -75,15 +75,39 @@ class Config(base.StageConfig, AlignOptions):
         base.at_least("--batch-size", self.batch_size, 1)
         base.at_least("--outlier-threshold", self.outlier_threshold, 0)
         base.at_least("--threads", self.threads, 0)
+        self.validate_atom_model()
         if self.pyramid is not None:
             need(len(self.pyramid) >= 1 and all(int(b) >= 8 for b in self.pyramid),
                  f"--pyramid {self.pyramid}: sizes of at least 8 px")
         return self
 
+    def validate_atom_model(self):
+        """--atom-model one of core.scattering.ATOM_MODELS, --b-factor a number
+        >= 0 or 'auto', --sigma > 0."""
+        from ..core.scattering import ATOM_MODELS
+        need(self.atom_model in ATOM_MODELS, f"--atom-model {self.atom_model}: one of "
+                                             f"{', '.join(ATOM_MODELS)}")
+        base.positive("--sigma", self.sigma)
+        if self.b_factor != "auto":
+            need(isinstance(self.b_factor, (int, float)) and not isinstance(self.b_factor, bool),
+                 f"--b-factor {self.b_factor}: a number (Å²) or 'auto'")
+            base.at_least("--b-factor", self.b_factor, 0)
+
     def options(self, device):
         """The core AlignOptions of this config, on ``device``."""
         return AlignOptions(**{f.name: getattr(self, f.name)
                                for f in dataclasses.fields(AlignOptions)} | {"device": device})
+
+
+def parse_b_factor(value):
+    """A --b-factor text: 'auto', else a number; other text is kept for
+    Config.validate to name."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 @dataclasses.dataclass
@@ -92,6 +116,7 @@ class Outputs:
     n_aligned: int = 0
     n_rejected: int = 0
     n_kept: int = None
+    b_factor: float = None           # Å², estimated from the particles (--b-factor auto)
     seconds: float = 0.0
     resumed_chunks: int = 0
     primary: bool = True             # False in the other processes under torchrun
@@ -159,12 +184,16 @@ def run_alignment(cfg: Config, label: str, compute: Callable, check: Callable = 
         import torch
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}")
     opt = cfg.options(str(device))
-    aligner = Aligner(s.coords, s.weights, modes.vectors, stacks.box, cfg.pixel_size, opt)
+    aligner = Aligner(s.coords, s.weights, modes.vectors, stacks.box, cfg.pixel_size, opt,
+                      elements=s.elements, names=s.names, pseudo_sigma=s.sigma)
+    if cfg.b_factor == "auto":
+        out.b_factor = auto_b_factor(aligner, table, cfg, compute)
     stamp = {"rows": base.table_digest(table), "structure": base.file_digest(cfg.structure),
              "modes": [int(n) for n in modes.numbers],
              "vectors": base.array_digest(modes.vectors), "chunk": cfg.chunk,
              "options": result_options(opt, label),
-             "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size}
+             "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size,
+             "b_factor_used": aligner.b_factor}
     t0 = time.perf_counter()
     base.remove_stale_temporaries(out.particles, out.rejected, out.kept)   # of a killed run
     with base.cleanup_on_error(out.particles, out.rejected, out.kept, out.parts):
@@ -230,9 +259,37 @@ def run_alignment(cfg: Config, label: str, compute: Callable, check: Callable = 
     return out
 
 
+#: particles (spread evenly over the input) from which --b-factor auto is estimated
+AUTO_B_PARTICLES = 48
+
+
+def auto_b_factor(aligner, table, cfg, compute):
+    """Estimate the atoms' B-factor from :data:`AUTO_B_PARTICLES` usable
+    particles spread over ``table``: their poses by ``compute`` (the stage's
+    own work, with the aligner's starting B), then the B maximising the mean
+    correlation of projections with the images at those poses
+    (core.align.Aligner.estimate_b_factor). Sets it on the aligner and
+    returns it."""
+    from ..core.ctf import CTFParams
+    from ..io.stacks import load_images
+    n = min(len(table), 4 * AUTO_B_PARTICLES)
+    pick = np.unique(np.linspace(0, len(table) - 1, n).round().astype(int))
+    got = next(base.accepted_chunks([table.subset(pick)], AUTO_B_PARTICLES,
+                                    lambda t: load_images(t), base.Rejected()), None)
+    need(got is not None, f"{cfg.particles}: no usable particle to estimate --b-factor auto")
+    _, t, imgs = got
+    ctf = CTFParams.from_table(t) if cfg.use_ctf else None
+    poses = compute(aligner, imgs, ctf, t)
+    b, _ = aligner.estimate_b_factor(imgs, ctf, poses)
+    aligner.set_b_factor(b)
+    return b
+
+
 def summary(out: Outputs, cfg: Config, verb: str = "aligned") -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"{verb} {out.n_aligned} images in {out.seconds:.1f} s -> {out.particles}"]
+    if out.b_factor is not None:
+        lines.append(f"atoms' B-factor estimated from the particles: {out.b_factor:.0f} Å²")
     if out.n_rejected:
         lines.append(f"left out {out.n_rejected} unusable row(s), listed in {out.rejected}")
     if out.n_kept is not None:

@@ -361,6 +361,11 @@ class TestRefineProtocol(BaseTest):
                                   **{k: v for k, v in kw.items() if k != "fineIters"}).validate()
         self.assertTrue(any("*Fine-level iterations*" in e for e in errors), errors)
         self.assertFalse(any("--" in e for e in errors), errors)
+        errors = self.newProtocol(P.DeepHEMNMAProtRefine, bFactor="sharp", **kw).validate()
+        self.assertTrue(any("*B-factor (Å²)*" in e for e in errors), errors)
+        self.assertFalse(any("--" in e for e in errors), errors)
+        self.assertEqual(self.newProtocol(P.DeepHEMNMAProtAlign, bFactor="auto", atomModel=1,
+                                          **kw)._config().b_factor, "auto")
         ref = self.newProtocol(P.DeepHEMNMAProtRefine, **kw)
         self.launchProtocol(ref)
         self.assertEqual(assert_outputs_declared(self, ref),

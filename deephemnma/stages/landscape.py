@@ -65,7 +65,8 @@ class Config(base.StageConfig):
 
     def grouping(self):
         """The grouping option given (a name of :data:`GROUPINGS`), or None."""
-        given = [g for g in GROUPINGS if getattr(self, g) not in (None, False)]
+        given = [g for g in GROUPINGS               # by_class=False: not given
+                 if getattr(self, g) is not None and getattr(self, g) is not False]
         need(len(given) <= 1, "give at most one grouping option (--"
              + ", --".join(given) + " given)")
         return given[0] if given else None

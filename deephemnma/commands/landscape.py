@@ -5,7 +5,10 @@ OUT/landscape.xmd (particles with PC1, PC2, ... columns), OUT/density.png, and
 with a grouping option OUT/group_NN.xmd subsets + OUT/groups.xmd (size and
 centroid amplitudes per group); with --structure and --modes, OUT/axis_K.pdb
 (.cxc, .vmd) animations of the reference along each principal axis and
-OUT/centroid_NN.pdb models. Rows with non-finite amplitudes are left out and
+OUT/centroid_NN.pdb models. With --class-column (the particles' discrete
+classes, e.g. rlnClassNumber or ref), each class has its own colour in the
+density plot and OUT/classes.tsv counts the particles per class and group
+(--by-class: one group per class). Rows with non-finite amplitudes are left out and
 listed in OUT/rejected.xmd. The group files' image references resolve from
 OUT, wherever it is.
 
@@ -16,6 +19,8 @@ Examples:
       --out land/group_01.mrc
   deephemnma landscape --particles more.xmd --pca land/pca.npz --out land2 \\
       --select 'PC1 > 100 and PC2 < 0'
+  deephemnma landscape --particles run_it025_data.star --out land --class-column \
+      rlnClassNumber --kmeans 3
 """
 from . import run_and_summarize
 from ..stages import landscape as stage
@@ -41,6 +46,13 @@ def add_args(p):
                    help="AXIS:MIN_SIZE[:TRIM], e.g. 1:900:0.02 (equal-width groups along "
                         "axis 1, each >= 900 particles, 2%% of each tail left out)")
     g.add_argument("--kmeans", type=int, default=d.kmeans, help="k-means with K clusters")
+    g.add_argument("--by-class", action="store_true",
+                   help="one group per class of --class-column")
+    p.add_argument("--class-column", default=None,
+                   help="column of the particles' classes (e.g. rlnClassNumber, ref, classId; "
+                        "at most %d distinct values): each class coloured in the density "
+                        "plot, particles per class and group in classes.tsv"
+                        % stage.MAX_CLASSES)
     p.add_argument("--min-group", type=int, default=d.min_group, help="refuse smaller groups")
     p.add_argument("--structure", default=None, help="reference PDB for animations")
     p.add_argument("--modes", default=None, help="its modes folder (ContinuousFlex layout)")
@@ -59,7 +71,8 @@ def config(args):
         polygon=None if args.polygon is None else tuple(stage.parse_numbers(args.polygon,
                                                                             "--polygon")),
         split=None if args.split is None else stage.parse_split(args.split),
-        kmeans=args.kmeans, min_group=args.min_group, structure=args.structure,
+        kmeans=args.kmeans, by_class=args.by_class or None, class_column=args.class_column,
+        min_group=args.min_group, structure=args.structure,
         modes=args.modes, selection=args.selection, frames=args.frames,
         absolute_paths=args.absolute_paths)
 

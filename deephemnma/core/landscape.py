@@ -9,6 +9,11 @@ in that space, and animations of the reference along its axes.
   trimmed tails, the paper's Fig. 9), :func:`kmeans_groups`;
 * :func:`density_plot`: hexbin PNG with log counts (fine for 10^6 points),
   drawn on a bare matplotlib Figure: no pyplot, no backend is chosen here;
+  with class labels (e.g. the discrete classes of RELION, cryoSPARC or
+  FREALIGN) each class in its own colour over the density;
+* classes: :func:`class_codes` (labels -> codes and names), :func:`draw_classes`,
+  :func:`class_table` (particles per class and group), :func:`class_agreement`
+  (adjusted Rand index and matched fraction between classes and groups);
 * :func:`axis_trajectory`: amplitudes along a principal axis (inverse PCA), to
   be applied to the reference atoms for movies.
 """
@@ -32,7 +37,9 @@ PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 
 __all__ = ["fit_pca", "transform", "inverse", "save_pca", "load_pca", "select_rectangle",
            "select_polygon", "select_expression", "split_axis", "kmeans_groups",
-           "density_plot", "draw_apart", "axis_trajectory", "write_animation"]
+           "density_plot", "draw_apart", "draw_groups", "class_codes", "class_name", "class_colours",
+           "draw_classes", "class_table", "format_table", "write_table", "class_agreement",
+           "axis_trajectory", "write_animation"]
 
 
 def fit_pca(amplitudes: np.ndarray, n_components: int = 2) -> dict[str, np.ndarray]:
@@ -232,14 +239,158 @@ def draw_groups(ax: Axes, x: np.ndarray, y: np.ndarray, labels: np.ndarray | Non
                     bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
 
 
+def _class_key(v):
+    """A class label as a sortable key: (0, number) or (1, text); None: missing."""
+    if v is None:
+        return None
+    if isinstance(v, (bytes, np.bytes_)):
+        v = v.decode()
+    if isinstance(v, str):
+        v = v.strip()
+        if not v:
+            return None
+        try:
+            f = float(v)
+        except ValueError:
+            return (1, v)
+    else:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return (1, str(v))
+    if not np.isfinite(f):
+        return None
+    return (0, int(f) if f == int(f) else f)
+
+
+def class_codes(values: np.ndarray | Sequence) -> tuple[np.ndarray, list]:
+    """The classes of ``values`` (n,) (numbers, or texts such as "open"):
+    (codes (n,) in 0..K-1, -1 where the value is missing (empty, NaN); the K
+    distinct labels in order, numbers first (ints where whole))."""
+    keys = [_class_key(v) for v in np.asarray(values, dtype=object).ravel()]
+    distinct = sorted({k for k in keys if k is not None})
+    index = {k: i for i, k in enumerate(distinct)}
+    codes = np.array([-1 if k is None else index[k] for k in keys], dtype=np.int64)
+    return codes, [k[1] for k in distinct]
+
+
+def class_name(label) -> str:
+    """A class's name in legends and tables: "class 3" for a number, the text
+    otherwise."""
+    if isinstance(label, (int, np.integer)):
+        return f"class {int(label)}"
+    if isinstance(label, (float, np.floating)):
+        return f"class {float(label):g}"
+    return str(label)
+
+
+def class_colours(k: int) -> list:
+    """``k`` distinct RGBA colours: tab10 up to 10 classes, tab20 up to 20,
+    evenly spaced hues beyond."""
+    import matplotlib
+    if k <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(k)]
+    if k <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(k)]
+    cmap = matplotlib.colormaps["gist_rainbow"]
+    return [cmap(i / k) for i in range(k)]
+
+
+def draw_classes(ax: Axes, x: np.ndarray, y: np.ndarray, codes: np.ndarray, names: Sequence[str],
+                 max_points: int = 30000, seed: int = 0) -> None:
+    """Each point of class ``codes`` (n,) (0..K-1; -1: none, not drawn) as a
+    dot in its class's colour, in random order (no class hides another
+    wholesale), at most ``max_points`` of them; a legend entry per class: its
+    name (``names``) and its number of points. Used by :func:`density_plot`
+    and the landscape viewer."""
+    codes = np.asarray(codes)
+    colours = class_colours(len(names))
+    shown = np.random.default_rng(seed).permutation(np.flatnonzero(codes >= 0))[:max_points]
+    if len(shown):
+        ax.scatter(x[shown], y[shown], s=4, c=[colours[c] for c in codes[shown]], alpha=0.7,
+                   linewidths=0, rasterized=True)
+    for k, name in enumerate(names):
+        ax.scatter([], [], s=12, color=colours[k], label=f"{name} ({int((codes == k).sum())})")
+    ax.legend(loc="upper right", fontsize=7 if len(names) <= 12 else 6, markerscale=1.5,
+              ncol=1 if len(names) <= 12 else 2, framealpha=0.8)
+
+
+def class_table(codes: np.ndarray, names: Sequence[str],
+                groups: np.ndarray | None = None) -> list[list]:
+    """Particles per class and group: rows of cells, the header first, one row
+    per class (``codes`` (n,) 0..K-1, ``names`` their names), a "total" row.
+    With ``groups`` (n,) (0-based, -1: none): a column per group ("group 1"
+    ...), "no group" when some particle is in none, and "total"; without:
+    "particles" and "%"."""
+    codes = np.asarray(codes)
+    k = len(names)
+    if groups is None:
+        n = np.bincount(codes[codes >= 0], minlength=k)
+        total = max(int(n.sum()), 1)
+        rows = [["class", "particles", "%"]]
+        rows += [[names[i], int(n[i]), f"{100 * n[i] / total:.1f}"] for i in range(k)]
+        return rows + [["total", int(n.sum()), "100.0"]]
+    groups = np.asarray(groups)
+    numbers = sorted(set(groups[groups >= 0].tolist()))
+    cols = numbers + ([-1] if (groups < 0).any() else [])
+    header = ["class"] + [f"group {g + 1}" if g >= 0 else "no group" for g in cols] + ["total"]
+    rows = [header]
+    for i in range(k):
+        m = codes == i
+        cells = [int((m & (groups == g)).sum()) for g in cols]
+        rows.append([names[i]] + cells + [int(m.sum())])
+    m = codes >= 0
+    rows.append(["total"] + [int((m & (groups == g)).sum()) for g in cols] + [int(m.sum())])
+    return rows
+
+
+def format_table(rows: Sequence[Sequence]) -> list[str]:
+    """The rows of :func:`class_table` as aligned text lines (names left,
+    numbers right)."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(cells[0]))]
+    return ["  ".join(c.ljust(w) if j == 0 else c.rjust(w)
+                      for j, (c, w) in enumerate(zip(r, widths))) for r in cells]
+
+
+def write_table(path: PathLike, rows: Sequence[Sequence]) -> None:
+    """The rows of :func:`class_table` as a tab-separated file (atomic)."""
+    from ..utils import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for r in rows:
+            f.write("\t".join(str(c) for c in r) + "\n")
+
+
+def class_agreement(codes: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """How well the groups (n,) (0-based, -1: none) match the classes (n,)
+    (0-based, -1: none), over the particles in both: (adjusted Rand index,
+    fraction of them in the group matched to their class by the best
+    one-to-one matching of groups and classes)."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score
+    codes, groups = np.asarray(codes), np.asarray(groups)
+    m = (codes >= 0) & (groups >= 0)
+    if not m.any():
+        return float("nan"), float("nan")
+    a, b = codes[m], groups[m]
+    table = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(table, (a, b), 1)
+    r, c = linear_sum_assignment(-table)
+    return float(adjusted_rand_score(a, b)), float(table[r, c].sum() / m.sum())
+
+
 def density_plot(coords: np.ndarray, path: PathLike, labels: np.ndarray | None = None,
                  title: str = "", axes: tuple[int, int] = (0, 1), gridsize: int = 120,
-                 apart: np.ndarray | None = None, apart_label: str = "shown apart") -> None:
+                 apart: np.ndarray | None = None, apart_label: str = "shown apart",
+                 classes: np.ndarray | None = None,
+                 class_names: Sequence[str] = ()) -> None:
     """Hexbin density (log counts) of the points on two axes (one axis: against
     zero), each group's number and size at its mean; PNG written atomically.
     ``apart`` (n,) bool: points also drawn on their own, as orange dots over
     the density (e.g. the HEMNMA-labelled particles of a combined landscape),
-    named ``apart_label`` in the legend.
+    named ``apart_label`` in the legend. ``classes`` (n,) (0..K-1, -1: none)
+    with their ``class_names``: each point in its class's colour over a grey
+    density, a legend entry per class with its size (:func:`draw_classes`).
     Uses a bare Figure (Agg canvas): works whatever pyplot backend is set."""
     from matplotlib.figure import Figure
     from ..utils import atomic_path
@@ -249,8 +400,11 @@ def density_plot(coords: np.ndarray, path: PathLike, labels: np.ndarray | None =
     y = coords[:, axes[1]] if two else np.zeros(len(coords))
     fig = Figure(figsize=(6, 5))
     ax = fig.subplots()
-    hb = ax.hexbin(x, y, gridsize=gridsize, bins="log", mincnt=1, cmap="viridis")
+    hb = ax.hexbin(x, y, gridsize=gridsize, bins="log", mincnt=1,
+                   cmap="viridis" if classes is None else "Greys")
     fig.colorbar(hb, ax=ax, label="images (log)")
+    if classes is not None:
+        draw_classes(ax, x, y, classes, class_names)
     draw_apart(ax, x, y, apart, apart_label)
     draw_groups(ax, x, y, labels)
     ax.set_xlabel(f"PC{axes[0] + 1}")

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..utils import atomic_path
 
 __all__ = ["Table", "read_metadata", "iter_metadata", "count_rows", "read_xmd", "read_star",
-           "write_xmd", "concatenate_xmd",
+           "write_xmd", "concatenate_xmd", "find_label", "CLASS_LABELS",
            "write_star", "parse_image_ref", "image_ref"]
 
 VECTOR_LABELS = {"nmaDisplacements"}
@@ -52,6 +52,36 @@ _RELION_TO_XMIPP = {
     "rlnImagePixelSize": "samplingRate",
 }
 _XMIPP_TO_RELION = {v: k for k, v in _RELION_TO_XMIPP.items()}
+
+#: the labels that hold a particle's class, in the order they are looked for:
+#: Xmipp's ``ref`` (RELION's ``rlnClassNumber`` is read as it), ``classNumber``,
+#: Scipion's ``classId``, ``class``, ``ref3d``
+CLASS_LABELS = ("ref", "classNumber", "classId", "class", "ref3d")
+
+
+def find_label(table, name):
+    """The column of ``table`` that ``name`` designates, or None. ``name`` may be
+    written as in a metadata file or as a Scipion attribute: ``_rlnClassNumber``,
+    ``rlnClassNumber``, ``_xmipp_ref`` and ``ref`` all designate Xmipp's ``ref``
+    (the column RELION's label is read into); a class label (one of
+    :data:`CLASS_LABELS` or ``rlnClassNumber``) also finds any other class
+    label; case is ignored when no column matches exactly."""
+    n = str(name).strip().lstrip("_")
+    if not n:
+        return None
+    candidates = [n]
+    if n.startswith("xmipp_"):
+        candidates.append(n[len("xmipp_"):])
+    for c in list(candidates):
+        candidates += [m for m in (_RELION_TO_XMIPP.get(c), _XMIPP_TO_RELION.get(c)) if m]
+    classes = {c.lower() for c in CLASS_LABELS + ("rlnClassNumber",)}
+    if any(c.lower() in classes for c in candidates):
+        candidates += list(CLASS_LABELS) + ["rlnClassNumber"]
+    for c in candidates:
+        if c in table:
+            return c
+    lower = {c.lower(): c for c in table.columns}
+    return next((lower[c.lower()] for c in candidates if c.lower() in lower), None)
 
 
 class Table:

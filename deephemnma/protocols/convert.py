@@ -102,6 +102,42 @@ def _image_path(fn, root):
     return full
 
 
+#: the class of a particle that no class of the given classes holds, or whose
+#: class attribute has no value
+UNCLASSIFIED = "unclassified"
+
+
+def particle_attribute(particle, name):
+    """The attribute of ``particle`` that ``name`` designates (``_rlnClassNumber``
+    or ``rlnClassNumber``), or None."""
+    n = str(name or "").strip()
+    for a in dict.fromkeys((n, "_" + n.lstrip("_"))):
+        if n and hasattr(particle, a):
+            return a
+    return None
+
+
+def class_labels(item_ids, parts=None, classes=None, attribute=None):
+    """The class of each particle id of ``item_ids``: the id of the class of
+    ``classes`` (a SetOfClasses) holding a particle of that id, or the value
+    of its attribute ``attribute`` in ``parts``; :data:`UNCLASSIFIED` where
+    there is none. Returns an object array."""
+    of = {}
+    if classes is not None:
+        for cls in classes.iterItems():
+            cid = int(cls.getObjId())
+            for p in cls.iterItems():
+                of[int(p.getObjId())] = cid
+    elif attribute:
+        for p in parts.iterItems(orderBy="id"):
+            a = particle_attribute(p, attribute)
+            v = getattr(p, a) if a else None
+            v = v.get() if hasattr(v, "get") else v
+            if v is not None and str(v).strip() != "":
+                of[int(p.getObjId())] = v
+    return np.array([of.get(int(i), UNCLASSIFIED) for i in item_ids], dtype=object)
+
+
 GT_ATTRS = ("_deephemnma_gtAngles", "_deephemnma_gtShifts", "_deephemnma_gtAmplitudes")
 
 

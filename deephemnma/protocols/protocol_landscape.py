@@ -12,12 +12,15 @@ from .convert import fill_particles
 #: the form's grouping choices, in the order of their stored index: none, then
 #: the grouping options of the stage (deephemnma.stages.landscape.GROUPINGS)
 #: that the form offers (rectangles and polygons are drawn in the viewer)
-FORM_GROUPINGS = (None, "split", "select", "kmeans")
+FORM_GROUPINGS = (None, "split", "select", "kmeans", "by_class")
 GROUPING_LABELS = {None: "none", "split": "split along axis", "select": "expression",
-                   "kmeans": "k-means"}
+                   "kmeans": "k-means", "by_class": "classes (one group per class)"}
 SPLIT = FORM_GROUPINGS.index("split")
 EXPRESSION = FORM_GROUPINGS.index("select")
 KMEANS = FORM_GROUPINGS.index("kmeans")
+BY_CLASS = FORM_GROUPINGS.index("by_class")
+#: the column of the particles' classes in the files the stage reads
+CLASS_COLUMN = "ref"
 MIN_GROUP_IMAGES = 10       # smallest group reconstructed
 SPLIT_MAX_GROUPS = 20       # split_axis's max_groups (the stage uses its default)
 
@@ -42,7 +45,9 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         "also_label": "apartLabel", "structure": "inputReference", "modes": "inputModes",
         "min_group": "the smallest group", "pixel_size": "the particles' pixel size",
         "flipped": "imagesFlipped",
-        "min_images": f"the smallest group reconstructed ({MIN_GROUP_IMAGES} images)"}
+        "min_images": f"the smallest group reconstructed ({MIN_GROUP_IMAGES} images)",
+        "class_column": "the particles' classes (from *Classes* or *Class attribute*)",
+        "by_class": "grouping"}
     _formPhrases = {"--split axis": "splitAxis", "--split minimum group size": "minGroupSize",
                     "--split trim": "the trim of the split"}
 
@@ -75,6 +80,20 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
                       help="The reference the modes move (the normal mode analysis protocol's "
                            "outputReference); with the normal modes, for animations along "
                            "each axis and the centroid model of each group.")
+        form.addParam("inputClasses", params.PointerParam,
+                      pointerClass="SetOfClasses2D,SetOfClasses3D", allowsNull=True,
+                      label="Classes (optional)",
+                      help="Discrete classes of the same particles (e.g. a RELION, cryoSPARC "
+                           "or Xmipp 2D/3D classification), matched by particle id: each "
+                           "class is drawn in its own colour in the landscape, the log and "
+                           "classes.tsv count the particles per class and group, and the "
+                           "grouping 'classes' makes one group per class. Particles in no "
+                           "class are counted as 'unclassified'.")
+        form.addParam("classAttribute", params.StringParam, default="",
+                      label="Class attribute (optional)", expertLevel=params.LEVEL_ADVANCED,
+                      help="Instead of Classes: the particles' attribute holding their class "
+                           "(e.g. _rlnClassNumber, _xmipp_ref, _classId), for particles that "
+                           "carry one; at most 50 distinct values.")
         form.addParam("components", params.IntParam, default=d.components, label="Dimensions",
                       validators=[params.Positive],
                       help="Number of principal axes of the PCA of the amplitudes (at most "
@@ -85,7 +104,8 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
                       help="How particle groups are made in the landscape: none; split along "
                            "an axis (quasi-uniform intervals holding at least the minimum "
                            "size, the paper's Fig. 9); an expression on PC1, PC2...; k-means "
-                           "clusters. Each group becomes a particle subset.")
+                           "clusters; one group per class (with Classes or a Class attribute). "
+                           "Each group becomes a particle subset.")
         form.addParam("splitAxis", params.IntParam, default=1, condition=f"grouping == {SPLIT}",
                       validators=[params.Positive], label="Axis",
                       help="Principal axis split into groups (1: PC1).")
@@ -118,12 +138,36 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
     def _withReference(self):
         return self.inputModes.get() is not None and self.inputReference.get() is not None
 
+    def hasClasses(self):
+        """Whether the form gives the particles' classes (Classes or a Class
+        attribute): the landscape files then carry them in
+        :data:`CLASS_COLUMN`."""
+        return self.inputClasses.get() is not None or bool(
+            (self.classAttribute.get() or "").strip())
+
+    def _writeWithClasses(self, parts, name):
+        """Write ``parts`` as ``extra/<name>`` (:meth:`_writeParticles`) with
+        each particle's class in :data:`CLASS_COLUMN` when the form gives
+        classes. Returns the file's path."""
+        from ..io.metadata import write_xmd
+        from .convert import class_labels, particles_to_table
+        if not self.hasClasses():
+            return self._writeParticles(parts, name)
+        t = particles_to_table(parts, False, self._projectFolder())
+        t[CLASS_COLUMN] = class_labels(t["itemId"], parts, self.inputClasses.get(),
+                                       (self.classAttribute.get() or "").strip())
+        path = self._extra(name)
+        write_xmd(path, t)
+        return path
+
     def _landscapeConfig(self, particles_file=None, modes_folder=None, also_file=None):
         """The landscape stage's config from the form (files given when running;
         ``also_file``: the second set's, shown apart)."""
         g = self.grouping.get()
         ref = self.inputReference.get()
         return landscape.Config(
+            class_column=CLASS_COLUMN if self.hasClasses() else None,
+            by_class=True if g == BY_CLASS and self.hasClasses() else None,
             particles=particles_file, out=self.landscapeOutputs().folder,
             components=self.components.get(),
             split=(self.splitAxis.get(), self.minGroupSize.get(), 0.02) if g == SPLIT else None,
@@ -155,6 +199,10 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             return 1
         if g == KMEANS:
             return max(0, min(99, self.kmeans.get() or 0))
+        if g == BY_CLASS:
+            classes = self.inputClasses.get()
+            n = classes.getSize() + 1 if classes is not None else landscape.MAX_CLASSES
+            return min(99, n)       # Classes: its classes and the unclassified particles
         if g == SPLIT:
             parts = self.inputParticles.get()
             n = parts.getSize() if parts is not None else 0
@@ -186,7 +234,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
 
     # --------------------------- STEPS functions -----------------------------
     def landscapeStep(self):
-        self._writeParticles(self.inputParticles.get(), "input.xmd")
+        self._writeWithClasses(self.inputParticles.get(), "input.xmd")
         also = None
         apart = self.inputParticlesApart.get()
         if apart is not None:
@@ -196,7 +244,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
                 raise DeepHEMNMAError(
                     f"the two particle sets share {len(shared)} particle id(s) (e.g. "
                     f"{min(shared)}): give disjoint sets (e.g. the two parts of a split)")
-            also = self._writeParticles(apart, self.APART_FILE)
+            also = self._writeWithClasses(apart, self.APART_FILE)
         modes_dir = None
         if self._withReference():
             modes_dir = self._modesFolder(self.inputModes.get(),
@@ -282,6 +330,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
                               f"({parts.getSamplingRate():g} and {apart.getSamplingRate():g} Å)")
             if self._reconstructs() and not apart.hasAlignmentProj():
                 errors.append("reconstruction needs the second set's angles and shifts too")
+        errors += self._classErrors(first)
         if (self.inputModes.get() is None) != (self.inputReference.get() is None):
             errors.append("the normal modes and the reference go together (give both for "
                           "animations, or neither)")
@@ -295,6 +344,28 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             errors.append(f"*Minimum group size* {self.minGroupSize.get()}: more than the "
                           f"{n} particles")
         return errors
+
+    def _classErrors(self, first):
+        """The form's problems with the classes (``first``: a particle)."""
+        from .convert import particle_attribute
+        attribute = (self.classAttribute.get() or "").strip()
+        if self.inputClasses.get() is not None and attribute:
+            return ["give *Classes (optional)* or *Class attribute (optional)*, not both"]
+        if attribute and particle_attribute(first, attribute) is None:
+            return [f"*Class attribute (optional)* {attribute}: the particles have no such "
+                    "attribute (e.g. _rlnClassNumber, _xmipp_ref, _classId)"]
+        if self.grouping.get() == BY_CLASS and not self.hasClasses():
+            return ["*Groups* 'classes' needs the particles' classes: give *Classes "
+                    "(optional)* or *Class attribute (optional)*"]
+        return []
+
+    def classTable(self):
+        """Rows of the landscape's classes.tsv (header first), or [] without classes."""
+        path = self.landscapeOutputs().class_table
+        if not os.path.exists(path):
+            return []
+        with open(path) as fh:
+            return [line.rstrip("\n").split("\t") for line in fh if line.strip()]
 
     def _summary(self):
         if not hasattr(self, "outputParticles"):
@@ -310,6 +381,11 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
                     r = json.load(fh)
                 lines.append(f"group {k:02d}: FSC with its centroid model's map "
                              f"{r['res_0.5']:.2f} Å (0.5), {r['res_0.143']:.2f} Å (0.143)")
+        rows = self.classTable()
+        if rows:
+            from ..core.landscape import format_table
+            lines.append(f"Particles per class and group ({files.class_table}):")
+            lines += format_table(rows)
         return lines
 
     def _methods(self):

@@ -6,7 +6,11 @@ Everything lands in one folder (:class:`Outputs` owns the names): ``pca.npz``
 (the projection, to place other particles in the same space),
 ``landscape.xmd`` (the particles with PC1, PC2, ... columns), ``density.png``;
 with a grouping option ``group_NN.xmd`` (one subset per group, NN from 01) and
-``groups.xmd`` (size and centroid amplitudes per group); with a reference and
+``groups.xmd`` (size and centroid amplitudes per group); with a class column
+(``class_column``: the particles' discrete classes, e.g. RELION's
+``rlnClassNumber``) each class in its own colour in ``density.png`` and
+``classes.tsv`` (particles per class and group; ``by_class``: one group per
+class); with a reference and
 its modes ``axis_K.pdb/.cxc/.vmd`` (K from 1) and ``centroid_NN.pdb``. Rows
 whose amplitudes are not finite are left out alone and listed in
 ``rejected.xmd``: the other rows' coordinates are those of a run without them.
@@ -26,7 +30,8 @@ from .base import InputError, need
 
 __all__ = ["Config", "Outputs", "run", "summary", "parse_split", "parse_numbers"]
 
-GROUPINGS = ("select", "rect", "polygon", "split", "kmeans")
+GROUPINGS = ("select", "rect", "polygon", "split", "kmeans", "by_class")
+MAX_CLASSES = 50        # a class column with more distinct values is refused
 
 
 @dataclasses.dataclass
@@ -46,6 +51,11 @@ class Config(base.StageConfig):
     polygon: tuple = None
     split: tuple = None
     kmeans: int = None
+    by_class: bool = None         # one group per class of class_column
+    # a column of class labels (a metadata label: ref, rlnClassNumber,
+    # classId... found under its aliases): each class coloured in the density
+    # plot, the particles per class and group counted in classes.tsv
+    class_column: str = None
     min_group: int = 10           # refuse groups smaller than this
     structure: str = None         # reference (PDB/mmCIF) for animations and centroid models
     modes: str = None             # its modes (ContinuousFlex layout)
@@ -55,7 +65,8 @@ class Config(base.StageConfig):
 
     def grouping(self):
         """The grouping option given (a name of :data:`GROUPINGS`), or None."""
-        given = [g for g in GROUPINGS if getattr(self, g) is not None]
+        given = [g for g in GROUPINGS               # by_class=False: not given
+                 if getattr(self, g) is not None and getattr(self, g) is not False]
         need(len(given) <= 1, "give at most one grouping option (--"
              + ", --".join(given) + " given)")
         return given[0] if given else None
@@ -89,6 +100,12 @@ class Config(base.StageConfig):
             base.fraction("--split trim", trim, 0.0, 0.5)
         elif g == "kmeans":
             base.at_least("--kmeans", self.kmeans, 1)
+        elif g == "by_class":
+            need(self.class_column not in (None, ""),
+                 "--by-class needs --class-column (the column whose classes become the groups)")
+        if self.class_column is not None:
+            need(str(self.class_column).strip().lstrip("_"),
+                 "--class-column: give a column name (e.g. ref, rlnClassNumber)")
         if g in ("rect", "polygon"):
             need(k >= 2, f"--{g} works on PC1 and PC2: needs at least 2 components")
         base.at_least("--min-group", self.min_group, 1)
@@ -117,14 +134,18 @@ class Config(base.StageConfig):
             n = len(load_pca(self.pca)["components"])
         return self.validate_options(n)
 
-    def selection_mask(self, coords):
+    def selection_mask(self, coords, classes=None):
         """Group labels (n,) of the points (coordinates on the axes) for the
         grouping option given: 0, 1, ... and -1 outside every group; None
-        without grouping."""
+        without grouping. ``classes`` (n,): the points' class codes
+        (:func:`deephemnma.core.landscape.class_codes`), the groups of
+        ``by_class``."""
         from ..core import landscape as L
         g = self.grouping()
         if g is None:
             return None
+        if g == "by_class":
+            return np.asarray(classes)
         if g == "select":
             return np.where(L.select_expression(coords, self.select), 0, -1)
         if g == "rect":
@@ -178,7 +199,8 @@ def _inside(path, folder):
 _PATTERNS = {"group": r"group_(\d+)\.xmd", "centroid": r"centroid_(\d+)\.pdb",
              "axis": r"axis_(\d+)\.(?:pdb|cxc|vmd)", "group_map": r"group_(\d+)\.mrc",
              "centroid_map": r"centroid_(\d+)\.mrc", "fsc": r"fsc_(\d+)\.(?:png|json)"}
-_FIXED = ("pca.npz", "landscape.xmd", "density.png", "groups.xmd", "rejected.xmd")
+_FIXED = ("pca.npz", "landscape.xmd", "density.png", "groups.xmd", "rejected.xmd",
+          "classes.tsv")
 
 
 def _owned(name):
@@ -198,6 +220,10 @@ class Outputs:
     explained: tuple = ()         # explained variance ratio per axis
     group_sizes: dict = dataclasses.field(default_factory=dict)   # group number -> size
     n_axes: int = 0               # animations written (0: no reference given)
+    class_column: str = ""        # the column of the classes (as found in the particles)
+    class_rows: list = dataclasses.field(default_factory=list)   # classes.tsv's rows
+    group_names: dict = dataclasses.field(default_factory=dict)  # group -> its class (by_class)
+    agreement: tuple = ()         # (adjusted Rand index, matched fraction): classes vs groups
 
     def _path(self, name):
         return os.path.join(self.folder, name)
@@ -222,6 +248,11 @@ class Outputs:
         """One row per group: ref (its number), classCount, nmaDisplacements
         (the centroid's amplitudes)."""
         return self._path("groups.xmd")
+
+    @property
+    def class_table(self):
+        """Particles per class (rows) and group (columns), tab-separated."""
+        return self._path("classes.tsv")
 
     @property
     def rejected(self):
@@ -290,6 +321,16 @@ def _read(path, label):
     return t
 
 
+def _class_column(t, name, path):
+    """The column of ``t`` (read from ``path``) that ``--class-column name`` designates."""
+    from ..io.metadata import find_label
+    col = find_label(t, name)
+    shown = [c for c in t.columns if c not in ("source", "nmaDisplacements")]
+    need(col is not None, f"--class-column {name}: no such column in {path} "
+         f"(columns: {', '.join(shown)})")
+    return col
+
+
 @base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg: Config, progress: bool = True) -> Outputs:
     """Compute the landscape of ``cfg.particles`` into ``cfg.out``; returns
@@ -302,8 +343,11 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
     out = Outputs(cfg.out)
     # ---- read and check every input --------------------------------------
     t = _read(cfg.particles, "--particles")
+    col = _class_column(t, cfg.class_column, cfg.particles) if cfg.class_column else None
     if cfg.also:
         t2 = _read(cfg.also, "--also")
+        if col:     # the second set's classes under the first set's column name
+            t2[col] = t2[_class_column(t2, cfg.class_column, cfg.also)]
         m1, m2 = t["nmaDisplacements"].shape[1], t2["nmaDisplacements"].shape[1]
         need(m1 == m2, f"--also {cfg.also} has {m2} amplitudes per particle, "
              f"--particles {cfg.particles} has {m1}: the two sets must use the same modes")
@@ -329,18 +373,28 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
         need(cfg.components <= q.shape[1],
              f"--components {cfg.components}: the particles have {q.shape[1]} amplitudes")
         pca = L.fit_pca(q, cfg.components)
+    codes, names = None, []
+    if col:
+        codes, keys = L.class_codes(t[col])
+        names = [L.class_name(k) for k in keys]
+        where = cfg.particles + (f" and {cfg.also}" if cfg.also else "")
+        need((codes >= 0).all(), f"--class-column {cfg.class_column}: {(codes < 0).sum()} "
+             f"particle(s) of {where} have no class (empty or nan)")
+        need(len(names) <= MAX_CLASSES, f"--class-column {cfg.class_column}: {len(names)} "
+             f"distinct values in {where}, more than {MAX_CLASSES}: not a class label")
     c = L.transform(pca, q)
     for i in range(c.shape[1]):
         t[f"PC{i + 1}"] = c[:, i]
-    labels = cfg.selection_mask(c)
+    labels = cfg.selection_mask(c, codes)
     groups = []
     if labels is not None:
         numbers = sorted(set(labels[labels >= 0].tolist()))
         need(numbers, "the selection contains no particle")
         for g in numbers:
             m = labels == g
-            need(m.sum() >= cfg.min_group, f"group {g + 1} has {m.sum()} particles, fewer "
-                 f"than --min-group {cfg.min_group}")
+            what = f" ({names[g]})" if cfg.grouping() == "by_class" else ""
+            need(m.sum() >= cfg.min_group, f"group {g + 1}{what} has {m.sum()} particles, "
+                 f"fewer than --min-group {cfg.min_group}")
             groups.append((g + 1, t.subset(m)))
     # ---- the reference, its modes, and what they give ----------------------
     models = {}
@@ -354,6 +408,7 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
     stale = out.owned_files()
     written = [out.pca, out.landscape, out.density]
     written += [out.rejected] if len(rejected) else []
+    written += [out.class_table] if col else []
     written += [out.groups_table] + [out.group(k) for k, _ in groups] if groups else []
     written += [out.centroid(k) for k, _ in groups] if models else []
     written += [p + e for p in models for e in (".pdb", ".cxc", ".vmd")]
@@ -366,7 +421,11 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
             L.save_pca(pca, out.pca)
         write_xmd(out.landscape, t, absolute=cfg.absolute_paths)
         L.density_plot(c, out.density, labels, apart=apart if cfg.also else None,
-                       apart_label=cfg.also_label)
+                       apart_label=cfg.also_label, classes=codes, class_names=names,
+                       title=f"{len(t)} images, coloured by class ({col})" if col else "")
+        if col:
+            out.class_rows = L.class_table(codes, names, labels)
+            L.write_table(out.class_table, out.class_rows)
         rejected.write(out.rejected)
         for prefix, frames in models.items():
             L.write_animation(prefix, s, frames)
@@ -385,6 +444,12 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
     out.explained = tuple(float(v) for v in pca["explained_variance_ratio"])
     out.group_sizes = {k: len(sub) for k, sub in groups}
     out.n_axes = len(models)
+    if col:
+        out.class_column = col
+        if cfg.grouping() == "by_class":
+            out.group_names = {k: names[k - 1] for k, _ in groups}
+        elif labels is not None:
+            out.agreement = L.class_agreement(codes, labels)
     return out
 
 
@@ -402,7 +467,17 @@ def summary(out: Outputs, cfg: Config) -> list[str]:
     if out.n_axes:
         lines.append(f"animations along {out.n_axes} axes -> {out.axis(1)} ... (.cxc, .vmd)")
     if out.group_sizes:
-        lines.append("groups: " + ", ".join(f"{k}: {n} particles"
-                                            for k, n in out.group_sizes.items())
-                     + f" -> {out.group(min(out.group_sizes))} ...")
+        lines.append("groups: " + ", ".join(
+            f"{k}" + (f" ({out.group_names[k]})" if k in out.group_names else "")
+            + f": {n} particles" for k, n in out.group_sizes.items())
+            + f" -> {out.group(min(out.group_sizes))} ...")
+    if out.class_rows:
+        from ..core.landscape import format_table
+        lines.append(f"particles per class ({out.class_column})"
+                     + (" and group" if out.group_sizes else "") + f" -> {out.class_table}")
+        lines += ["  " + r for r in format_table(out.class_rows)]
+    if out.agreement:
+        ari, matched = out.agreement
+        lines.append(f"groups vs classes: adjusted Rand index {ari:.2f}; {100 * matched:.1f}% "
+                     "of the grouped particles are in the group matched to their class")
     return lines

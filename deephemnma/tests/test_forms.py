@@ -75,6 +75,7 @@ class TestConstants(BaseTest):
         self.assertLessEqual(set(L.FORM_GROUPINGS[1:]), set(GROUPINGS))
         self.assertEqual([L.FORM_GROUPINGS[i] for i in (L.SPLIT, L.EXPRESSION, L.KMEANS)],
                          ["split", "select", "kmeans"])
+        self.assertEqual(L.FORM_GROUPINGS[L.BY_CLASS], "by_class")
         prot = P.DeepHEMNMAProtLandscape()
         form = prot.getDefinition()
         self.assertEqual(form.getParam("splitAxis").condition.get(), f"grouping == {L.SPLIT}")

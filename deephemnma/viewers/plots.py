@@ -12,7 +12,7 @@ import numpy as np
 from .common import mode_label
 
 __all__ = ["nma_figure", "amplitude_figure", "map_figure", "draw_fsc", "write_mode_animations",
-           "save"]
+           "class_table_figure", "save"]
 
 
 def save(fig, path, dpi=90):
@@ -121,6 +121,26 @@ def amplitude_figure(amplitudes, numbers, cost=None, title=""):
         ax.set_xlabel("cost (lower is better)")
         ax.set_title("alignment cost")
     fig.suptitle(title or f"{len(q)} particles")
+    fig.tight_layout()
+    return fig
+
+
+def class_table_figure(rows, title=""):
+    """The particles per class and group (rows of the landscape's
+    classes.tsv, header first) as a table figure; the "total" row and column
+    in bold. Returns the figure."""
+    import matplotlib.pyplot as plt
+    header, body = [str(c) for c in rows[0]], [[str(c) for c in r] for r in rows[1:]]
+    fig, ax = plt.subplots(figsize=(min(14, 1.6 + 1.1 * len(header)),
+                                    min(12, 1.0 + 0.3 * (len(body) + 1))))
+    ax.axis("off")
+    table = ax.table(cellText=body, colLabels=header, loc="center", cellLoc="right")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    for (r, c), cell in table.get_celld().items():
+        if r == 0 or c == 0 or header[c] == "total" or body[r - 1][0] == "total":
+            cell.set_text_props(weight="bold")
+    ax.set_title(title or "particles per class and group")
     fig.tight_layout()
     return fig
 

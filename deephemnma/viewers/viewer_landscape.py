@@ -1,7 +1,8 @@
 """Landscape viewer: a form offering the landscape (density of the
 particles on PC1, PC2, one legend entry per set, colour bar, the groups,
 a lasso to select particles, the amplitude histograms with modes labelled
-by their HEMNMA numbers), the groups' maps (slices, FSC, ChimeraX) and the
+by their HEMNMA numbers; with the particles' classes, each class in its own
+colour and the table of particles per class and group), the groups' maps (slices, FSC, ChimeraX) and the
 animations along the principal axes (ChimeraX). The files are those of the
 protocol's landscape :class:`deephemnma.stages.landscape.Outputs`.
 
@@ -14,9 +15,9 @@ import os
 import time
 
 import numpy as np
-from pyworkflow.protocol.params import IntParam, LabelParam
+from pyworkflow.protocol.params import BooleanParam, IntParam, LabelParam
 
-from ..protocols.protocol_landscape import DeepHEMNMAProtLandscape
+from ..protocols.protocol_landscape import CLASS_COLUMN, DeepHEMNMAProtLandscape
 from .common import FormViewer, Shower, _producer, mode_label, numbers_or_default, run_title
 
 
@@ -34,6 +35,17 @@ class DeepHEMNMALandscapeViewer(FormViewer):
                            "size at their centre) and the amplitude histograms. Draw a lasso "
                            "around particles, then 'Create subset' registers them as a new "
                            "subset (a run of the project) that any protocol takes.")
+        if os.path.exists(out.class_table):
+            form.addParam("colourByClass", BooleanParam, default=True,
+                          label="Colour the landscape by class",
+                          help="Each class of the particles (the run's Classes or Class "
+                               "attribute) in its own colour over a grey density, with a "
+                               "legend of the classes and their sizes; No: the density "
+                               "alone.")
+            form.addParam("showClassTable", LabelParam,
+                          label="Particles per class and group",
+                          help="The number of particles of each class in each group "
+                               "(classes.tsv of the run's landscape folder).")
         groups = [k for k in out.groups() if os.path.exists(out.group_map(k))]
         if groups:
             form.addParam("showGroupMap", IntParam, default=groups[0],
@@ -60,7 +72,15 @@ class DeepHEMNMALandscapeViewer(FormViewer):
 
     def _handlers(self):
         return {"showLandscape": self._showLandscape, "showGroupMap": self._showGroupMap,
-                "showAxis": self._showAxis}
+                "showAxis": self._showAxis, "showClassTable": self._showClassTable}
+
+    def _showClassTable(self, param=None):
+        from .plots import class_table_figure
+        rows = self.protocol.classTable()
+        if not rows:
+            return [self.errorMessage("The run was given no classes.")]
+        title = run_title(self.protocol, "particles per class and group")
+        return [Shower(class_table_figure(rows, title.replace("DeepHEMNMA ", "")), title)]
 
     def _showLandscape(self, param=None):
         if not os.path.exists(self.protocol.landscapeOutputs().landscape):
@@ -113,13 +133,23 @@ class DeepHEMNMALandscapeViewer(FormViewer):
         return first, self.protocol.apartLabel.get() or "second set"
 
     # ---- the figure --------------------------------------------------------
+    def classes(self, table):
+        """(codes (n,), names) of the rows' classes, or None when the
+        landscape carries none or the form says not to colour by class."""
+        from ..core.landscape import class_codes, class_name
+        colour = getattr(self, "colourByClass", None)
+        if CLASS_COLUMN not in table or (colour is not None and not colour.get()):
+            return None
+        codes, keys = class_codes(table[CLASS_COLUMN])
+        return codes, [class_name(k) for k in keys]
+
     def figure(self):
-        """The figure: density on PC1, PC2 (with the lasso, the groups and a
-        legend entry per set), amplitude histograms, and the "Create
-        subset" button."""
+        """The figure: density on PC1, PC2 (with the lasso, the groups, a
+        legend entry per set and, with classes, each class in its colour),
+        amplitude histograms, and the "Create subset" button."""
         import matplotlib.pyplot as plt
         from matplotlib.widgets import Button, LassoSelector
-        from ..core.landscape import draw_apart, draw_groups, load_pca
+        from ..core.landscape import draw_apart, draw_classes, draw_groups, load_pca
         t, c = self._coords()
         self._table, self._xy = t, np.column_stack(
             [c[:, 0], c[:, 1] if c.shape[1] > 1 else np.zeros(len(c))])
@@ -131,12 +161,16 @@ class DeepHEMNMALandscapeViewer(FormViewer):
         apart = np.asarray(t["source"]) == DeepHEMNMAProtLandscape.APART_FILE \
             if "source" in t else np.zeros(len(t), bool)
         first, second = self.setNames()
+        classes = self.classes(t)
         hb = ax.hexbin(x[~apart], y[~apart], gridsize=120, bins="log", mincnt=1,
-                       cmap="viridis", label=f"{first} ({int((~apart).sum())}): density")
+                       cmap="viridis" if classes is None else "Greys",
+                       label=f"{first} ({int((~apart).sum())}): density")
         from matplotlib.ticker import FormatStrFormatter
         bar = fig.colorbar(hb, ax=ax, label=f"{first}: images per hexagon (log)")
         bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))   # 1, 2, 10, not 10^0
         bar.ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        if classes is not None:
+            draw_classes(ax, x, y, *classes)        # each class in its colour
         draw_apart(ax, x, y, apart, second)         # the second set, as dots
         ax.legend(loc="upper right", fontsize=8, markerscale=4)
         self._groups = self.groupLabels(t)

@@ -1,6 +1,9 @@
 """Settings of HEMNMA alignment and of training (no torch import: the command
 line and the Scipion forms read their defaults from here without loading torch)."""
+from __future__ import annotations
+
 import dataclasses
+from typing import Any
 
 __all__ = ["AlignOptions", "TrainConfig", "PAPER_SCHEDULE", "SCHEDULES", "ALIGN_STAGES",
            "result_options"]
@@ -29,14 +32,14 @@ class TrainConfig:
     augment_copies: int = 0              # rotated + shifted copies of each training image
     #                                      (the paper's Supp. D doubles its set: 1)
     augment_shift: float = 7.0           # px: copies shifted by U[-s, s] in x and y (paper: 7)
-    mahalanobis: float = None            # e.g. 3.2 (statistics of the training rows)
+    mahalanobis: float | None = None     # e.g. 3.2 (statistics of the training rows)
     images_flipped: bool = False         # images already CTF phase-flipped (else flipped
     #                                      from their CTF columns: the network sees flipped images)
     seed: int = 0
     device: str = "auto"
     dropout: float = 0.5
     max_resident_gb: float = 4.0         # images kept on the device up to this many GB
-    input_size: int = None               # px: Fourier-downscale images to this size first
+    input_size: int | None = None        # px: Fourier-downscale images to this size first
     coord_channels: bool = False         # x/y coordinate channels (see core.network)
 
 
@@ -104,7 +107,7 @@ class AlignOptions:
     atom_model: str = _option("gaussian", BOTH)
     # Å^2 widening every atom (number), or 'auto': estimated from the particles
     # (Aligner.estimate_b_factor)
-    b_factor: object = _option(0.0, BOTH)
+    b_factor: float | str = _option(0.0, BOTH)
     batch_size: int = _option(64, BOTH)
     images_flipped: bool = _option(False, BOTH)      # images already phase flipped
     # CPU: worker threads, one torch thread each (0: all CPUs)
@@ -112,7 +115,7 @@ class AlignOptions:
     device: str = _option("cpu", ())
 
 
-def result_options(options: AlignOptions, stage: str) -> dict:
+def result_options(options: AlignOptions, stage: str) -> dict[str, Any]:
     """{name: value} of the AlignOptions ``options`` that change the results
     of ``stage`` ('align' or 'refine'): what its run stamp holds."""
     if stage not in ALIGN_STAGES:

@@ -27,9 +27,15 @@ pixel ``N//2 + (A r)[0:2] / pixel_size - shift`` with ``A`` Xmipp's
 Euler matrix and ``shift = (shiftX, shiftY)`` in pixels: **a positive shiftX
 moves the particle towards negative x** (Xmipp: image(x) = P(x + shift)).
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["deform", "project", "Projector", "atoms_to_volume", "atoms_to_volume_local",
            "project_volume", "fourier_shift"]
@@ -37,7 +43,7 @@ __all__ = ["deform", "project", "Projector", "atoms_to_volume", "atoms_to_volume
 _SQRT2 = math.sqrt(2.0)
 
 
-def deform(ref, vectors, amplitudes):
+def deform(ref: torch.Tensor, vectors: torch.Tensor, amplitudes: torch.Tensor) -> torch.Tensor:
     """X0 + sum_k q_k V_k: ref (N, 3), vectors (M, N, 3), amplitudes (B, M) ->
     (B, N, 3) (torch)."""
     return ref + torch.einsum("bm,mnc->bnc", amplitudes, vectors)
@@ -130,7 +136,9 @@ def _per_atom(sigma, pixel_size, like):
     return s / pixel_size
 
 
-def project(coords, weights, rotations, shifts, box, pixel_size, sigma=1.0, radius=None):
+def project(coords: torch.Tensor, weights: torch.Tensor, rotations: torch.Tensor,
+            shifts: torch.Tensor | None, box: int, pixel_size: float,
+            sigma: float | torch.Tensor = 1.0, radius: float | None = None) -> torch.Tensor:
     """Project atoms as Gaussians.
 
     coords (B, N, 3) or (N, 3) Å; weights (N,); rotations (B, 3, 3) Xmipp
@@ -174,8 +182,11 @@ class Projector:
     (B, box, box). ``vectors`` may be None (rigid reference). ``radius``
     (sigmas): local profiles (:func:`project`)."""
 
-    def __init__(self, ref_coords, weights, vectors, box, pixel_size, sigma=1.0,
-                 device="cpu", dtype=torch.float32, max_batch_elems=2 ** 26, radius=None):
+    def __init__(self, ref_coords: np.ndarray | torch.Tensor, weights: np.ndarray | torch.Tensor,
+                 vectors: np.ndarray | torch.Tensor | None, box: int, pixel_size: float,
+                 sigma: float | np.ndarray | torch.Tensor = 1.0,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 max_batch_elems: int = 2 ** 26, radius: float | None = None) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=self.device)  # noqa: E731
@@ -190,15 +201,17 @@ class Projector:
         self.radius = radius
 
     @property
-    def n_modes(self):
+    def n_modes(self) -> int:
         return 0 if self.vectors is None else self.vectors.shape[0]
 
-    def coords(self, amplitudes=None):
+    def coords(self, amplitudes: torch.Tensor | None = None) -> torch.Tensor:
         if amplitudes is None or self.vectors is None:
             return self.ref
         return deform(self.ref, self.vectors, amplitudes)
 
-    def __call__(self, amplitudes, rotations, shifts=None):
+    def __call__(self, amplitudes: np.ndarray | torch.Tensor | None,
+                 rotations: np.ndarray | torch.Tensor,
+                 shifts: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         cast = lambda a: None if a is None else torch.as_tensor(  # noqa: E731
             a, dtype=self.dtype, device=self.device)
         amplitudes, rotations, shifts = cast(amplitudes), cast(rotations), cast(shifts)
@@ -215,7 +228,9 @@ class Projector:
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def atoms_to_volume(coords, weights, box, voxel_size, sigma=1.0, chunk=256):
+def atoms_to_volume(coords: np.ndarray | torch.Tensor, weights: np.ndarray | torch.Tensor,
+                    box: int, voxel_size: float, sigma: float = 1.0,
+                    chunk: int = 256) -> torch.Tensor:
     """Density volume [z, y, x] (box^3) of Gaussian atoms (voxel-integrated),
     centre at index box//2. coords (N, 3) Å, weights (N,). Torch in, torch out
     (numpy accepted)."""
@@ -236,8 +251,10 @@ def atoms_to_volume(coords, weights, box, voxel_size, sigma=1.0, chunk=256):
     return vol.reshape(box, box, box)
 
 
-def atoms_to_volume_local(coords, weights, box, voxel_size, sigma=1.0, radius=4.0,
-                          chunk=4096):
+def atoms_to_volume_local(coords: np.ndarray | torch.Tensor,
+                          weights: np.ndarray | torch.Tensor, box: int, voxel_size: float,
+                          sigma: float = 1.0, radius: float = 4.0,
+                          chunk: int = 4096) -> torch.Tensor:
     """Same volume as :func:`atoms_to_volume`, each atom stamped only on the
     voxels within ``radius`` sigma of it (truncation error < 1e-4 of its
     weight at 4 sigma): cost N x (8 radius sigma/voxel)^3 instead of
@@ -269,7 +286,7 @@ def atoms_to_volume_local(coords, weights, box, voxel_size, sigma=1.0, radius=4.
     return vol.reshape(box, box, box)
 
 
-def fourier_shift(images, shifts):
+def fourier_shift(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """Translate images (B, N, N) by ``shifts`` (B, 2) pixels (dx, dy) with
     Fourier phases: out(x) = in(x - shift)."""
     n = images.shape[-1]
@@ -280,7 +297,8 @@ def fourier_shift(images, shifts):
     return torch.fft.irfft2(torch.fft.rfft2(images) * torch.exp(phase), s=images.shape[-2:])
 
 
-def project_volume(vol, rotations, shifts=None, oversample=1):
+def project_volume(vol: torch.Tensor, rotations: torch.Tensor, shifts: torch.Tensor | None = None,
+                   oversample: int = 1) -> torch.Tensor:
     """Real-space projection of a volume [z, y, x] (centre box//2) at Xmipp
     rotations (B, 3, 3): rotate the sampling grid by A^T, trilinear
     interpolation, sum along z. Shifts (B, 2) pixels with Xmipp's sign. Used as

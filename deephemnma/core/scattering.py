@@ -28,9 +28,18 @@ model (with the B-factor added).
 poses: the B that maximises the mean normalised cross-correlation of the
 model's projections (with each image's |CTF|) with the images.
 """
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, SupportsFloat
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from .projector import Projector
 
 __all__ = ["PENG", "ATOM_MODELS", "element_symbols", "scattering_factor", "peng_gaussians",
            "fitted_gaussian", "atom_model", "b_to_variance", "estimate_b_factor",
@@ -52,12 +61,13 @@ FALLBACK = "C"          # elements without a row (ions, metals, unknown) scatter
 _8PI2 = 8 * math.pi ** 2
 
 
-def b_to_variance(b):
+def b_to_variance(b: float | np.ndarray) -> np.ndarray:
     """Variance (Å^2) of the real-space Gaussian of exp(-b s^2)."""
     return np.asarray(b, dtype=np.float64) / _8PI2
 
 
-def element_symbols(elements, names=None):
+def element_symbols(elements: Sequence[str | None] | np.ndarray,
+                    names: Sequence[str] | np.ndarray | None = None) -> np.ndarray:
     """Upper-case element symbols: the PDB element column, else the first
     letter of the atom name."""
     out = []
@@ -69,20 +79,20 @@ def element_symbols(elements, names=None):
     return np.array(out, dtype=object)
 
 
-def peng_gaussians(element):
+def peng_gaussians(element: str) -> tuple[np.ndarray, np.ndarray]:
     """(a (5,), b (5,)) of an element (the fallback's when it has no row)."""
     a, b = PENG.get(str(element).upper(), PENG[FALLBACK])
     return np.array(a), np.array(b)
 
 
-def scattering_factor(element, s):
+def scattering_factor(element: str, s: float | np.ndarray) -> float | np.ndarray:
     """f(s) (Å) of an element at s = sin(theta)/lambda (Å^-1)."""
     a, b = peng_gaussians(element)
     s = np.asarray(s, dtype=np.float64)
     return (a * np.exp(-b * s[..., None] ** 2)).sum(-1)
 
 
-def fitted_gaussian(element, s_max):
+def fitted_gaussian(element: str, s_max: float) -> tuple[float, float]:
     """One Gaussian (weight w Å, b Å^2) with w exp(-b s^2) closest (least
     squares on 0 <= s <= ``s_max``) to the element's f(s): w is f(0)'s fit."""
     s = np.linspace(0.0, s_max, 200)
@@ -95,8 +105,10 @@ def fitted_gaussian(element, s_max):
     return float(w[i]), float(bs[i])
 
 
-def atom_model(model, weights, elements=None, names=None, sigma=1.0, b_factor=0.0,
-               pseudo_sigma=None, pixel_size=None):
+def atom_model(model: str, weights: np.ndarray, elements: np.ndarray | None = None,
+               names: np.ndarray | None = None, sigma: float = 1.0, b_factor: float = 0.0,
+               pseudo_sigma: float | None = None, pixel_size: float | None = None
+               ) -> tuple[np.ndarray, float | np.ndarray]:
     """(weights, sigmas) of an atom model for :class:`core.projector.Projector`.
 
     ``model``: one of :data:`ATOM_MODELS`. ``weights`` (N,) the structure's
@@ -129,7 +141,9 @@ def atom_model(model, weights, elements=None, names=None, sigma=1.0, b_factor=0.
     return w, np.sqrt(b_to_variance(b) + extra)
 
 
-def projection_scores(projector, images, absctf, rotations, shifts, amplitudes, mask):
+def projection_scores(projector: Projector, images: torch.Tensor, absctf: torch.Tensor | None,
+                      rotations: torch.Tensor, shifts: torch.Tensor,
+                      amplitudes: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
     """Normalised cross-correlations (B,) inside ``mask`` of the images (B, n, n)
     (phase-flipped) with the projector's projections at the poses, filtered by
     |CTF| (B, n, n//2+1) (None: no CTF). Torch in, torch out."""
@@ -142,7 +156,9 @@ def projection_scores(projector, images, absctf, rotations, shifts, amplitudes, 
         return (_normalize_masked(model, mask) * _normalize_masked(images, mask)).sum((-2, -1))
 
 
-def estimate_b_factor(score, grid=(0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 130.0, 160.0, 200.0)):
+def estimate_b_factor(score: Callable[[float], SupportsFloat],
+                      grid: Sequence[float] = (0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 130.0, 160.0,
+                                               200.0)) -> tuple[float, dict[float, float]]:
     """The B-factor (Å^2) maximising ``score(B)`` (the mean correlation of
     projections with images at their poses) on ``grid``, refined by a
     parabola through the best point and its neighbours (clipped to the grid).

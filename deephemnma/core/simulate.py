@@ -26,7 +26,11 @@ Gaussian atoms, and degraded by the CTF and noise:
   minus the stored shift). ``shift_range`` is in Å (default 1.625 Å: the
   paper's +-5 px at 0.325 Å/px).
 """
+from __future__ import annotations
+
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
@@ -40,6 +44,12 @@ from .ctf import CTFParams, apply_ctf, phase_flip as _phase_flip
 from .image import downscale
 from .projector import Projector
 
+if TYPE_CHECKING:
+    from .nma import NormalModes
+    from .structure import Structure
+
+PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
+
 __all__ = ["PAPER_RENDER_PIXEL", "render_factor_for", "helix_amplitudes", "sample_amplitudes",
            "simulate", "write_dataset",
            "simulate_to_folder"]
@@ -48,19 +58,21 @@ __all__ = ["PAPER_RENDER_PIXEL", "render_factor_for", "helix_amplitudes", "sampl
 PAPER_RENDER_PIXEL = 0.325      # Å/px at which the paper renders and adds noise
 
 
-def render_factor_for(pixel_size, render_pixel=PAPER_RENDER_PIXEL):
+def render_factor_for(pixel_size: float, render_pixel: float = PAPER_RENDER_PIXEL) -> int:
     """Integer rendering factor bringing ``pixel_size`` (Å/px) to about the
     paper's rendering sampling (0.325 Å/px): 2 at 0.65 Å/px, 4 at 1.3 Å/px."""
     return max(1, int(round(pixel_size / render_pixel)))
 
 
-def helix_amplitudes(r, scale=200.0):
+def helix_amplitudes(r: float | np.ndarray, scale: float = 200.0) -> np.ndarray:
     """The paper's helix (modes 7-9): (n,) in [0, 1] -> (n, 3)."""
     r = np.asarray(r, dtype=np.float64)
     return np.stack([-scale * r, scale * np.sin(np.pi * r), scale * np.cos(np.pi * r)], -1)
 
 
-def sample_amplitudes(law, n, n_modes, rng, scale=200.0, n_clusters=4, cluster_std=15.0):
+def sample_amplitudes(law: str | np.ndarray, n: int, n_modes: int, rng: np.random.Generator,
+                      scale: float = 200.0, n_clusters: int = 4,
+                      cluster_std: float = 15.0) -> np.ndarray:
     """Amplitudes (n, n_modes) from 'helix' (3 modes), 'uniform' (box
     [-scale, scale]), 'clusters' (Gaussian blobs), or an explicit array."""
     if isinstance(law, np.ndarray):
@@ -79,11 +91,16 @@ def sample_amplitudes(law, n, n_modes, rng, scale=200.0, n_clusters=4, cluster_s
     raise InputError(f"unknown amplitude law '{law}' (helix, uniform, clusters)")
 
 
-def simulate(coords, weights, vectors, n, box=128, pixel_size=0.65, amplitudes="helix",
-             snr=0.1, ctf=True, defocus=5000.0, voltage=200.0, cs=2.0, q0=0.1,
-             shift_range=1.625, render_factor=2, phase_flip=False, noise_before_ctf=0.5,
-             sigma=1.0, seed=0, device="cpu", chunk=512, start=0, progress=None,
-             amplitude_scale=200.0, snr_at_render=False, in_plane=True):
+def simulate(coords: np.ndarray, weights: np.ndarray, vectors: np.ndarray, n: int,
+             box: int = 128, pixel_size: float = 0.65, amplitudes: str | np.ndarray = "helix",
+             snr: float | None = 0.1, ctf: bool = True, defocus: float = 5000.0,
+             voltage: float = 200.0, cs: float = 2.0, q0: float = 0.1,
+             shift_range: float = 1.625, render_factor: int = 2, phase_flip: bool = False,
+             noise_before_ctf: float = 0.5, sigma: float | np.ndarray = 1.0, seed: int = 0,
+             device: str | torch.device = "cpu", chunk: int = 512, start: int = 0,
+             progress: Progress | None = None, amplitude_scale: float = 200.0,
+             snr_at_render: bool = False, in_plane: bool = True
+             ) -> Iterator[tuple[int, np.ndarray | None, Table]]:
     """Generator of chunks ``(start_index, images float32 (b, box, box), Table)``.
 
     ``coords`` (N, 3) centred reference (Å), ``weights`` (N,), ``vectors``
@@ -160,8 +177,9 @@ def simulate(coords, weights, vectors, n, box=128, pixel_size=0.65, amplitudes="
         yield s, out.to(torch.float32).cpu().numpy(), t
 
 
-def write_dataset(folder, table, modes=None, structure=None, pixel_size=None,
-                  stack_name="particles.mrcs", box=None):
+def write_dataset(folder: PathLike, table: Table, modes: NormalModes | None = None,
+                  structure: Structure | None = None, pixel_size: float | None = None,
+                  stack_name: str = "particles.mrcs", box: int | None = None) -> None:
     """Metadata next to an existing stack: particles.xmd (Xmipp names, image
     references ``N@particles.mrcs``), particles.star (RELION 3.1), and the modes
     (ContinuousFlex layout) and reference PDB when given."""
@@ -180,8 +198,9 @@ def write_dataset(folder, table, modes=None, structure=None, pixel_size=None,
         write_pdb(os.path.join(folder, "reference.pdb"), structure)
 
 
-def simulate_to_folder(folder, structure, modes, n, box=128, pixel_size=0.65, quiet=None,
-                       **kw):
+def simulate_to_folder(folder: PathLike, structure: Structure, modes: NormalModes, n: int,
+                       box: int = 128, pixel_size: float = 0.65, quiet: bool | None = None,
+                       **kw: Any) -> Table:
     """Run :func:`simulate` and write folder/particles.mrcs (+ .xmd, .star,
     modes, reference.pdb). Resumes an interrupted run (same arguments)."""
     os.makedirs(folder, exist_ok=True)

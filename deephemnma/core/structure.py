@@ -8,14 +8,20 @@ weight for projections: its atomic number Z. Pseudoatom PDBs written by
 sigma=<Å>`` and the Gaussian weights in the occupancy column; they are
 recognised and keep those weights (and their sigma).
 """
+from __future__ import annotations
+
 import dataclasses
 import os
 import re
+from collections.abc import Iterable
+from typing import Union
 
 import numpy as np
 
 from ..errors import InputError
 from ..utils import atomic_path
+
+PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 
 __all__ = ["Structure", "read_structure", "read_pdb", "write_pdb", "SELECTIONS"]
 
@@ -43,21 +49,21 @@ class Structure:
     chains: np.ndarray
     elements: np.ndarray
     source: str = ""
-    sigma: float = None             # Gaussian std (Å) for pseudoatoms, else None
+    sigma: float | None = None      # Gaussian std (Å) for pseudoatoms, else None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.coords)
 
     @property
-    def is_pseudoatomic(self):
+    def is_pseudoatomic(self) -> bool:
         return self.sigma is not None
 
-    def center(self):
+    def center(self) -> tuple[Structure, np.ndarray]:
         """Copy centred on the centroid of its atoms, and the offset removed."""
         offset = self.coords.mean(0)
         return dataclasses.replace(self, coords=self.coords - offset), offset
 
-    def subset(self, mask):
+    def subset(self, mask: np.ndarray) -> Structure:
         m = np.asarray(mask)
         return dataclasses.replace(
             self, coords=self.coords[m], weights=self.weights[m], names=self.names[m],
@@ -75,7 +81,7 @@ def _element_weights(elements, names):
     return w
 
 
-def read_structure(path, selection="heavy"):
+def read_structure(path: PathLike, selection: str = "heavy") -> Structure:
     """Read a PDB or mmCIF file and select atoms.
 
     ``selection``: 'heavy' (default, no hydrogens), 'all', 'ca', 'ca+p'
@@ -128,7 +134,7 @@ def read_structure(path, selection="heavy"):
                      source=path, sigma=sigma)
 
 
-def read_pdb(path):
+def read_pdb(path: PathLike) -> Structure:
     """All the atoms (ATOM and HETATM records of the first model) of a PDB
     file, read from its fixed columns without ProDy: what
     ``read_structure(path, "all")`` gives for the PDBs :func:`write_pdb`
@@ -164,7 +170,8 @@ def read_pdb(path):
                      elements=elements, source=path, sigma=sigma)
 
 
-def write_pdb(path, structure, coords=None, remarks=()):
+def write_pdb(path: PathLike, structure: Structure, coords: np.ndarray | None = None,
+              remarks: Iterable[str] = ()) -> None:
     """Write a PDB; ``coords`` (N, 3) or (K, N, 3) for a multi-model file
     (animations). Weights are written in the occupancy column for
     pseudoatoms (and B-factor 0)."""

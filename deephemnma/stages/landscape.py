@@ -24,7 +24,8 @@ import numpy as np
 from . import base
 from .base import InputError, need
 
-__all__ = ["Config", "Outputs", "run", "summary", "parse_split", "parse_numbers"]
+__all__ = ["Config", "Outputs", "run", "summary", "resolution_lines", "parse_split",
+           "parse_numbers"]
 
 GROUPINGS = ("select", "rect", "polygon", "split", "kmeans")
 
@@ -177,7 +178,11 @@ def _inside(path, folder):
 
 _PATTERNS = {"group": r"group_(\d+)\.xmd", "centroid": r"centroid_(\d+)\.pdb",
              "axis": r"axis_(\d+)\.(?:pdb|cxc|vmd)", "group_map": r"group_(\d+)\.mrc",
-             "centroid_map": r"centroid_(\d+)\.mrc", "fsc": r"fsc_(\d+)\.(?:png|json)"}
+             "centroid_map": r"centroid_(\d+)\.mrc", "fsc": r"fsc_(\d+)\.(?:png|json)",
+             # a group map's half maps, mask, filtered map and half-map FSC
+             # (named by the reconstruct stage's Outputs)
+             "group_halves": r"group_(\d+)_(?:half1\.mrc|half2\.mrc|mask\.mrc|filtered\.mrc|"
+                             r"fsc_halves\.png|fsc_halves\.json)"}
 _FIXED = ("pca.npz", "landscape.xmd", "density.png", "groups.xmd", "rejected.xmd")
 
 
@@ -244,6 +249,33 @@ class Outputs:
     def group_map(self, k):
         """Reconstruction of group ``k`` (written by the Scipion protocol)."""
         return self._path(f"group_{k:02d}.mrc")
+
+    def group_reconstruction(self, k):
+        """The files of group ``k``'s reconstruction: the reconstruct stage's
+        :class:`~deephemnma.stages.reconstruct.Outputs` of :meth:`group_map`
+        (half maps, mask, filtered map, half-map FSC)."""
+        from .reconstruct import Outputs as ReconstructOutputs
+        return ReconstructOutputs(self.group_map(k))
+
+    def group_resolutions(self):
+        """{group: (half-map FSC 0.143 masked, unmasked, centroid-map FSC 0.143)}
+        in Å, None where the file is missing, for the groups with a map."""
+        import json
+        res = {}
+        for k in self.groups():
+            if not os.path.exists(self.group_map(k)):
+                continue
+            half = cen = None
+            rec = self.group_reconstruction(k)
+            if os.path.exists(rec.fsc_halves_json):
+                with open(rec.fsc_halves_json) as f:
+                    half = json.load(f)
+            if os.path.exists(self.fsc_json(k)):
+                with open(self.fsc_json(k)) as f:
+                    cen = json.load(f)
+            res[k] = (half and half["res_0.143_masked"], half and half["res_0.143"],
+                      cen and cen["res_0.143"])
+        return res
 
     def centroid_map(self, k):
         """Map simulated from the centroid model of group ``k``."""
@@ -405,4 +437,16 @@ def summary(out: Outputs, cfg: Config) -> list[str]:
         lines.append("groups: " + ", ".join(f"{k}: {n} particles"
                                             for k, n in out.group_sizes.items())
                      + f" -> {out.group(min(out.group_sizes))} ...")
+    lines += resolution_lines(out)
     return lines
+
+
+def resolution_lines(out: Outputs) -> list[str]:
+    """One line per group with a map: its half-map (gold-standard) resolution
+    at FSC 0.143, masked and unmasked, beside its FSC with its centroid
+    model's map (not an independent check: the model is the one fitted)."""
+    def a(x):
+        return "-" if x is None else f"{x:.2f} Å"
+    return [f"group {k:02d}: half maps FSC 0.143 {a(m)} masked, {a(u)} unmasked; vs its "
+            f"centroid model's map FSC 0.143 {a(c)}"
+            for k, (m, u, c) in out.group_resolutions().items()]

@@ -688,3 +688,30 @@ def test_reconstruct_refuses_one_sided_halves(lr_data, tmp_path, capsys):
     _refused(capsys, ["reconstruct", "--particles", p, "--out", out, "--pixel-size", PS,
                       "--min-images", 5], r"fall in one half.*--no-half-maps",
              [out, tmp_path / "m_half1.mrc"])
+
+
+def test_landscape_group_half_maps_listed(lr_data, tmp_path, capsys):
+    """A group reconstructed into the landscape folder: its half-map
+    resolutions (masked, unmasked) are listed per group beside the centroid
+    FSC (none here); its half-map files belong to the folder, and a new
+    landscape run in it removes them with the map."""
+    import json
+    from deephemnma.stages import landscape
+    d = lr_data
+    land = tmp_path / "land"
+    assert _cli(capsys, ["landscape", "--particles", d / "data" / "p.xmd", "--out", land,
+                         "--split", "1:20"])[0] == 0
+    out = landscape.Outputs(str(land))
+    assert _cli(capsys, ["reconstruct", "--particles", out.group(1), "--out", out.group_map(1),
+                         "--pixel-size", PS, "--min-images", 5, "--device", "cpu"])[0] == 0
+    rec = out.group_reconstruction(1)
+    r = json.load(open(rec.fsc_halves_json))
+    assert out.group_resolutions() == {1: (r["res_0.143_masked"], r["res_0.143"], None)}
+    line, = landscape.resolution_lines(out)
+    assert line == (f"group 01: half maps FSC 0.143 {r['res_0.143_masked']:.2f} Å masked, "
+                    f"{r['res_0.143']:.2f} Å unmasked; vs its centroid model's map "
+                    "FSC 0.143 -")
+    assert set(rec.half_map_files()) <= set(out.owned_files())
+    assert _cli(capsys, ["landscape", "--particles", d / "data" / "p.xmd", "--out", land,
+                         "--split", "1:20"])[0] == 0
+    assert not any(os.path.exists(f) for f in [rec.map] + rec.half_map_files())

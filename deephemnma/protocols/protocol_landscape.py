@@ -104,8 +104,8 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         form.addParam("reconstruct", params.BooleanParam, default=True,
                       label="Reconstruct each group?",
                       help="Reconstruct a 3D map from each group's particles (their angles "
-                           "and shifts), with its FSC against the map of the group's centroid "
-                           "model.")
+                           "and shifts), with its half maps and their FSC (below) and its FSC "
+                           "against the map of the group's centroid model.")
         form.addParam("imagesFlipped", params.BooleanParam, default=False,
                       condition="reconstruct", label="Images phase-flipped?",
                       help="Whether the particle images are already CTF phase-flipped (for "

@@ -10,6 +10,11 @@ with a grouping option ``group_NN.xmd`` (one subset per group, NN from 01) and
 its modes ``axis_K.pdb/.cxc/.vmd`` (K from 1) and ``centroid_NN.pdb``. Rows
 whose amplitudes are not finite are left out alone and listed in
 ``rejected.xmd``: the other rows' coordinates are those of a run without them.
+A group reconstructed into the folder (``group_NN.mrc``, by the Scipion
+protocol or ``deephemnma reconstruct --out OUT/group_NN.mrc``) brings its half
+maps, mask, filtered map and half-map FSC (the reconstruct stage's names);
+:func:`resolution_lines` lists each group's half-map resolution beside its
+FSC with its centroid model's map (``fsc_NN.json``).
 
 Every check (options, files, group sizes, the reference and its modes) is done
 before the first file is written; a failed run leaves no new file behind.

@@ -8,7 +8,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ["bench_nma.py", "bench_simulate.py", "bench_align.py", "bench_landscape.py",
-           "bench_network.py", "bench_supp_table3.py", "bench_fig7.py", "bench_pseudoatoms.py"]
+           "bench_network.py", "bench_supp_table3.py", "bench_fig7.py", "bench_pseudoatoms.py",
+           "bench_halfmaps.py"]
 
 if __name__ == "__main__":
     extra = sys.argv[1:]

@@ -17,9 +17,9 @@ enabled: DEEPHEMNMA_QUIET unset); one case per command also runs as a real
 angle or amplitude column, a NaN defocus, a NaN image) are not errors: that row
 alone is left out and listed in a rejected file (``test_row_rejected``).
 
-Cases per command (``COUNTS``; printed by ``test_case_counts`` with -s), 341
+Cases per command (``COUNTS``; printed by ``test_case_counts`` with -s), 348
 in all: align 42, evaluate 14, fsc 15, landscape 37, model-map 17, nma 18,
-outliers 10, predict 26, pseudoatoms 22, reconstruct 28, refine 33, simulate
+outliers 10, predict 26, pseudoatoms 22, reconstruct 35, refine 33, simulate
 35, train 44; plus 14 of them again as real processes, 7 row-rejection cases
 (align, predict, train, reconstruct, outliers, landscape, refine), evaluate
 with an 'abc' angle, and `train` run again with more epochs.
@@ -642,6 +642,9 @@ numbers("reconstruct", "--pixel-size", NEG)
 case("reconstruct", "pixel-size-differs-from-header", {"--pixel-size": "5"}, "pixel")
 numbers("reconstruct", "--pad", NEG)
 numbers("reconstruct", "--shift-scale", ("nan",))
+numbers("reconstruct", "--mask-threshold", ("0", "1", "nan"))
+numbers("reconstruct", "--mask-dilate", ("-1", "nan"))
+numbers("reconstruct", "--soft-edge", ("-1", "nan"))
 case("reconstruct", "fewer-than-min-images", {"--min-images": None}, "--min-images")
 files("reconstruct", "--images", [("missing", ".xmd"), ("zero", "")])
 case("reconstruct", "images-no-common-rows", {"--images": "{S}/otherids.xmd"}, None)

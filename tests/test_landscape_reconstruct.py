@@ -559,3 +559,159 @@ def test_reconstruct_rejects_bad_rows_alone(lr_data, tmp_path, capsys):
     r2 = reconstruct.run(cfg.replace(out=str(tmp_path / "g2.mrc"), reference=r.map),
                          progress=False)
     assert r2.fsc["res_0.5"] == pytest.approx(2 * PS)        # identical maps: Nyquist
+
+
+# gold-standard half maps
+def test_half_sets_fixed_by_particle_id():
+    """Halves are a function of the particle id alone: the same id lands in
+    the same half whatever the other ids and their order; about half each."""
+    from deephemnma.core.reconstruct import half_sets
+    ids = np.arange(1, 20001)
+    h = half_sets(ids)
+    assert set(np.unique(h)) == {0, 1} and abs(h.mean() - 0.5) < 0.015
+    perm = np.random.default_rng(0).permutation(len(ids))
+    assert np.array_equal(half_sets(ids[perm]), h[perm])
+    assert np.array_equal(half_sets(ids[5000:5100]), h[5000:5100])
+    assert not np.array_equal(half_sets(ids, seed=1), h)
+    assert np.array_equal(half_sets(ids), h)                   # again: the same
+
+
+def test_half_map_resolution_matches_fsc_against_truth():
+    """Simulated AK particles (known poses, no CTF, 2 SNRs): the half-map FSC
+    at 0.143 gives the resolution of the FSC of the full map against the
+    truth's map at 0.5 (Rosenthal & Henderson 2003), unmasked and masked,
+    within 10 %; the truth's map is the reconstruction of the noiseless
+    images with the same poses."""
+    from deephemnma.core.reconstruct import (half_sets, reconstruct_halves, soft_mask)
+    from deephemnma.core.simulate import simulate
+    from deephemnma.stages.reference import load_reference
+    s, modes = load_reference(shared_file("continuousflex", "AK.pdb"))
+    n, box, ps = 800, 32, 2.6
+
+    def sim(snr):
+        out = list(simulate(s.coords, s.weights, modes.vectors, n, box, ps, snr=snr,
+                            amplitude_scale=0.0, ctf=False, render_factor=1, seed=3))
+        return np.concatenate([im for _, im, _ in out]), Table.concatenate([t for *_, t in out])
+    clean, t = sim(None)
+    ang, sh = t.angles(), t.shifts()
+    truth = reconstruct(clean, ang, sh, pixel_size=ps)
+    halves = half_sets(t["itemId"])
+    found = []
+    for snr in (0.05, 0.2):
+        imgs, _ = sim(snr)
+        full, h1, h2 = reconstruct_halves(imgs, ang, halves, sh, pixel_size=ps)
+        m = soft_mask(full, ps)
+        assert 0.05 < (m > 0.5).mean() < 0.8 and m.min() == 0 and m.max() == 1
+        for mask in (1.0, m):
+            f, half = fsc(h1 * mask, h2 * mask, ps)
+            _, vs_truth = fsc(full * mask, truth * mask, ps)
+            r_half, r_truth = resolution_at(f, half, 0.143), resolution_at(f, vs_truth, 0.5)
+            assert r_truth > 1.1 * 2 * ps                  # below Nyquist: a real test
+            assert r_half == pytest.approx(r_truth, rel=0.1), (snr, r_half, r_truth)
+            found.append(r_half)
+    assert found[2] < found[0] and found[3] < found[1]    # more signal, finer
+    assert found[1] < found[0]                            # the mask helps
+
+
+def test_reconstruct_half_maps_files(lr_data, tmp_path, capsys):
+    """The command writes both half maps, the mask, the filtered map and the
+    half-map FSC (JSON, PNG) without a reference; each half is the map of its
+    particles alone; the halves of a group are those of the whole set;
+    --no-half-maps writes none (and removes an earlier run's)."""
+    import json
+    from deephemnma.core.reconstruct import half_sets, lowpass
+    from deephemnma.io.stacks import read_volume
+    from deephemnma.stages import reconstruct as stage
+    p = lr_data / "data" / "p.xmd"
+    out = tmp_path / "m.mrc"
+    rc, text, _ = _cli(capsys, ["reconstruct", "--particles", p, "--out", out, "--pixel-size",
+                                PS, "--min-images", 5, "--device", "cpu", "--no-ctf"])
+    assert rc == 0 and "half maps (" in text and "masked" in text
+    o = stage.Outputs(str(out))
+    assert o.half(1) == str(tmp_path / "m_half1.mrc") and o.filtered.endswith("m_filtered.mrc")
+    for f in o.half_map_files():
+        assert os.path.getsize(f) > 0, f
+    r = json.load(open(o.fsc_halves_json))
+    t = read_metadata(p)
+    h = half_sets(t["itemId"])
+    assert (r["n_half1"], r["n_half2"]) == ((h == 0).sum(), (h == 1).sum())
+    assert len(r["freq"]) == len(r["fsc"]) == len(r["fsc_masked"]) == BOX // 2 + 1
+    assert 2 * PS <= r["res_0.143_masked"] <= r["res_0.5_masked"]
+    assert r["filtered_at"] == r["res_0.143_masked"]
+    full, h1 = read_volume(out)[0], read_volume(o.half(1))[0]
+    sub = t.subset(h == 0)
+    from deephemnma.io.stacks import load_images
+    alone = reconstruct(load_images(sub), sub.angles(), sub.shifts(), pixel_size=PS)
+    assert np.allclose(h1, alone, atol=1e-5 * np.abs(alone).max())
+    assert np.allclose(read_volume(o.filtered)[0], lowpass(full, PS, r["filtered_at"]),
+                       atol=1e-5 * np.abs(full).max())
+    mask = read_volume(o.mask)[0]
+    assert mask.min() >= 0 and mask.max() == 1 and 0 < mask.mean() < 1
+    # a group (any subset): its particles keep their halves
+    g = _xmd(tmp_path / "g.xmd", t.subset(np.arange(N_PART) % 3 == 0))
+    gr = stage.run(stage.Config(particles=str(g), out=str(tmp_path / "g.mrc"), pixel_size=PS,
+                                min_images=5, use_ctf=False, device="cpu"), progress=False)
+    assert gr.halves["n_half1"] == (h[::3] == 0).sum()
+    # off: no half-map file, an earlier run's removed; the map is unchanged
+    rc, text, _ = _cli(capsys, ["reconstruct", "--particles", p, "--out", out, "--pixel-size",
+                                PS, "--min-images", 5, "--device", "cpu", "--no-ctf",
+                                "--no-half-maps"])
+    assert rc == 0 and "half maps" not in text
+    assert not any(os.path.exists(f) for f in o.half_map_files())
+    assert np.allclose(read_volume(out)[0], full, atol=1e-5 * np.abs(full).max())
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--mask-threshold", "0"], r"--mask-threshold must be in \(0, 1\)"),
+    (["--mask-threshold", "1"], r"--mask-threshold must be in \(0, 1\)"),
+    (["--mask-threshold", "nan"], r"--mask-threshold must be in \(0, 1\)"),
+    (["--mask-dilate", "-1"], r"--mask-dilate must be >= 0"),
+    (["--soft-edge", "-2"], r"--soft-edge must be >= 0"),
+])
+def test_reconstruct_refuses_bad_half_map_options(lr_data, tmp_path, capsys, extra, match):
+    out = tmp_path / "m.mrc"
+    _refused(capsys, ["reconstruct", "--particles", lr_data / "data" / "p.xmd", "--out", out,
+                      "--pixel-size", PS] + extra, match,
+             [out, tmp_path / "m_half1.mrc", tmp_path / "m_fsc_halves.json"])
+    # without half maps these options are not used
+    assert _cli(capsys, ["reconstruct", "--particles", lr_data / "data" / "p.xmd", "--out", out,
+                         "--pixel-size", PS, "--no-half-maps", "--min-images", 5,
+                         "--device", "cpu"] + extra)[0] == 0
+
+
+def test_reconstruct_refuses_one_sided_halves(lr_data, tmp_path, capsys):
+    from deephemnma.core.reconstruct import half_sets
+    t = read_metadata(lr_data / "data" / "p.xmd")
+    one = t.subset(half_sets(t["itemId"]) == 1)
+    p = _xmd(lr_data / "data" / "one_half.xmd", one)
+    out = tmp_path / "m.mrc"
+    _refused(capsys, ["reconstruct", "--particles", p, "--out", out, "--pixel-size", PS,
+                      "--min-images", 5], r"fall in one half.*--no-half-maps",
+             [out, tmp_path / "m_half1.mrc"])
+
+
+def test_landscape_group_half_maps_listed(lr_data, tmp_path, capsys):
+    """A group reconstructed into the landscape folder: its half-map
+    resolutions (masked, unmasked) are listed per group beside the centroid
+    FSC (none here); its half-map files belong to the folder, and a new
+    landscape run in it removes them with the map."""
+    import json
+    from deephemnma.stages import landscape
+    d = lr_data
+    land = tmp_path / "land"
+    assert _cli(capsys, ["landscape", "--particles", d / "data" / "p.xmd", "--out", land,
+                         "--split", "1:20"])[0] == 0
+    out = landscape.Outputs(str(land))
+    assert _cli(capsys, ["reconstruct", "--particles", out.group(1), "--out", out.group_map(1),
+                         "--pixel-size", PS, "--min-images", 5, "--device", "cpu"])[0] == 0
+    rec = out.group_reconstruction(1)
+    r = json.load(open(rec.fsc_halves_json))
+    assert out.group_resolutions() == {1: (r["res_0.143_masked"], r["res_0.143"], None)}
+    line, = landscape.resolution_lines(out)
+    assert line == (f"group 01: half maps FSC 0.143 {r['res_0.143_masked']:.2f} Å masked, "
+                    f"{r['res_0.143']:.2f} Å unmasked; vs its centroid model's map "
+                    "FSC 0.143 -")
+    assert set(rec.half_map_files()) <= set(out.owned_files())
+    assert _cli(capsys, ["landscape", "--particles", d / "data" / "p.xmd", "--out", land,
+                         "--split", "1:20"])[0] == 0
+    assert not any(os.path.exists(f) for f in [rec.map] + rec.half_map_files())

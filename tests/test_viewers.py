@@ -520,6 +520,39 @@ def test_map_viewer_volumes_fsc_and_chimerax(two_set_landscape, tmp_path, monkey
     assert plt.get_fignums() == before
 
 
+def test_map_viewer_half_map_fsc(two_set_landscape):
+    """Where the reconstruct stage wrote the half-map FSC beside a map, the
+    map viewer adds its panel (unmasked and masked curves, resolutions at
+    0.143) after the centroid FSC, which stays as it was."""
+    from deephemnma.stages import reconstruct
+    from deephemnma.viewers import DeepHEMNMAMapViewer
+    from deephemnma.viewers.viewer_map import halves_beside
+    project, land, _ = two_set_landscape
+    files = land.landscapeOutputs()
+    rec = files.group_reconstruction(1)
+    assert halves_beside(files.group_map(1)) is None
+    from deephemnma.io.stacks import read_volume
+    vol = read_volume(files.group_map(1))[0]
+    rng = np.random.default_rng(0)
+    maps = [vol] + [vol + 0.05 * rng.normal(size=vol.shape) for _ in range(2)]
+    r, _ = reconstruct._half_map_results(reconstruct.Config(pixel_size=2.0), maps,
+                                         np.array([0, 1]))
+    with open(rec.fsc_halves_json, "w") as f:
+        json.dump(r, f)
+    try:
+        assert halves_beside(files.group_map(1)) == rec.fsc_halves_json
+        shown = DeepHEMNMAMapViewer(project=project)._visualize(
+            emobj.Volume(location=files.group_map(1)))
+        axes = shown[0].fig.axes
+        assert len(axes) == 6                                   # 3 slices, 2 FSC, button
+        assert [a.get_title() for a in axes[3:5]] == ["FSC", "half-map FSC"]
+        assert _legend(axes[3]) == ["0.5: 9.00 Å", "0.143: 6.00 Å"]
+        assert _legend(axes[4]) == [f"unmasked: {r['res_0.143']:.2f} Å",
+                                    f"masked: {r['res_0.143_masked']:.2f} Å"]
+    finally:
+        os.remove(rec.fsc_halves_json)
+
+
 def test_one_viewer_per_protocol():
     """"Analyze Results" opens a protocol's first viewer: each protocol has
     exactly one, which the domain finds first."""

@@ -8,12 +8,23 @@ non-finite angle, shift or CTF value, or an unusable image, are left out and
 listed in OUT.rejected.xmd. The pixel size is checked against the stacks'
 headers.
 
+Half maps (default; --no-half-maps turns them off): the particles are split in
+two random halves fixed by particle id (itemId, else the row number), the same
+in every run. Besides OUT.mrc: OUT_half1.mrc, OUT_half2.mrc, OUT_mask.mrc (a
+soft mask: the map low-passed at 15 Å, thresholded at --mask-threshold times
+its maximum, dilated by --mask-dilate px, a cosine edge --soft-edge px wide),
+OUT_fsc_halves.json/.png (the FSC between the halves, unmasked and masked;
+resolutions at 0.143 in Å) and OUT_filtered.mrc (the map low-pass filtered at
+the masked 0.143 resolution). None of this needs --reference.
+
 Examples:
   deephemnma reconstruct --particles land/group_01.xmd --pixel-size 2.6 \\
       --out maps/group_01.mrc --reference maps/centroid_01.mrc
   deephemnma reconstruct --particles land/group_02.xmd --images full_size.xmd \\
       --shift-scale 2 --pixel-size 1.3 --out maps/group_02_full.mrc --flipped
 """
+import argparse
+
 from . import run_and_summarize
 from ..stages import reconstruct as stage
 
@@ -32,6 +43,16 @@ def add_args(p):
     p.add_argument("--pad", type=float, default=d.pad,
                    help="Fourier oversampling (2: slightly better at Nyquist, much slower on CPU)")
     p.add_argument("--reference", default=None, help="map to compute the FSC against")
+    p.add_argument("--half-maps", action=argparse.BooleanOptionalAction, default=d.half_maps,
+                   help="gold-standard half maps, their FSC, a soft mask and the map filtered "
+                        "at its resolution (default: on)")
+    p.add_argument("--mask-threshold", type=float, default=d.mask_threshold,
+                   help="soft mask: threshold as a fraction of the low-passed map's maximum, "
+                        "in (0, 1) (default %(default)s)")
+    p.add_argument("--mask-dilate", type=float, default=d.mask_dilate,
+                   help="soft mask: dilation in px (default %(default)s)")
+    p.add_argument("--soft-edge", type=float, default=d.soft_edge,
+                   help="soft mask: width of the cosine edge in px (default %(default)s)")
     p.add_argument("--device", default=d.device)
 
 
@@ -40,7 +61,8 @@ def config(args):
         particles=args.particles, out=args.out, pixel_size=args.pixel_size, images=args.images,
         shift_scale=args.shift_scale, use_ctf=not args.no_ctf, flipped=args.flipped,
         min_images=args.min_images, pad=args.pad, reference=args.reference,
-        device=args.device)
+        half_maps=args.half_maps, mask_threshold=args.mask_threshold,
+        mask_dilate=args.mask_dilate, soft_edge=args.soft_edge, device=args.device)
 
 
 def main(args):

@@ -11,6 +11,14 @@ the weights are accumulated; with a CTF, the Wiener form is used:
 (images phase-flipped beforehand are handled by passing |CTF|). The result is
 inverse transformed, cropped and divided by the trilinear kernel's sinc^2
 (gridding correction). Batched and chunked in torch (CPU or CUDA).
+
+Gold-standard half maps (:func:`reconstruct_halves`): the images are split in
+two random halves fixed by particle id (:func:`half_sets`: a hash of the id
+with a fixed seed, so a particle lands in the same half in every run and every
+group), each half is accumulated apart in the same pass, and the full map is
+made from the sum of both accumulations. Their FSC at 0.143 estimates the full
+map's resolution (Rosenthal & Henderson 2003), unmasked and within a soft mask
+made from the map (:func:`soft_mask`); :func:`lowpass` filters a map to it.
 """
 from __future__ import annotations
 
@@ -30,7 +38,14 @@ if TYPE_CHECKING:
     from ..utils import Progress
     from .ctf import CTFParams
 
-__all__ = ["reconstruct", "fsc", "resolution_at", "fsc_resolution"]
+__all__ = ["reconstruct", "reconstruct_halves", "half_sets", "fsc", "resolution_at",
+           "fsc_resolution", "lowpass", "soft_mask", "MASK_LOWPASS", "HALF_SEED"]
+
+#: seed of the half assignment (:func:`half_sets`)
+HALF_SEED = 0x5EED_4A1F
+#: the soft mask is made from the map low-passed at this resolution (Å), or
+#: at 4 px (half the Nyquist frequency) when the pixels are larger than 3.75 Å
+MASK_LOWPASS = 15.0
 
 
 def _pad(images, P):
@@ -55,6 +70,76 @@ def reconstruct(images: np.ndarray | Stack, angles: np.ndarray, shifts: np.ndarr
     ``flipped``: images were phase-flipped (use |CTF| in the Wiener weights).
     ``snr``: Wiener constant (default: 1/mean weight, i.e. mild regularisation
     where few images contribute). ``max_freq`` in 1/Å (default Nyquist)."""
+    acc = _accumulate(images, angles, shifts, ctf, pixel_size, pad, batch, device, flipped,
+                      progress, max_freq, None)
+    return acc.volume(acc.num[0], acc.den[0], snr)
+
+
+def reconstruct_halves(images: np.ndarray | Stack, angles: np.ndarray, halves: np.ndarray,
+                       shifts: np.ndarray | None = None, ctf: CTFParams | None = None,
+                       pixel_size: float = 1.0, pad: float = 1, snr: float | None = None,
+                       batch: int = 256, device: str | torch.device = "cpu",
+                       flipped: bool = False, progress: Progress | None = None,
+                       max_freq: float | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The full map and the two half maps in one pass -> (full, half1, half2).
+    ``halves`` (n,): 0 or 1 per image (:func:`half_sets`); both halves must
+    hold images. The other arguments are those of :func:`reconstruct`; the
+    full map is that of the summed accumulations of both halves."""
+    halves = np.asarray(halves)
+    if halves.shape != (len(images),) or not np.isin(halves, (0, 1)).all():
+        raise InputError("half maps need a half (0 or 1) for every image")
+    counts = np.bincount(halves.astype(np.int64), minlength=2)
+    if counts.min() == 0:
+        raise InputError(f"all {len(halves)} images fall in one half: no half maps")
+    acc = _accumulate(images, angles, shifts, ctf, pixel_size, pad, batch, device, flipped,
+                      progress, max_freq, halves)
+    full = acc.volume(acc.num[0] + acc.num[1], acc.den[0] + acc.den[1], snr)
+    return full, acc.volume(acc.num[0], acc.den[0], snr), acc.volume(acc.num[1], acc.den[1], snr)
+
+
+def half_sets(ids: np.ndarray, seed: int = HALF_SEED) -> np.ndarray:
+    """Random halves fixed by particle id: (n,) integer ids -> (n,) 0/1, a
+    hash (splitmix64) of each id with ``seed``; the same id is always in the
+    same half, whatever the other ids."""
+    x = np.asarray(ids).astype(np.int64).astype(np.uint64) ^ np.uint64(seed)
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(63)).astype(np.int64)
+
+
+class _Accumulated:
+    """Fourier accumulations (num, den: (sets, P^3)) and their inversion."""
+
+    def __init__(self, num, den, N, P, k, rmax, dev):
+        self.num, self.den, self.N, self.P, self.k, self.rmax, self.dev = \
+            num, den, N, P, k, rmax, dev
+
+    def volume(self, num, den, snr):
+        N, P, k, rmax, dev = self.N, self.P, self.k, self.rmax, self.dev
+        den_pos = den[den > 0]
+        reg = (1.0 / snr) if snr else (float(den_pos.mean()) * 1e-3 if len(den_pos) else 1.0)
+        V = (num / (den + reg)).reshape(P, P, P)
+        # keep only frequencies inside the sphere
+        kz, ky3, kx3 = torch.meshgrid(k, k, k, indexing="ij")
+        V = V * ((kx3 ** 2 + ky3 ** 2 + kz ** 2) <= rmax ** 2)
+        vol = torch.fft.fftshift(torch.fft.ifftn(V).real, dim=(0, 1, 2))
+        o = P // 2 - N // 2
+        vol = vol[o:o + N, o:o + N, o:o + N]
+        # gridding correction for trilinear interpolation on the padded grid
+        r = (torch.arange(N, device=dev, dtype=torch.float32) - N // 2) / P
+        sinc = torch.special.sinc(r) ** 2
+        corr = sinc[:, None, None] * sinc[None, :, None] * sinc[None, None, :]
+        return (vol / corr.clamp_min(1e-3)).cpu().numpy()
+
+
+def _accumulate(images, angles, shifts, ctf, pixel_size, pad, batch, device, flipped,
+                progress, max_freq, halves):
+    """Insert every image's central slice; ``halves`` (n,) 0/1 or None (one
+    accumulation)."""
     n = len(images)
     if n == 0:
         raise InputError("no images to reconstruct from")
@@ -64,8 +149,9 @@ def reconstruct(images: np.ndarray | Stack, angles: np.ndarray, shifts: np.ndarr
     N = images.shape[-1]
     P = int(round(N * pad)) // 2 * 2
     dev = torch.device(device)
-    num = torch.zeros(P * P * P, dtype=torch.complex64, device=dev)
-    den = torch.zeros(P * P * P, dtype=torch.float32, device=dev)
+    sets = 1 if halves is None else 2
+    num = torch.zeros(sets * P * P * P, dtype=torch.complex64, device=dev)
+    den = torch.zeros(sets * P * P * P, dtype=torch.float32, device=dev)
     k = torch.fft.fftfreq(P, device=dev) * P                       # integer frequencies
     ky, kx = torch.meshgrid(k, k, indexing="ij")
     rmax = (P / 2 - 1) if max_freq is None else min(P / 2 - 1, max_freq * P * pixel_size)
@@ -98,6 +184,10 @@ def reconstruct(images: np.ndarray | Stack, angles: np.ndarray, shifts: np.ndarr
         g0 = torch.floor(g)
         frac = g - g0
         g0 = g0.long()
+        offset = 0
+        if halves is not None:       # each image's half: its own accumulation
+            h = torch.as_tensor(np.asarray(halves[s:e], dtype=np.int64), device=dev)
+            offset = (h * (P * P * P)).repeat_interleave(kxy.shape[0])
         for dz in (0, 1):
             for dy in (0, 1):
                 for dx in (0, 1):
@@ -107,25 +197,12 @@ def reconstruct(images: np.ndarray | Stack, angles: np.ndarray, shifts: np.ndarr
                     ix = (g0[:, 0] + dx) % P
                     iy = (g0[:, 1] + dy) % P
                     iz = (g0[:, 2] + dz) % P
-                    lin = (iz * P + iy) * P + ix
+                    lin = (iz * P + iy) * P + ix + offset
                     num.index_add_(0, lin, (F * wt).to(num.dtype))
                     den.index_add_(0, lin, w * wt)
         if progress is not None:
             progress.update(e - s)
-    den_pos = den[den > 0]
-    reg = (1.0 / snr) if snr else (float(den_pos.mean()) * 1e-3 if len(den_pos) else 1.0)
-    V = (num / (den + reg)).reshape(P, P, P)
-    # keep only frequencies inside the sphere
-    kz, ky3, kx3 = torch.meshgrid(k, k, k, indexing="ij")
-    V = V * ((kx3 ** 2 + ky3 ** 2 + kz ** 2) <= rmax ** 2)
-    vol = torch.fft.fftshift(torch.fft.ifftn(V).real, dim=(0, 1, 2))
-    o = P // 2 - N // 2
-    vol = vol[o:o + N, o:o + N, o:o + N]
-    # gridding correction for trilinear interpolation on the padded grid
-    r = (torch.arange(N, device=dev, dtype=torch.float32) - N // 2) / P
-    sinc = torch.special.sinc(r) ** 2
-    corr = sinc[:, None, None] * sinc[None, :, None] * sinc[None, None, :]
-    return (vol / corr.clamp_min(1e-3)).cpu().numpy()
+    return _Accumulated(num.reshape(sets, -1), den.reshape(sets, -1), N, P, k, rmax, dev)
 
 
 def fsc(vol1: np.ndarray, vol2: np.ndarray,
@@ -166,3 +243,42 @@ def fsc_resolution(vol1: np.ndarray, vol2: np.ndarray, pixel_size: float) -> dic
     freq, curve = fsc(vol1, vol2, pixel_size)
     return {"res_0.5": resolution_at(freq, curve, 0.5),
             "res_0.143": resolution_at(freq, curve, 0.143), "freq": freq, "fsc": curve}
+
+
+def lowpass(vol: np.ndarray, pixel_size: float, resolution: float,
+            edge_shells: float = 2.0) -> np.ndarray:
+    """``vol`` low-pass filtered at ``resolution`` (Å): Fourier components
+    kept below 1/resolution, with a raised-cosine fall-off ``edge_shells``
+    Fourier shells wide centred on it (no ringing of a hard cut-off)."""
+    v = torch.as_tensor(np.asarray(vol), dtype=torch.float64)
+    N = v.shape[-1]
+    k = torch.fft.fftfreq(N, dtype=torch.float64) * N
+    kz, ky, kx = torch.meshgrid(k, k, torch.fft.rfftfreq(N, dtype=torch.float64) * N,
+                                indexing="ij")
+    r = torch.sqrt(kx ** 2 + ky ** 2 + kz ** 2)          # shells (Fourier pixels)
+    rc = N * pixel_size / resolution
+    t = ((r - (rc - edge_shells / 2)) / edge_shells).clamp(0, 1)
+    filt = 0.5 * (1 + torch.cos(math.pi * t))
+    out = torch.fft.irfftn(torch.fft.rfftn(v) * filt, s=v.shape)
+    return out.numpy().astype(np.asarray(vol).dtype, copy=False)
+
+
+def soft_mask(vol: np.ndarray, pixel_size: float, threshold: float = 0.1, dilate: float = 3.0,
+              soft_edge: float = 4.0) -> np.ndarray:
+    """A soft mask (values in [0, 1]) around the density of ``vol``: the map
+    low-passed at :data:`MASK_LOWPASS` Å (or 4 px), thresholded at
+    ``threshold`` times its maximum, dilated by ``dilate`` px, with a
+    raised-cosine edge ``soft_edge`` px wide beyond it."""
+    from scipy.ndimage import distance_transform_edt
+    low = lowpass(vol, pixel_size, max(MASK_LOWPASS, 4 * pixel_size))
+    top = float(low.max())
+    if not top > 0:
+        raise InputError("the map has no positive density to make a mask from")
+    inside = low >= threshold * top
+    d = distance_transform_edt(~inside)                  # px to the nearest inside voxel
+    if soft_edge > 0:
+        t = np.clip((d - dilate) / soft_edge, 0, 1)
+        m = 0.5 * (1 + np.cos(np.pi * t))
+    else:
+        m = (d <= dilate).astype(np.float64)
+    return m.astype(np.float32)

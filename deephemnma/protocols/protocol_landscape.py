@@ -7,6 +7,7 @@ from pwem.objects import SetOfParticles, Volume
 
 from ..stages import fsc, landscape, model_map, reconstruct
 from .base import DeepHEMNMABase, DeepHEMNMAError
+from .protocol_reconstruct import add_half_map_params, half_map_options, set_half_maps
 from .convert import fill_particles
 
 #: the form's grouping choices, in the order of their stored index: none, then
@@ -30,8 +31,8 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
     of images (expression on the axes, quasi-uniform splits along an axis,
     k-means), one particle subset per group, animations of the reference
     along each axis, and optionally a 3D reconstruction per group from the
-    particles' angles and shifts, with its FSC against the map of the group's
-    centroid model."""
+    particles' angles and shifts, with its gold-standard half maps and their
+    FSC, and its FSC against the map of the group's centroid model."""
     _label = "conformational landscape"
     # every output it can define: group k's particles outputGroupKK and map
     # outputVolumeKK (two digits); getPossibleOutputs() narrows the groups to
@@ -47,7 +48,9 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         "flipped": "imagesFlipped",
         "min_images": f"the smallest group reconstructed ({MIN_GROUP_IMAGES} images)",
         "class_column": "the particles' classes (from *Classes* or *Class attribute*)",
-        "by_class": "grouping"}
+        "by_class": "grouping",
+        "half_maps": "halfMaps", "mask_threshold": "maskThreshold",
+        "mask_dilate": "maskDilate", "soft_edge": "softEdge"}
     _formPhrases = {"--split axis": "splitAxis", "--split minimum group size": "minGroupSize",
                     "--split trim": "the trim of the split"}
 
@@ -121,13 +124,14 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         form.addParam("reconstruct", params.BooleanParam, default=True,
                       label="Reconstruct each group?",
                       help="Reconstruct a 3D map from each group's particles (their angles "
-                           "and shifts), with its FSC against the map of the group's centroid "
-                           "model.")
+                           "and shifts), with its half maps and their FSC (below) and its FSC "
+                           "against the map of the group's centroid model.")
         form.addParam("imagesFlipped", params.BooleanParam, default=False,
                       condition="reconstruct", label="Images phase-flipped?",
                       help="Whether the particle images are already CTF phase-flipped (for "
                            "the reconstructions' CTF correction; particles without a CTF are "
                            "reconstructed without one).")
+        add_half_map_params(form, reconstruct.Config(), condition="reconstruct")
         self._addComputeParams(form, threads=2)
 
     # --------------------------- configs and outputs -------------------------
@@ -184,7 +188,8 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         return reconstruct.Config(
             particles=out.group(group), out=out.group_map(group),
             pixel_size=parts.getSamplingRate() if parts is not None else None,
-            flipped=self.imagesFlipped.get(), min_images=MIN_GROUP_IMAGES, device=device)
+            flipped=self.imagesFlipped.get(), min_images=MIN_GROUP_IMAGES, device=device,
+            **half_map_options(self))
 
     def _reconstructs(self):
         return bool(self.reconstruct.get()) and FORM_GROUPINGS[self.grouping.get()] is not None
@@ -296,6 +301,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
             if os.path.exists(files.group_map(k)):
                 v = emobj.Volume(location=files.group_map(k))
                 v.setSamplingRate(inp.getSamplingRate())
+                set_half_maps(v, files.group_reconstruction(k))
                 outputs[f"outputVolume{k:02d}"] = v
         self._defineOutputs(**outputs)
         for o in outputs.values():
@@ -376,6 +382,12 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         lines = [f"Landscape of {self.outputParticles.getSize()} particles; {len(groups)} "
                  f"group(s). Density plot: {files.density}"]
         for k in groups:
+            rec = files.group_reconstruction(k)
+            if os.path.exists(rec.fsc_halves_json):
+                with open(rec.fsc_halves_json) as fh:
+                    r = json.load(fh)
+                lines.append(f"group {k:02d}: half maps FSC 0.143 {r['res_0.143_masked']:.2f} Å "
+                             f"masked, {r['res_0.143']:.2f} Å unmasked (gold standard)")
             if os.path.exists(files.fsc_json(k)):
                 with open(files.fsc_json(k)) as fh:
                     r = json.load(fh)

@@ -14,7 +14,10 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
     Wiener CTF correction. Optionally from the original-size particles (the
     paper: poses estimated at 128 px, maps at 256 px): their images are used
     with the subset's angles and the shifts scaled by the ratio of the pixel
-    sizes. Optionally the FSC against a map or an atomic model's map."""
+    sizes. Gold-standard half maps (random halves fixed by particle id), their
+    FSC unmasked and within a soft mask made from the map, and the map
+    filtered at its resolution; optionally the FSC against a map or an atomic
+    model's map."""
     _label = "reconstruct"
     _possibleOutputs = {"outputVolume": Volume}
     REF_NONE, REF_VOLUME, REF_STRUCTURE = 0, 1, 2
@@ -25,7 +28,9 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
         "min_images": "minImages", "pad": "pad", "reference": "the FSC reference",
         # the FSC and the atomic model's map
         "map1": "the reconstruction", "map2": "the FSC reference", "box": "the box",
-        "structure": "referenceStructure"}
+        "structure": "referenceStructure", "half_maps": "halfMaps",
+        "mask_threshold": "maskThreshold", "mask_dilate": "maskDilate",
+        "soft_edge": "softEdge"}
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
@@ -57,6 +62,7 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
                       help="Oversampling of the Fourier volume (1: none; 2: slightly better "
                            "near Nyquist, 8x the memory and much slower on a CPU).")
         form.addSection("Validation")
+        add_half_map_params(form, d)
         form.addParam("referenceType", params.EnumParam,
                       choices=["none", "volume", "atomic model"], default=self.REF_NONE,
                       label="FSC against",
@@ -93,7 +99,7 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
             shift_scale=self._shiftScale(), flipped=self.imagesFlipped.get(),
             min_images=self.minImages.get(), pad=self.pad.get(),
             reference=self._extra("reference.mrc") if self.referenceType.get() else None,
-            device=device)
+            device=device, **half_map_options(self))
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.reconstructStep)
@@ -131,6 +137,7 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
     def createOutputStep(self):
         v = Volume(location=self._extra("map.mrc"))
         v.setSamplingRate(self._pixelSize())
+        set_half_maps(v, reconstruct.Outputs(v.getFileName()))
         self._defineOutputs(outputVolume=v)
         self._defineSourceRelation(self.inputParticles, v)
 
@@ -163,6 +170,7 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
             return ["Not run yet."]
         lines = [f"Map of {self.inputParticles.get().getSize()} particles: "
                  f"{self.outputVolume.getFileName()}"]
+        lines += half_map_summary(reconstruct.Outputs(self._extra("map.mrc")))
         f = self._extra("fsc.json")
         if os.path.exists(f):
             import json
@@ -178,3 +186,57 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
 
     def _citations(self):
         return ["Hamitouche2022"]
+
+
+# the half-map fields and outputs, shared with the landscape's group maps
+def add_half_map_params(form, d, condition=None):
+    """The half-map fields of the form (``d``: the reconstruct stage's default
+    Config; ``condition``: the form condition under which they show)."""
+    form.addParam("halfMaps", params.BooleanParam, default=d.half_maps,
+                  condition=condition, label="Half maps and their FSC?",
+                  help="Split the particles in two random halves fixed by particle id "
+                       "(the same halves in every run), reconstruct each half, and compute "
+                       "the FSC between them (gold standard): the resolution at FSC 0.143, "
+                       "unmasked and within a soft mask made from the map; the map is also "
+                       "written low-pass filtered at that resolution (masked). Needs no "
+                       "reference.")
+    cond = "halfMaps" if condition is None else f"({condition}) and halfMaps"
+    form.addParam("maskThreshold", params.FloatParam, default=d.mask_threshold,
+                  condition=cond, expertLevel=params.LEVEL_ADVANCED, label="Mask threshold",
+                  help="The soft mask of the masked FSC: the map low-passed at 15 Å (4 px "
+                       "with pixels larger than 3.75 Å) is thresholded at this fraction of "
+                       "its maximum (between 0 and 1).")
+    form.addParam("maskDilate", params.FloatParam, default=d.mask_dilate, condition=cond,
+                  expertLevel=params.LEVEL_ADVANCED, label="Mask dilation (px)",
+                  help="The thresholded region is grown by this many pixels.")
+    form.addParam("softEdge", params.FloatParam, default=d.soft_edge, condition=cond,
+                  expertLevel=params.LEVEL_ADVANCED, label="Mask soft edge (px)",
+                  help="Width in pixels of the mask's raised-cosine edge beyond the dilated "
+                       "region.")
+
+
+def half_map_options(prot):
+    """The reconstruct stage's half-map options from the form of ``prot``."""
+    return dict(half_maps=bool(prot.halfMaps.get()), mask_threshold=prot.maskThreshold.get(),
+                mask_dilate=prot.maskDilate.get(), soft_edge=prot.softEdge.get())
+
+
+def set_half_maps(volume, rec):
+    """Attach the half maps of ``rec`` (the reconstruct stage's Outputs of
+    the volume's map) to ``volume`` when both exist."""
+    halves = [rec.half(1), rec.half(2)]
+    if all(os.path.exists(h) for h in halves):
+        volume.setHalfMaps(halves)
+
+
+def half_map_summary(rec):
+    """Summary line of the half-map FSC of ``rec`` (reconstruct.Outputs), if any."""
+    if not os.path.exists(rec.fsc_halves_json):
+        return []
+    import json
+    with open(rec.fsc_halves_json) as fh:
+        r = json.load(fh)
+    return [f"Half maps ({r['n_half1']} + {r['n_half2']} particles): FSC 0.143 at "
+            f"{r['res_0.143_masked']:.2f} Å masked, {r['res_0.143']:.2f} Å unmasked; "
+            f"filtered map {os.path.basename(rec.filtered)}, curve "
+            f"{os.path.basename(rec.fsc_halves_png)}"]

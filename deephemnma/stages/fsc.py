@@ -18,7 +18,7 @@ import numpy as np
 from . import base
 from .base import InputError, need
 
-__all__ = ["Config", "Outputs", "run", "summary", "plot_fsc"]
+__all__ = ["Config", "Outputs", "run", "summary", "plot_fsc", "plot_fsc_halves"]
 
 
 @dataclasses.dataclass
@@ -110,6 +110,28 @@ def plot_fsc(out, path, title=None):
     ax.set_xlabel("spatial frequency (1/Å)")
     ax.set_ylabel("FSC")
     ax.set_ylim(-0.1, 1.05)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=os.path.splitext(path)[1][1:].lower() or "png")
+
+
+def plot_fsc_halves(r, path, title=None):
+    """Draw the half-map FSC ``r`` (the reconstruct stage's
+    ``OUT_fsc_halves.json`` content), unmasked and masked, with the 0.143
+    line and both resolutions, into ``path`` (format from the extension)."""
+    from matplotlib.figure import Figure
+    from ..utils import atomic_path
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    ax.plot(r["freq"], r["fsc"], label=f"unmasked: {r['res_0.143']:.2f} Å")
+    ax.plot(r["freq"], r["fsc_masked"], label=f"masked: {r['res_0.143_masked']:.2f} Å")
+    ax.axhline(0.143, ls="--", lw=0.8, color="gray")
+    ax.set_xlabel("spatial frequency (1/Å)")
+    ax.set_ylabel("FSC between half maps")
+    ax.set_ylim(-0.1, 1.05)
+    ax.legend(fontsize=8, loc="upper right", title="at 0.143", title_fontsize=8)
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -14,6 +14,11 @@ class); with a reference and
 its modes ``axis_K.pdb/.cxc/.vmd`` (K from 1) and ``centroid_NN.pdb``. Rows
 whose amplitudes are not finite are left out alone and listed in
 ``rejected.xmd``: the other rows' coordinates are those of a run without them.
+A group reconstructed into the folder (``group_NN.mrc``, by the Scipion
+protocol or ``deephemnma reconstruct --out OUT/group_NN.mrc``) brings its half
+maps, mask, filtered map and half-map FSC (the reconstruct stage's names);
+:func:`resolution_lines` lists each group's half-map resolution beside its
+FSC with its centroid model's map (``fsc_NN.json``).
 
 Every check (options, files, group sizes, the reference and its modes) is done
 before the first file is written; a failed run leaves no new file behind.
@@ -28,7 +33,8 @@ import numpy as np
 from . import base
 from .base import InputError, need
 
-__all__ = ["Config", "Outputs", "run", "summary", "parse_split", "parse_numbers"]
+__all__ = ["Config", "Outputs", "run", "summary", "resolution_lines", "parse_split",
+           "parse_numbers"]
 
 GROUPINGS = ("select", "rect", "polygon", "split", "kmeans", "by_class")
 MAX_CLASSES = 50        # a class column with more distinct values is refused
@@ -198,7 +204,11 @@ def _inside(path, folder):
 
 _PATTERNS = {"group": r"group_(\d+)\.xmd", "centroid": r"centroid_(\d+)\.pdb",
              "axis": r"axis_(\d+)\.(?:pdb|cxc|vmd)", "group_map": r"group_(\d+)\.mrc",
-             "centroid_map": r"centroid_(\d+)\.mrc", "fsc": r"fsc_(\d+)\.(?:png|json)"}
+             "centroid_map": r"centroid_(\d+)\.mrc", "fsc": r"fsc_(\d+)\.(?:png|json)",
+             # a group map's half maps, mask, filtered map and half-map FSC
+             # (named by the reconstruct stage's Outputs)
+             "group_halves": r"group_(\d+)_(?:half1\.mrc|half2\.mrc|mask\.mrc|filtered\.mrc|"
+                             r"fsc_halves\.png|fsc_halves\.json)"}
 _FIXED = ("pca.npz", "landscape.xmd", "density.png", "groups.xmd", "rejected.xmd",
           "classes.tsv")
 
@@ -275,6 +285,33 @@ class Outputs:
     def group_map(self, k):
         """Reconstruction of group ``k`` (written by the Scipion protocol)."""
         return self._path(f"group_{k:02d}.mrc")
+
+    def group_reconstruction(self, k):
+        """The files of group ``k``'s reconstruction: the reconstruct stage's
+        :class:`~deephemnma.stages.reconstruct.Outputs` of :meth:`group_map`
+        (half maps, mask, filtered map, half-map FSC)."""
+        from .reconstruct import Outputs as ReconstructOutputs
+        return ReconstructOutputs(self.group_map(k))
+
+    def group_resolutions(self):
+        """{group: (half-map FSC 0.143 masked, unmasked, centroid-map FSC 0.143)}
+        in Å, None where the file is missing, for the groups with a map."""
+        import json
+        res = {}
+        for k in self.groups():
+            if not os.path.exists(self.group_map(k)):
+                continue
+            half = cen = None
+            rec = self.group_reconstruction(k)
+            if os.path.exists(rec.fsc_halves_json):
+                with open(rec.fsc_halves_json) as f:
+                    half = json.load(f)
+            if os.path.exists(self.fsc_json(k)):
+                with open(self.fsc_json(k)) as f:
+                    cen = json.load(f)
+            res[k] = (half and half["res_0.143_masked"], half and half["res_0.143"],
+                      cen and cen["res_0.143"])
+        return res
 
     def centroid_map(self, k):
         """Map simulated from the centroid model of group ``k``."""
@@ -480,4 +517,16 @@ def summary(out: Outputs, cfg: Config) -> list[str]:
         ari, matched = out.agreement
         lines.append(f"groups vs classes: adjusted Rand index {ari:.2f}; {100 * matched:.1f}% "
                      "of the grouped particles are in the group matched to their class")
+    lines += resolution_lines(out)
     return lines
+
+
+def resolution_lines(out: Outputs) -> list[str]:
+    """One line per group with a map: its half-map (gold-standard) resolution
+    at FSC 0.143, masked and unmasked, beside its FSC with its centroid
+    model's map (not an independent check: the model is the one fitted)."""
+    def a(x):
+        return "-" if x is None else f"{x:.2f} Å"
+    return [f"group {k:02d}: half maps FSC 0.143 {a(m)} masked, {a(u)} unmasked; vs its "
+            f"centroid model's map FSC 0.143 {a(c)}"
+            for k, (m, u, c) in out.group_resolutions().items()]

@@ -182,6 +182,26 @@ class TestFormMessages(BaseTest):
                     checked += len(new)
         self.assertGreater(checked, 20)
 
+    def test_half_map_fields(self):
+        """The half-map fields of the reconstruct and landscape forms: each bad
+        value is one message naming its field; unused with the half maps off."""
+        for cls in (P.DeepHEMNMAProtReconstruct, P.DeepHEMNMAProtLandscape):
+            prot = self._protocol(cls, maskThreshold=1.5, maskDilate=-1, softEdge=-2)
+            messages = self._messages(prot)
+            for label, text in (("Mask threshold", "must be in (0, 1)"),
+                                ("Mask dilation (px)", "must be >= 0"),
+                                ("Mask soft edge (px)", "must be >= 0")):
+                self.assertEqual(sum(f"*{label}* {text}" in m for m in messages), 1,
+                                 (cls.__name__, label, messages))
+            prot = self._protocol(cls, halfMaps=False, maskThreshold=1.5, maskDilate=-1,
+                                  softEdge=-2)
+            self.assertFalse(any("*Mask" in m for m in self._messages(prot)), cls.__name__)
+            def config(p):
+                return p._config() if cls is P.DeepHEMNMAProtReconstruct \
+                    else p._reconstructConfig()
+            self.assertFalse(config(prot).half_maps)
+            self.assertTrue(config(self._protocol(cls)).half_maps)       # on by default
+
     def test_train_form_reports_every_problem(self):
         prot = self._protocol(P.DeepHEMNMAProtTrain, epochs=0, batchSize=0, dropout=1.0,
                               valFraction=1.5, inputSize=47)

@@ -171,6 +171,11 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         # each group map is compared with the map of its centroid model
         fscs = [x for x in land.summary() if "centroid model" in x]
         self.assertEqual(len(fscs), len(groups))
+        # and has gold-standard half maps, whose resolution the summary gives
+        halves = [x for x in land.summary() if "half maps FSC 0.143" in x]
+        self.assertEqual(len(halves), len(groups))
+        self.assertTrue(land.outputVolume01.hasHalfMaps())
+        self.assertTrue(all(os.path.exists(h) for h in land.outputVolume01.getHalfMaps(True)))
         self.assertTrue(os.path.exists(land._getExtraPath("landscape", "density.png")))
         self.assertTrue(os.path.exists(land._getExtraPath("landscape", "axis_1.pdb")))
         # interactive selection: a mask on the landscape becomes a subset run
@@ -188,6 +193,8 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.launchProtocol(rec)
         assert_outputs_declared(self, rec)
         self.assertEqual(rec.outputVolume.getDim(), (48, 48, 48))
+        self.assertTrue(rec.outputVolume.hasHalfMaps())
+        self.assertTrue(any(x.startswith("Half maps (") for x in rec.summary()))
 
     def test_validation_messages(self):
         from pwem.protocols import ProtImportPdb

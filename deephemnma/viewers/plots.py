@@ -167,10 +167,26 @@ def draw_fsc(ax, fsc):
     ax.legend(fontsize=8, loc="upper right")
 
 
-def map_figure(path, fsc_json=None, title=""):
-    """The central slices of the map at ``path`` in its three directions
-    and, with ``fsc_json`` (the fsc stage's JSON), its FSC curve. Returns
-    the figure."""
+def draw_fsc_halves(ax, r):
+    """The half-map FSC ``r`` (the reconstruct stage's OUT_fsc_halves.json),
+    unmasked and masked, on the axes ``ax``, with the 0.143 threshold and
+    both resolutions."""
+    ax.plot(r["freq"], r["fsc"], color="C0", label=f"unmasked: {r['res_0.143']:.2f} Å")
+    ax.plot(r["freq"], r["fsc_masked"], color="C3",
+            label=f"masked: {r['res_0.143_masked']:.2f} Å")
+    ax.axhline(0.143, ls="--", lw=0.8, color="C2")
+    ax.set_xlabel("spatial frequency (1/Å)")
+    ax.set_ylabel("FSC")
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_title("half-map FSC")
+    ax.legend(fontsize=8, loc="upper right", title="at 0.143", title_fontsize=8)
+
+
+def map_figure(path, fsc_json=None, title="", halves_json=None):
+    """The central slices of the map at ``path`` in its three directions;
+    with ``fsc_json`` (the fsc stage's JSON), its FSC curve; with
+    ``halves_json`` (the reconstruct stage's OUT_fsc_halves.json), the FSC
+    between its half maps. Returns the figure."""
     import matplotlib.pyplot as plt
     from ..io.stacks import read_volume
     vol, vs = read_volume(path)
@@ -178,7 +194,7 @@ def map_figure(path, fsc_json=None, title=""):
     slices = [(vol[nz // 2], f"XY (z = {nz // 2})", "x", "y"),
               (vol[:, ny // 2, :], f"XZ (y = {ny // 2})", "x", "z"),
               (vol[:, :, nx // 2], f"YZ (x = {nx // 2})", "y", "z")]
-    n = len(slices) + (1 if fsc_json else 0)
+    n = len(slices) + (1 if fsc_json else 0) + (1 if halves_json else 0)
     fig, axes = plt.subplots(1, n, figsize=(3.5 * n, 3.9), squeeze=False)
     axes = axes[0]
     for ax, (img, name, xl, yl) in zip(axes, slices):
@@ -189,7 +205,9 @@ def map_figure(path, fsc_json=None, title=""):
         ax.set_xticks([])
         ax.set_yticks([])
     if fsc_json:
-        draw_fsc(axes[-1], read_fsc(fsc_json))
+        draw_fsc(axes[len(slices)], read_fsc(fsc_json))
+    if halves_json:
+        draw_fsc_halves(axes[-1], read_fsc(halves_json))
     size = f"{nx} x {ny} x {nz} voxels" + (f" of {vs:.3g} Å" if vs else "")
     fig.suptitle(f"{title or os.path.basename(path)} ({size})", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))

@@ -1,6 +1,8 @@
 """Maps: the reconstruct protocol's map and any Volume or SetOfVolumes (the
 landscape's group maps...): central slices in the three directions, the FSC
-curve where a protocol wrote one beside the map, and a button that opens
+curve where a protocol wrote one beside the map (against a reference or the
+group's centroid model), the FSC between the map's half maps where the
+reconstruct stage wrote it (OUT_fsc_halves.json), and a button that opens
 the map in ChimeraX (or says that ChimeraX is not installed, with the
 map's path). Needs no Xmipp."""
 import os
@@ -30,14 +32,23 @@ def fsc_beside(path):
     return found if found and os.path.exists(found) else None
 
 
+def halves_beside(path):
+    """The half-map FSC JSON the reconstruct stage wrote for the map at
+    ``path`` (OUT_fsc_halves.json beside OUT.mrc), or None."""
+    from ..stages.reconstruct import Outputs
+    found = Outputs(path).fsc_halves_json
+    return found if os.path.exists(found) else None
+
+
 class MapShower(Shower):
-    """The map figure in its window, with an "Open in ChimeraX" button."""
+    """The map figure in its window, with an "Open in ChimeraX" button; the
+    half-map FSC is drawn when one was written beside the map."""
 
     def __init__(self, path, title, fsc_json=None, window_title=None):
         from matplotlib.widgets import Button
         from .plots import map_figure
         self.path = os.path.abspath(path)
-        fig = map_figure(self.path, fsc_json, title)
+        fig = map_figure(self.path, fsc_json, title, halves_beside(self.path))
         super().__init__(fig, window_title or f"DeepHEMNMA map: {title}")
         self.status = fig.text(0.2, 0.015, self.path, fontsize=7, va="bottom", wrap=True)
         self.button = Button(fig.add_axes([0.01, 0.01, 0.15, 0.055]), "Open in ChimeraX")

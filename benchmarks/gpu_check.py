@@ -34,7 +34,6 @@ matplotlib, torchvision, pytest; no Scipion, no ProDy, no mrcfile, no network;
 .whl/ is in .gitignore):
 
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_35_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl prody==2.6.1 biopython==1.85 pyparsing==3.1.1 mrcfile==1.5.4
-    mkdir -p .whl/shared/data/continuousflex && cp ../shared/data/continuousflex/AK.pdb .whl/shared/data/continuousflex/
 
 (ProDy reads the structures: its only cp312 wheel is manylinux_2_35, 38 MB;
 it imports Bio (biopython) and pins pyparsing <= 3.1.1. mrcfile reads and
@@ -169,7 +168,7 @@ def step_a(c):
     env = dict(os.environ, DEEPHEMNMA_TEST_DEVICE=c.device, DEEPHEMNMA_GPU_CHECK_NESTED="1",
                # tests/conftest.py sets Scipion up unless SCIPION_HOME has a hosts.conf:
                # this one lets the tests run where Scipion is not installed
-               SCIPION_HOME=home, DEEPHEMNMA_SHARED=os.path.dirname(paper.shared_data()),
+               SCIPION_HOME=home,
                PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get(
                    "PYTHONPATH", "").split(os.pathsep) if p]))
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",

@@ -101,23 +101,10 @@ METRICS = ("amplitude_mae_mean", "mode_7", "mode_8", "mode_9", "angles_deg", "sh
 
 # --------------------------------------------------------------------------
 # data and sizes
-def shared_data():
-    """Folder of the shared test data: $DEEPHEMNMA_SHARED/data (the tests'
-    convention), ../shared/data beside the checkout, or .whl/shared/data (what
-    gpu_check.py's preparation copies there to travel to a GPU machine)."""
-    cands = []
-    if os.environ.get("DEEPHEMNMA_SHARED"):
-        cands.append(os.path.join(os.environ["DEEPHEMNMA_SHARED"], "data"))
-    cands += [os.path.join(ROOT, "..", "shared", "data"),
-              os.path.join(ROOT, ".whl", "shared", "data")]
-    for c in cands:
-        if os.path.exists(os.path.join(c, "continuousflex", "AK.pdb")):
-            return os.path.abspath(c)
-    raise SystemExit("AK.pdb not found in " + ", ".join(cands) + " (set DEEPHEMNMA_SHARED)")
-
-
 def ak_pdb():
-    return os.path.join(shared_data(), "continuousflex", "AK.pdb")
+    """The package's AK.pdb (deephemnma/data: PDB 4AKE chain A)."""
+    from deephemnma.data import data_file
+    return data_file("AK.pdb")
 
 
 def pixel_size_for(box):

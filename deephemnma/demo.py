@@ -18,21 +18,41 @@ the time of each stage, then how to open the project in Scipion's GUI.
 import argparse
 import os
 import re
+import shlex
 import sys
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def _find_ak(path):
-    cands = [path] if path else []
-    cands += [os.path.join(HERE, "..", "..", "shared", "data", "continuousflex", "AK.pdb"),
-              os.path.join(HERE, "data", "AK.pdb")]
-    for c in cands:
-        if c and os.path.exists(c):
-            return os.path.abspath(c)
-    sys.exit("demo: AK.pdb not found; give --structure PATH (e.g. ContinuousFlex's AK.pdb)")
+    """The demo's structure: ``path`` (--structure) when given, else the
+    package's AK.pdb (deephemnma/data: PDB 4AKE chain A, 1656 heavy atoms)."""
+    if not path:
+        from deephemnma.data import data_file
+        return data_file("AK.pdb")
+    if not os.path.isfile(path):
+        print(f"demo: --structure {path}: no such file", file=sys.stderr)
+        sys.exit(2)
+    return os.path.abspath(path)
+
+
+def gui_command(name, env=None, python=None):
+    """The shell line, printed at the end of the demo, that opens Scipion
+    project ``name`` in the GUI: the Scipion home and user data folder the
+    project lives under (from ``env``, default os.environ, as
+    deephemnma.scipion_env.setup set them), and this Python (``python``,
+    default sys.executable: the venv's, which has Scipion) both to run the
+    GUI (with -O, as Scipion's launcher does) and, as SCIPION_PYTHON, to run
+    the protocols launched from it. Quoted for a POSIX shell::
+
+        SCIPION_HOME=/abs/demo_output/scipion SCIPION_USER_DATA=/abs/demo_output/scipion/data SCIPION_PYTHON=/abs/.venv/bin/python /abs/.venv/bin/python -O -m scipion project deephemnma_demo
+    """
+    env = os.environ if env is None else env
+    q = shlex.quote
+    py = q(python or sys.executable)
+    return (f"SCIPION_HOME={q(env['SCIPION_HOME'])} "
+            f"SCIPION_USER_DATA={q(env['SCIPION_USER_DATA'])} "
+            f"SCIPION_PYTHON={py} {py} -O -m scipion project {q(name)}")
 
 
 # a progress token "N/TOTAL" standing alone (not part of a path or a date)
@@ -184,7 +204,8 @@ def landscape_report(land, truths):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="demo_output")
-    ap.add_argument("--structure", default=None)
+    ap.add_argument("--structure", default=None,
+                    help="PDB/mmCIF file (default: the package's AK.pdb, PDB 4AKE chain A)")
     ap.add_argument("--images", type=int, default=3000)
     ap.add_argument("--train-subset", type=int, default=1500,
                     help="images aligned by HEMNMA and used to train the network")
@@ -204,9 +225,9 @@ def main(argv=None):
     # inherited by the protocols' processes; a value set by the user is kept
     from deephemnma import passive_openmp
     passive_openmp()
-    from deephemnma.scipion_env import setup
-    user_data = setup(os.path.join(out, "scipion"), force=True)
     ak = _find_ak(args.structure)
+    from deephemnma.scipion_env import setup
+    setup(os.path.join(out, "scipion"), force=True)
 
     from pwem.protocols import ProtImportPdb, ProtSplitSet
     from pyworkflow.project import Manager
@@ -309,9 +330,8 @@ def main(argv=None):
     print(f"| total | {sum(times.values()):.0f} | {sum(cpu.values()):.0f} |")
     print("(CPU s: user + system time of the stage's processes, all threads; on a machine "
           "shared with other work the wall time grows, the CPU time much less)")
-    print(f"\nTo open the project in the Scipion GUI:\n  SCIPION_USER_DATA={user_data} "
-          f"python -m scipion project {name}\n(or `scipion3 project {name}` with the same "
-          "SCIPION_USER_DATA)")
+    print(f"\nTo open the project in the Scipion GUI (needs a display), paste in a shell:\n"
+          f"  {gui_command(name)}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Shared fixtures. Data in ../shared/data is optional: tests that need it skip
-with a clear reason when it is absent (a user's checkout has no shared/)."""
+"""Shared fixtures. Test data: ``shared_file(...)`` finds a file in tests/data
+(or the package's data) and, for the few files the repository does not ship,
+in $DEEPHEMNMA_EXTRA_TEST_DATA; a test needing one of those skips with the
+reason when it is absent (deephemnma.data.testdata)."""
 import os
 import pathlib
 import tempfile
+import unittest
 
 os.environ.setdefault("DEEPHEMNMA_QUIET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -23,16 +26,20 @@ except ImportError:      # no Scipion (e.g. a GPU machine): its tests skip
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from deephemnma.data import data_file  # noqa: E402
+from deephemnma.data.testdata import locate  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED = pathlib.Path(os.environ.get("DEEPHEMNMA_SHARED", ROOT.parent / "shared")) / "data"
 
 
 def shared_file(*parts):
-    """Path of a file in ../shared/data, or skip the test if it is absent."""
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"shared test data not available: {p}")
-    return p
+    """Path of the test data file ``parts`` (e.g. ``"oracles", "8zpm.cif"``),
+    or skip the test with the reason when it is a file the repository does not
+    ship and nobody provided (deephemnma.data.testdata.locate)."""
+    try:
+        return locate(*parts)
+    except unittest.SkipTest as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture
@@ -42,7 +49,7 @@ def shared():
 
 @pytest.fixture
 def ak_pdb():
-    return shared_file("continuousflex", "AK.pdb")
+    return pathlib.Path(data_file("AK.pdb"))
 
 
 @pytest.fixture

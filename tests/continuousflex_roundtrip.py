@@ -1,7 +1,8 @@
 """The ContinuousFlex round trip, run INSIDE the ContinuousFlex test venv
 (tools/continuousflex_venv.sh) by tests/test_continuousflex_roundtrip.py:
 
-    PYTHONPATH=../shared/vendor/xmipp-python CONTINUOUSFLEX_HOME=<folder> \\
+    PYTHONPATH=<xmipp-python> CONTINUOUSFLEX_HOME=<folder> \\
+        DEEPHEMNMA_EXTRA_TEST_DATA=<folder with continuousflex/smallstack_img.stk> \\
         .cflex-venv/bin/python tests/continuousflex_roundtrip.py OUT_FOLDER
 
 In one Scipion project, with ContinuousFlex's real protocols and viewers
@@ -30,10 +31,14 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 CPU1 = dict(useGpu=False, numberOfThreads=1)   # 2 shared cores: no thread oversubscription
-DATA = os.path.join(os.environ.get("DEEPHEMNMA_SHARED", os.path.join(ROOT, "..", "shared")),
-                    "data", "continuousflex")
+from deephemnma.data import data_file  # noqa: E402
+from deephemnma.data.testdata import locate  # noqa: E402
+
+AK = data_file("AK.pdb")
+#: the folder of ContinuousFlex's 10 test particles (not shipped: given by
+#: $DEEPHEMNMA_EXTRA_TEST_DATA, see deephemnma.data.testdata)
+STACK_DIR = os.path.dirname(str(locate("continuousflex", "smallstack_img.stk")))
 
 
 def main(out):
@@ -82,7 +87,7 @@ def main(out):
 
     # 1. our NMA in ContinuousFlex's layout
     imp = launch(project.newProtocol(ProtImportPdb, inputPdbData=1,
-                                     pdbFile=os.path.join(DATA, "AK.pdb")), "import AK")
+                                     pdbFile=AK), "import AK")
     nma = launch(project.newProtocol(P["DeepHEMNMAProtNMA"], inputStructure=imp.outputPdb,
                                      numberOfModes=10, **CPU1), "deephemnma NMA")
     modes = nma.outputModes
@@ -116,7 +121,7 @@ def main(out):
 
     # 2. our HEMNMA of ContinuousFlex's test particles -> its alignment protocol
     ip = launch(project.newProtocol(ProtImportParticles, importFrom=0,
-                                    filesPath=DATA, filesPattern="smallstack_img.stk",
+                                    filesPath=STACK_DIR, filesPattern="smallstack_img.stk",
                                     samplingRate=1.0, magnification=60000, voltage=200,
                                     sphericalAberration=2.0, amplitudeContrast=0.1),
                 "import particles")
@@ -171,7 +176,7 @@ def main(out):
     from deephemnma.core.projector import atoms_to_volume
     from deephemnma.core.structure import read_structure
     from deephemnma.io.stacks import write_volume
-    ak, _ = read_structure(os.path.join(DATA, "AK.pdb")).center()
+    ak, _ = read_structure(AK).center()
     akmap = os.path.join(out, "ak_map.mrc")
     write_volume(akmap, atoms_to_volume(torch.tensor(ak.coords), torch.tensor(ak.weights), 40,
                                         2.0, 2.0).numpy(), 2.0)

@@ -5,8 +5,10 @@ The layout tests run here (xmippLib, from pyxmipp3, reads the files as
 ContinuousFlex does). The round trip runs in a separate venv holding
 scipion-em-xmipp and scipion-em-continuousflex from the registry
 (``make continuousflex-venv`` = ``bash tools/continuousflex_venv.sh``, cached
-in .cflex-venv/) with Xmipp's pure-Python bindings from
-../shared/vendor/xmipp-python; it is skipped when either is absent.
+in .cflex-venv/) with Xmipp's pure-Python bindings from the folder named by
+$DEEPHEMNMA_XMIPP_PYTHON (or $DEEPHEMNMA_SHARED/vendor/xmipp-python), and
+ContinuousFlex's test particles (not shipped, see deephemnma.data.testdata);
+it is skipped when any of them is absent.
 """
 import json
 import os
@@ -17,11 +19,19 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED, shared_file
+from conftest import ROOT, shared_file
 
 CFLEX_VENV = ROOT / ".cflex-venv"
 CFLEX_PY = CFLEX_VENV / "bin" / "python"
-XMIPP_PY = SHARED.parent / "vendor" / "xmipp-python"
+
+
+def _xmipp_python():
+    """Folder of Xmipp's pure-Python bindings (xmipp_base.py), or None."""
+    if os.environ.get("DEEPHEMNMA_XMIPP_PYTHON"):
+        return pathlib.Path(os.environ["DEEPHEMNMA_XMIPP_PYTHON"])
+    if os.environ.get("DEEPHEMNMA_SHARED"):
+        return pathlib.Path(os.environ["DEEPHEMNMA_SHARED"]) / "vendor" / "xmipp-python"
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +116,15 @@ def test_continuousflex_round_trip(tmp_path):
     if not (CFLEX_VENV / ".built").exists() or not CFLEX_PY.exists():
         pytest.skip("ContinuousFlex test venv not built (or its build failed): run "
                     "`make continuousflex-venv`")
-    if not (XMIPP_PY / "xmipp_base.py").exists():
-        pytest.skip(f"Xmipp's pure-Python bindings not available: {XMIPP_PY}")
-    shared_file("continuousflex", "smallstack_img.stk")
+    xmipp_py = _xmipp_python()
+    if xmipp_py is None or not (xmipp_py / "xmipp_base.py").exists():
+        pytest.skip("Xmipp's pure-Python bindings not available: set DEEPHEMNMA_XMIPP_PYTHON "
+                    f"to the folder holding xmipp_base.py (now: {xmipp_py})")
+    stack = shared_file("continuousflex", "smallstack_img.stk")
     home = tmp_path / "cflex_home"
     home.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(XMIPP_PY), CONTINUOUSFLEX_HOME=str(home),
-               MPLBACKEND="Agg", DEEPHEMNMA_SHARED=str(SHARED.parent))
+    env = dict(os.environ, PYTHONPATH=str(xmipp_py), CONTINUOUSFLEX_HOME=str(home),
+               MPLBACKEND="Agg", DEEPHEMNMA_EXTRA_TEST_DATA=str(stack.parents[1]))
     for k in ("SCIPION_HOME", "SCIPION_USER_DATA", "SCIPION_TESTS", "SCIPION_PYTHON"):
         env.pop(k, None)                 # the inner run makes its own Scipion home
     script = pathlib.Path(__file__).with_name("continuousflex_roundtrip.py")

@@ -9,14 +9,17 @@ Run them as Scipion runs a plugin's tests, or with pytest::
 Importing this package prepares a private, headless Scipion home when none is
 configured (pyworkflow reads its variables when first imported, so this
 package must be imported before pyworkflow: the test modules import it
-first). Test data come from ``../shared/data`` beside the checkout (or
-``$DEEPHEMNMA_SHARED/data``); tests that need it are skipped with the reason
-when it is absent.
+first). Test data come from the repository's tests/data and the package's
+data; the few files the repository does not ship are looked up in
+``$DEEPHEMNMA_EXTRA_TEST_DATA`` and the tests that need them are skipped with
+the reason when they are absent (deephemnma.data.testdata).
 """
 import os
 import pathlib
 import tempfile
-import unittest
+
+from ..data import data_file
+from ..data.testdata import locate
 
 os.environ.setdefault("DEEPHEMNMA_QUIET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -35,22 +38,20 @@ _scipion_env()
 
 #: repository root when running from a checkout (site-packages when installed)
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-#: the shared test data folder (may not exist)
-SHARED = pathlib.Path(os.environ.get("DEEPHEMNMA_SHARED", ROOT.parent / "shared")) / "data"
 
 
 def shared_file(*parts):
-    """Path of a file under the shared test data, or skip the calling test
-    (``unittest.SkipTest``, which pytest reports as a skip too)."""
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        raise unittest.SkipTest(f"shared test data not available: {p}")
-    return p
+    """Path of the test data file ``parts`` (e.g. ``"continuousflex",
+    "smallstack_img.stk"``), or skip the calling test with the reason
+    (``unittest.SkipTest``, which pytest reports as a skip too) when it is a
+    file the repository does not ship and nobody provided."""
+    return locate(*parts)
 
 
 def ak_pdb():
-    """ContinuousFlex's adenylate kinase test structure (AK.pdb), or skip."""
-    return str(shared_file("continuousflex", "AK.pdb"))
+    """Adenylate kinase (PDB 4AKE chain A, 1656 heavy atoms), the package's
+    data file deephemnma/data/AK.pdb."""
+    return data_file("AK.pdb")
 
 
 def assert_outputs_declared(test, prot):

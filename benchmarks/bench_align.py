@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from synthetic import noise_label, pixel_size_for, synthetic
+from deephemnma.data import data_file  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREVIOUS = "--as-previous"
@@ -115,7 +116,7 @@ def xmipp_agreement(args, extra):
     from deephemnma.core.structure import read_structure
     from deephemnma.io.metadata import read_metadata
     from deephemnma.io.stacks import open_stack
-    ak = os.path.join(args.shared, "continuousflex", "AK.pdb")
+    ak = data_file("AK.pdb")
     stk = os.path.join(args.shared, "continuousflex", "smallstack_img.stk")
     gold = read_metadata(os.path.join(args.shared, "continuousflex",
                                       "images_PM_atoms_smallstack.xmd"))
@@ -229,10 +230,12 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--candidate-separation", type=float, default=None,
                     help="AlignOptions.candidate_separation (0: candidates may be near-duplicates)")
-    ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
+    # files not shipped with the package (ContinuousFlex's test set, 6ZU5)
+    ap.add_argument("--shared", default=os.environ.get("DEEPHEMNMA_EXTRA_TEST_DATA", os.path.join(
+        HERE, "..", "..", "shared", "data")))
     args = ap.parse_args()
     from deephemnma.stages.reference import load_reference
-    s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
+    s, modes = load_reference(data_file("AK.pdb"))
     extra = ({} if args.candidate_separation is None
              else {"candidate_separation": args.candidate_separation})
     if not args.only_speed:

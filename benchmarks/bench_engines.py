@@ -41,6 +41,7 @@ import tempfile
 import time
 
 import numpy as np
+from deephemnma.data import data_file  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RENDER = "--render-maps"
@@ -225,14 +226,12 @@ def main():
     ap.add_argument("--cache", default=os.path.join(HERE, "..", "bench_output", "engines"))
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--skip-align", action="store_true", help="table 1 only")
-    ap.add_argument("--shared", default=os.environ.get(
-        "DEEPHEMNMA_SHARED_DATA", os.path.join(HERE, "..", "..", "shared", "data")))
     args = ap.parse_args()
     import dataclasses
     from deephemnma.core.metrics import angular_errors
     from deephemnma.core.scattering import element_symbols
     from deephemnma.stages.reference import load_reference
-    s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
+    s, modes = load_reference(data_file("AK.pdb"))
     s = dataclasses.replace(s, elements=element_symbols(s.elements, s.names))
     box, ps, n = args.box, args.pixel_size, args.n
     truth = draw(n, box, ps, args.seed)

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from deephemnma.data import data_file  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,7 +36,6 @@ def main():
     ap.add_argument("--pixel-size", type=float, default=1.3)
     ap.add_argument("--snr", default="0.02,0.05,0.1,0.3")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
     from deephemnma.core.reconstruct import (fsc, half_sets, reconstruct, reconstruct_halves,
                                              resolution_at, soft_mask)
@@ -43,7 +43,7 @@ def main():
     from deephemnma.io.metadata import Table
     from deephemnma.stages.reconstruct import Config
     from deephemnma.stages.reference import load_reference
-    s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
+    s, modes = load_reference(data_file("AK.pdb"))
     n, box, ps = args.n, args.box, args.pixel_size
     d = Config()
 

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from deephemnma.data import data_file  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,7 +30,6 @@ def main():
     ap.add_argument("--shift-error", type=float, default=0.2)
     ap.add_argument("--n-recon", type=int, default=10000)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
     from deephemnma.core import landscape as L
     from deephemnma.core import rotations as R
@@ -57,7 +57,7 @@ def main():
     # group reconstructions -------------------------------------------------
     from deephemnma.stages.reference import load_reference
     from deephemnma.core.simulate import helix_amplitudes
-    s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
+    s, modes = load_reference(data_file("AK.pdb"))
     box = args.box
     ps = 0.65 * 128 / box
     print(f"\n## Group reconstructions: synthetic AK, {box} px at {ps:.2f} Å/px, noiseless, "

@@ -15,6 +15,7 @@ import tempfile
 import time
 
 import numpy as np
+from deephemnma.data import data_file  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # VmHWM (the peak RSS of this process's own address space): ru_maxrss would also count the
@@ -29,7 +30,6 @@ def main():
     ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 200000])
     ap.add_argument("--box", type=int, default=32)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
     from deephemnma.cli import main as cli
     from deephemnma.io.metadata import Table, image_ref, read_metadata, write_xmd
@@ -37,7 +37,7 @@ def main():
     work = tempfile.mkdtemp(prefix="bench_predict_")
     sim = os.path.join(work, "sim")
     ps = 1.3 * 64 / args.box
-    assert cli(["simulate", "--structure", os.path.join(args.shared, "continuousflex", "AK.pdb"),
+    assert cli(["simulate", "--structure", data_file("AK.pdb"),
                 "--out", sim, "-n", "512", "--box", str(args.box), "--pixel-size", str(ps),
                 "--phase-flip"]) == 0
     assert cli(["train", "--particles", os.path.join(sim, "particles.xmd"), "--out",

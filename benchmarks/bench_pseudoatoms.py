@@ -9,6 +9,7 @@ import os
 import time
 
 import torch
+from deephemnma.data import data_file  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -18,12 +19,11 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sigma-3j9g", type=float, nargs="+", default=[0.4, 0.5, 1.0],
                     help="pseudoatom sigma(s) for the 3j9g map, in voxels")
-    ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = ap.parse_args()
     from deephemnma.core.projector import atoms_to_volume
     from deephemnma.core.pseudoatoms import volume_to_pseudoatoms
     from deephemnma.core.structure import read_structure
-    s, _ = read_structure(os.path.join(args.shared, "continuousflex", "AK.pdb")).center()
+    s, _ = read_structure(data_file("AK.pdb")).center()
     print("| map | box | voxel Å | sigma Å | pseudoatoms | error % | time s |")
     print("|---|---|---|---|---|---|---|")
     for box, vs, blur, sigma in ((80, 1.0, 2.0, 2.0), (128, 0.65, 1.5, 1.5)):
@@ -41,7 +41,7 @@ def main():
     # atomic potential with much of its power at the voxel scale, so the
     # pseudoatoms must be small: 0.4 voxel reaches 5 %, 0.5 stalls above)
     from deephemnma.io.stacks import read_volume
-    path = os.path.join(args.shared, "oracles", "3j9g_potential_ps4_4.mrc")
+    path = os.path.join(HERE, "..", "tests", "data", "oracles", "3j9g_potential_ps4_4.mrc")
     if os.path.exists(path):
         vol, vs = read_volume(path)
         for sv in args.sigma_3j9g:
@@ -61,7 +61,7 @@ def main():
     from deephemnma.core.nma import compute_modes, mode_overlap
     vol = atoms_to_volume(torch.tensor(s.coords), torch.tensor(s.weights), 40, 2.0, 2.0).numpy()
     c, w, _, err = volume_to_pseudoatoms(vol, 2.0, sigma=2.5, device=args.device)
-    ca = read_structure(os.path.join(args.shared, "continuousflex", "AK.pdb"), "ca").center()[0]
+    ca = read_structure(data_file("AK.pdb"), "ca").center()[0]
     ov = mode_overlap(ca.coords, compute_modes(ca, 9, cutoff=12.0, method="anm").vectors[6:9],
                       c, compute_modes(c, 9, percentile=5.0, method="anm").vectors[6:9])
     print(f"\nmode overlap |cos| (rows: atomic CA modes 7-9; columns: modes 7-9 of {len(c)} "

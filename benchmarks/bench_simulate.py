@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import torch
+from deephemnma.data import data_file  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -21,14 +22,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=20000)
-    ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"))
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     from deephemnma.stages.reference import load_reference
     from deephemnma.core import rotations
     from deephemnma.core.projector import Projector
     from deephemnma.core.simulate import render_factor_for, simulate_to_folder
-    s, modes = load_reference(os.path.join(args.shared, "continuousflex", "AK.pdb"))
+    s, modes = load_reference(data_file("AK.pdb"))
     print(f"torch threads: {torch.get_num_threads()}, device {args.device}\n")
     print("| projector (AK, 1656 atoms, 3 modes) | box | batch | images/s |")
     print("|---|---|---|---|")

@@ -8,7 +8,7 @@
 # It holds scipion-em-xmipp 29.0.1 and scipion-em-continuousflex 3.4.2 from the
 # package registry, CPU torch, ProDy, scikit-learn, mrcfile, and this checkout
 # installed editable without dependencies. At run time the tests put Xmipp's
-# pure-Python bindings (../shared/vendor/xmipp-python, see its SOURCE.md) on
+# pure-Python bindings (the folder named by $DEEPHEMNMA_XMIPP_PYTHON) on
 # PYTHONPATH; without that folder the round trip is skipped.
 #
 # Idempotent: a stamp holding this script's checksum marks a finished build; a

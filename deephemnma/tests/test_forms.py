@@ -5,10 +5,11 @@ without CTF, and run files that survive a moved project.
     scipion3 tests deephemnma.tests.test_forms
     python -m pytest -q deephemnma/tests/test_forms.py
 """
-from . import ROOT, scipion_domain, shared_file  # first: sets up Scipion's environment
+from . import ROOT, scipion_domain  # first: sets up Scipion's environment
 
 import json  # noqa: E402
 import os  # noqa: E402
+import pathlib  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -248,10 +249,10 @@ class TestFormMessages(BaseTest):
 
 
 class TestWithoutCTF(BaseTest):
-    """Particles imported without CTF (ContinuousFlex's test stack) are
-    aligned without CTF correction, as the log says; the run's metadata
-    reference the images relative to itself, so a copied project still finds
-    them."""
+    """Particles imported without CTF (a stack simulated without CTF from the
+    shipped AK.pdb, imported as plain image files) are aligned without CTF
+    correction, as the log says; the run's metadata reference the images
+    relative to itself, so a copied project still finds them."""
 
     @classmethod
     def setUpClass(cls):
@@ -262,17 +263,22 @@ class TestWithoutCTF(BaseTest):
         from pwem.protocols import ProtImportParticles, ProtImportPdb
         from deephemnma.io.metadata import parse_image_ref, read_metadata
         from deephemnma.io.stacks import load_images
-        stk = shared_file("continuousflex", "smallstack_img.stk")
+        from deephemnma.data import data_file
+        from deephemnma.stages import simulate
+        ak = data_file("AK.pdb")
+        sim = simulate.run(simulate.Config(
+            structure=ak, out=tempfile.mkdtemp(prefix="deephemnma_noctf_"), n=10, box=32,
+            pixel_size=2.6, ctf=False, snr=1.0, seed=3), progress=False)
+        stk = pathlib.Path(sim.stack)
         imp = self.newProtocol(ProtImportParticles,
                                importFrom=ProtImportParticles.IMPORT_FROM_FILES,
                                filesPath=str(stk.parent), filesPattern=stk.name,
-                               samplingRate=1.0, voltage=200, magnification=60000)
+                               samplingRate=2.6, voltage=200, magnification=60000)
         self.launchProtocol(imp)
         parts = imp.outputParticles
         self.assertFalse(parts.hasCTF())
         self.assertEqual(parts.getSize(), 10)
-        pdb = self.newProtocol(ProtImportPdb, inputPdbData=1,
-                               pdbFile=str(shared_file("continuousflex", "AK.pdb")))
+        pdb = self.newProtocol(ProtImportPdb, inputPdbData=1, pdbFile=ak)
         self.launchProtocol(pdb)
         nma = self.newProtocol(P.DeepHEMNMAProtNMA, inputStructure=pdb.outputPdb,
                                numberOfModes=8, useGpu=False)

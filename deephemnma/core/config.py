@@ -85,6 +85,15 @@ class AlignOptions:
     fine_candidates: int = _option(1, ("align",))
     coarse_iters: int = _option(40, ("align",))
     fine_iters: int = _option(25, ("align",))
+    # align from the particles' poses (Aligner.align_from_poses; benchmarks/bench_from_poses.py):
+    # orientations within this cone (degrees) of each particle's, shifts within this window (Å)
+    # of its own, the global search's amplitudes; the best local_candidates amplitudes refined
+    # coarse_iters steps at the coarse level, the best of them fine_iters at full size.
+    # 2 candidates: 1 doubled the amplitude error from 5 deg starts, 15 coarse steps tripled it
+    from_poses: bool = _option(False, ("align",))
+    cone: float = _option(12.0, ("align",))
+    shift_window: float = _option(3.0, ("align",))
+    local_candidates: int = _option(2, ("align",))
     # Aligner.refine (local only, no global search; benchmarks/bench_refine.py): steps at
     # the coarse level (0: none), then at each finer level. From the paper's network
     # errors (2.5 deg), 10 + 25 matched full HEMNMA; 0 + 25: ~15 % faster, a little less

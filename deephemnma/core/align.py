@@ -29,12 +29,24 @@ with benchmarks/bench_align.py):
    projections with local atom stamps and an analytic gradient
    (core.projector, ``radius``).
 
+From given poses (:meth:`Aligner.align_from_poses`, e.g. a consensus
+refinement's), step 2 is local: each image's projection direction tilted
+within ``cone`` degrees (a small Fibonacci set ~``angular_step`` apart) x the
+same search amplitudes, projected for that image and scored as the bank (every
+in-plane angle by one inverse FFT, kept where the whole rotation stays in the
+cone), at the shifts within ``shift_window`` Å of its own; the
+``local_candidates`` best amplitudes go to step 3.
+
 Every image's result depends on that image alone. On CPU, worker threads
 (``threads``) align parts of a batch, each running torch on one thread.
 """
+from __future__ import annotations
+
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Union
 
 import numpy as np
 import torch
@@ -42,17 +54,20 @@ import torch
 from ..errors import InputError
 from . import rotations
 from .config import AlignOptions
-from .ctf import ctf_image, phase_flip
+from .ctf import CTFParams, ctf_image, phase_flip
 from .image import circular_mask, downscale
 from .projector import Projector
 
 __all__ = ["AlignOptions", "Aligner", "fibonacci_orientations", "AUTO_START_B"]
 
+#: images (B, box, box) as the Aligner takes them
+ImagesT = Union[np.ndarray, torch.Tensor]
+
 #: B-factor (Å^2) of the atoms while an 'auto' B-factor is being estimated
 AUTO_START_B = {"gaussian": 0.0, "scattering": 50.0, "scattering5": 50.0}
 
 
-def fibonacci_orientations(step_deg):
+def fibonacci_orientations(step_deg: float) -> np.ndarray:
     """Xmipp Euler angles (K, 3) covering SO(3) with ~``step_deg`` spacing:
     projection directions on a Fibonacci sphere x in-plane angles."""
     step = math.radians(step_deg)
@@ -102,8 +117,10 @@ class Aligner:
 
     n_psi = 64              # in-plane angles of the global search (5.6 deg apart)
 
-    def __init__(self, ref_coords, weights, vectors, box, pixel_size, options=None,
-                 elements=None, names=None, pseudo_sigma=None):
+    def __init__(self, ref_coords: np.ndarray, weights: np.ndarray, vectors: np.ndarray | None,
+                 box: int, pixel_size: float, options: AlignOptions | None = None,
+                 elements: np.ndarray | None = None, names: np.ndarray | None = None,
+                 pseudo_sigma: float | None = None) -> None:
         self.opt = options or AlignOptions()
         o = self.opt
         self.device = torch.device(o.device)
@@ -123,7 +140,7 @@ class Aligner:
         self.set_b_factor(AUTO_START_B.get(o.atom_model, 0.0) if o.b_factor == "auto"
                           else float(o.b_factor))
 
-    def set_b_factor(self, b_factor):
+    def set_b_factor(self, b_factor: float) -> None:
         """Project the atoms with this B-factor (Å^2) from now on."""
         self.b_factor = float(b_factor)
         self.proj = {b: self._projector(b, self.b_factor) for b in self.pyramid}
@@ -139,7 +156,9 @@ class Aligner:
         return Projector(coords, w, vectors, b, self.pixel_size * self.box / b, sigma=sigma,
                          device=self.device, radius=5.0)
 
-    def estimate_b_factor(self, images, ctf=None, poses=None, grid=None):
+    def estimate_b_factor(self, images: ImagesT, ctf: CTFParams | None = None,
+                          poses: dict | None = None,
+                          grid: Sequence[float] | None = None) -> tuple[float, dict]:
         """The B-factor (Å^2) under which the model's projections best match
         ``images`` (B, box, box) with their CTF at their poses (a dict of
         angles, shifts, amplitudes, as :meth:`align` returns; None: aligned
@@ -514,7 +533,7 @@ class Aligner:
         finally:
             torch.set_num_threads(threads)
 
-    def align(self, images, ctf=None):
+    def align(self, images: ImagesT, ctf: CTFParams | None = None) -> dict[str, np.ndarray]:
         """Align images (B, box, box) (numpy or torch) with their CTF
         (CTFParams or None): dict of numpy arrays angles (B, 3) degrees,
         shifts (B, 2) px, amplitudes (B, M), cost (B,). Every image's result
@@ -527,7 +546,8 @@ class Aligner:
         measured 3-5x slower on 2 shared cores)."""
         return self._in_workers(self._align, self._images(images), ctf)
 
-    def align_from_poses(self, images, ctf, angles, shifts):
+    def align_from_poses(self, images: ImagesT, ctf: CTFParams | None, angles: np.ndarray,
+                         shifts: np.ndarray) -> dict[str, np.ndarray]:
         """HEMNMA with a local orientation and shift search: as :meth:`align`,
         the global search replaced by a search around each image's own pose
         (angles (B, 3) Xmipp ZYZ degrees, shifts (B, 2) px of the images):
@@ -543,7 +563,8 @@ class Aligner:
         shifts = np.asarray(shifts, np.float64).reshape(B, 2)
         return self._in_workers(self._align_local, x, ctf, (angles, shifts), bank=False)
 
-    def refine(self, images, ctf, angles, shifts, amplitudes):
+    def refine(self, images: ImagesT, ctf: CTFParams | None, angles: np.ndarray,
+               shifts: np.ndarray, amplitudes: np.ndarray) -> dict[str, np.ndarray]:
         """Local HEMNMA only: the continuous refinement of :meth:`align`
         (Adam on 1 - NCC of amplitudes, rotation and shifts) started from
         given poses, without the global search (no reference bank).

@@ -89,7 +89,9 @@ class AlignOptions:
     # orientations within this cone (degrees) of each particle's, shifts within this window (Å)
     # of its own, the global search's amplitudes; the best local_candidates amplitudes refined
     # coarse_iters steps at the coarse level, the best of them fine_iters at full size.
-    # 2 candidates: 1 doubled the amplitude error from 5 deg starts, 15 coarse steps tripled it
+    # 200 images at 64 px from 2-10 deg starts: 1.3-1.7x the global search's speed, misses
+    # <= 1 %, amplitude MAE 1.25-1.4x its; 1 candidate, or 15-30 coarse steps, were faster
+    # but up to 2-4x its amplitude error (measured on 20 images)
     from_poses: bool = _option(False, ("align",))
     cone: float = _option(12.0, ("align",))
     shift_window: float = _option(3.0, ("align",))

@@ -46,8 +46,9 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                            "(RELION, cryoSPARC, Xmipp) carry poses a few degrees off: the "
                            "orientations are then searched within the cone below around each "
                            "particle's, the shifts within the shift window around its own, "
-                           "the amplitudes as in the global search (about 4x faster than the "
-                           "global search, as accurate from starting errors up to 5-10 deg). "
+                           "the amplitudes as in the global search (measured from starting "
+                           "errors of 2-10 deg: 1.3-1.7x faster than the global search, "
+                           "slightly less accurate amplitudes). "
                            "Default: when the particles carry a projection alignment; no: "
                            "the global search.")
         form.addParam("cone", params.FloatParam, default=d.cone,

@@ -17,9 +17,9 @@ enabled: DEEPHEMNMA_QUIET unset); one case per command also runs as a real
 angle or amplitude column, a NaN defocus, a NaN image) are not errors: that row
 alone is left out and listed in a rejected file (``test_row_rejected``).
 
-Cases per command (``COUNTS``; printed by ``test_case_counts`` with -s), 348
-in all: align 42, evaluate 14, fsc 15, landscape 37, model-map 17, nma 18,
-outliers 10, predict 26, pseudoatoms 22, reconstruct 35, refine 33, simulate
+Cases per command (``COUNTS``; printed by ``test_case_counts`` with -s), 355
+in all: align 50, evaluate 14, fsc 15, landscape 37, model-map 17, nma 18,
+outliers 10, predict 26, pseudoatoms 22, reconstruct 35, refine 32, simulate
 35, train 44; plus 14 of them again as real processes, 7 row-rejection cases
 (align, predict, train, reconstruct, outliers, landscape, refine), evaluate
 with an 'abc' angle, and `train` run again with more epochs.
@@ -412,7 +412,7 @@ NEEDS = {"nma": (), "pseudoatoms": ("maps",), "simulate": ("nma",),
          "landscape": ("sim", "derived"), "reconstruct": ("sim", "derived", "maps"),
          "model-map": (), "fsc": ("maps",), "evaluate": ("sim", "derived", "nma")}
 
-FLAGS = {"--no-noise", "--no-ctf", "--robust", "--rescale", "--augment"}
+FLAGS = {"--no-noise", "--no-ctf", "--robust", "--rescale", "--augment", "--from-poses"}
 
 
 def edit(template, changes):
@@ -533,6 +533,11 @@ numbers("align", "--coarse-iters", ("0",))
 numbers("align", "--fine-iters", ("0",))
 numbers("align", "--search-amplitude", ("-1", "nan"))
 numbers("align", "--max-shift", ("-1", "nan"))
+case("align", "from-poses-without-angles", {"--particles": "{S}/noangles.xmd",
+                                            "--from-poses": ""}, ("noangles.xmd", "angleRot"))
+numbers("align", "--cone", ("0", "-5", "nan", "200"), extra={"--from-poses": ""})
+numbers("align", "--shift-window", ("-1", "nan"), extra={"--from-poses": ""})
+numbers("align", "--local-candidates", ("0",), extra={"--from-poses": ""})
 numbers("align", "--outlier-threshold", ("-1", "nan"))
 numbers("align", "--pyramid", ("4,8", "x"))
 case("align", "mode-list-absent", {"--mode-list": "99"}, ("99", "--mode-list"))
@@ -936,8 +941,6 @@ files("refine", "--particles", PARTICLES + [("mixed-boxes", "")])
 case("refine", "particles-without-ctf", {"--particles": "{S}/noctf.xmd"}, ("ctf", "noctf"))
 case("refine", "particles-without-angles", {"--particles": "{S}/noangles.xmd"},
      ("noangles.xmd", "angleRot"))
-case("refine", "particles-without-amplitudes", {"--particles": "{S}/nonma.xmd"},
-     ("nonma.xmd", "nmaDisplacements"))
 case("refine", "amplitudes-of-other-modes", {"--particles": "{S}/two_modes.xmd"},
      ("2 amplitudes", "3 modes"))
 files("refine", "--modes", [("nomodes", ""), ("empty", ".xmd")])

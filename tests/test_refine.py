@@ -107,12 +107,13 @@ def _args(d, particles, out, *extra):
 
 
 def test_cli_bad_inputs(folder, tmp_path, capsys):
-    """Particles without angles or amplitudes, amplitudes for other modes,
-    zero steps: exit 2, one line naming the problem, nothing written."""
+    """Particles without angles, amplitudes for other modes, zero steps:
+    exit 2, one line naming the problem, nothing written (particles without
+    amplitudes start from zero: tests/test_from_poses.py)."""
     from deephemnma.cli import main
     t = read_metadata(folder / "particles.xmd")
     cases = []
-    for name, drop in (("noangles", ("angleRot",)), ("nonma", ("nmaDisplacements",))):
+    for name, drop in (("noangles", ("angleRot",)),):
         u = t.copy()
         for c in drop:
             del u[c]

@@ -2,8 +2,9 @@
 their current values (e.g. the predict command's output, or an alignment),
 without HEMNMA's global search.
 
-The particles must carry angleRot angleTilt anglePsi nmaDisplacements
-(shiftX shiftY: 0 when absent). Writes the same files as align: OUT.xmd with
+The particles must carry angleRot angleTilt anglePsi (shiftX shiftY: 0 when
+absent; nmaDisplacements: the amplitudes start at zero when absent, as the
+summary says; align --from-poses searches them instead). Writes the same files as align: OUT.xmd with
 angleRot angleTilt anglePsi shiftX shiftY nmaDisplacements cost, in input
 order, OUT_kept.xmd without Mahalanobis outliers, OUT.rejected.xmd for rows
 with a non-finite value or an unusable image. Resumable (OUT.parts/) and
@@ -25,7 +26,7 @@ from .align import add_run_args, shared_config
 def add_args(p):
     d = stage.Config()
     p.add_argument("--particles", required=True,
-                   help=".xmd/.star with images, angles, shifts and nmaDisplacements")
+                   help=".xmd/.star with images, angles, shifts and (else 0) nmaDisplacements")
     p.add_argument("--modes", required=True, help="modes folder / modes.xmd (ContinuousFlex)")
     p.add_argument("--structure", required=True, help="the reference the modes belong to")
     p.add_argument("--selection", default=d.selection)

@@ -29,12 +29,24 @@ with benchmarks/bench_align.py):
    projections with local atom stamps and an analytic gradient
    (core.projector, ``radius``).
 
+From given poses (:meth:`Aligner.align_from_poses`, e.g. a consensus
+refinement's), step 2 is local: each image's projection direction tilted
+within ``cone`` degrees (a small Fibonacci set ~``angular_step`` apart) x the
+same search amplitudes, projected for that image and scored as the bank (every
+in-plane angle by one inverse FFT, kept where the whole rotation stays in the
+cone), at the shifts within ``shift_window`` Å of its own; the
+``local_candidates`` best amplitudes go to step 3.
+
 Every image's result depends on that image alone. On CPU, worker threads
 (``threads``) align parts of a batch, each running torch on one thread.
 """
+from __future__ import annotations
+
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Union
 
 import numpy as np
 import torch
@@ -42,17 +54,20 @@ import torch
 from ..errors import InputError
 from . import rotations
 from .config import AlignOptions
-from .ctf import ctf_image, phase_flip
+from .ctf import CTFParams, ctf_image, phase_flip
 from .image import circular_mask, downscale
 from .projector import Projector
 
 __all__ = ["AlignOptions", "Aligner", "fibonacci_orientations", "AUTO_START_B"]
 
+#: images (B, box, box) as the Aligner takes them
+ImagesT = Union[np.ndarray, torch.Tensor]
+
 #: B-factor (Å^2) of the atoms while an 'auto' B-factor is being estimated
 AUTO_START_B = {"gaussian": 0.0, "scattering": 50.0, "scattering5": 50.0}
 
 
-def fibonacci_orientations(step_deg):
+def fibonacci_orientations(step_deg: float) -> np.ndarray:
     """Xmipp Euler angles (K, 3) covering SO(3) with ~``step_deg`` spacing:
     projection directions on a Fibonacci sphere x in-plane angles."""
     step = math.radians(step_deg)
@@ -102,8 +117,10 @@ class Aligner:
 
     n_psi = 64              # in-plane angles of the global search (5.6 deg apart)
 
-    def __init__(self, ref_coords, weights, vectors, box, pixel_size, options=None,
-                 elements=None, names=None, pseudo_sigma=None):
+    def __init__(self, ref_coords: np.ndarray, weights: np.ndarray, vectors: np.ndarray | None,
+                 box: int, pixel_size: float, options: AlignOptions | None = None,
+                 elements: np.ndarray | None = None, names: np.ndarray | None = None,
+                 pseudo_sigma: float | None = None) -> None:
         self.opt = options or AlignOptions()
         o = self.opt
         self.device = torch.device(o.device)
@@ -123,7 +140,7 @@ class Aligner:
         self.set_b_factor(AUTO_START_B.get(o.atom_model, 0.0) if o.b_factor == "auto"
                           else float(o.b_factor))
 
-    def set_b_factor(self, b_factor):
+    def set_b_factor(self, b_factor: float) -> None:
         """Project the atoms with this B-factor (Å^2) from now on."""
         self.b_factor = float(b_factor)
         self.proj = {b: self._projector(b, self.b_factor) for b in self.pyramid}
@@ -139,7 +156,9 @@ class Aligner:
         return Projector(coords, w, vectors, b, self.pixel_size * self.box / b, sigma=sigma,
                          device=self.device, radius=5.0)
 
-    def estimate_b_factor(self, images, ctf=None, poses=None, grid=None):
+    def estimate_b_factor(self, images: ImagesT, ctf: CTFParams | None = None,
+                          poses: dict | None = None,
+                          grid: Sequence[float] | None = None) -> tuple[float, dict]:
         """The B-factor (Å^2) under which the model's projections best match
         ``images`` (B, box, box) with their CTF at their poses (a dict of
         angles, shifts, amplitudes, as :meth:`align` returns; None: aligned
@@ -235,19 +254,58 @@ class Aligner:
             return self.proj[b](a.expand(len(A), -1) if self.M else None, A)
         imgs = torch.cat(list(map(project, amps) if pool is None else
                               pool.map(project, amps)))                      # (J, b, b)
+        coef, power = self._ring_coefficients(imgs)
+        bank = coef.permute(2, 1, 0).contiguous()                    # (m, R, J)
+        self._refs = (bank, power.T.contiguous(), np.tile(dirs, (len(amps), 1)),
+                      np.repeat(amps, len(dirs), 0))
+        return self._refs
+
+    def _ring_coefficients(self, imgs):
+        """What the searches correlate images with, for references ``imgs``
+        (J, b, b) (projections at psi = 0): the angular Fourier coefficients
+        of their polar rings (J, R, m), ring weights and conjugate folded in
+        (sum_r r I_m(r) conj(R_m(r)) is then a product), and their centred
+        power spectra with the rfft2 Parseval weights (J, F) (their norm
+        after any |CTF|)."""
+        b = imgs.shape[-1]
         zero = torch.zeros(len(imgs), 1, 2, device=self.device)
         _, radii = self._polar_points(b)
         pol = torch.fft.rfft(self._polar(imgs, zero)[:, 0], dim=-1)  # (J, R, m)
-        # sum_r r I_m(r) conj(R_m(r)): ring weights and conjugate folded in
-        bank = (pol.conj() * radii[:, None]).permute(2, 1, 0).contiguous()   # (m, R, J)
+        coef = pol.conj() * radii[:, None]
         power = torch.fft.rfft2(imgs).abs().square().flatten(1)     # (J, F)
         power[:, 0] = 0                                              # centred norm
         w = torch.full((b // 2 + 1,), 2.0, device=self.device)      # rfft2 Parseval weights
         w[0] = w[-1] = 1.0
-        power = (power.view(len(imgs), b, -1) * w).flatten(1).T.contiguous()    # (F, J)
-        self._refs = (bank, power, np.tile(dirs, (len(amps), 1)),
-                      np.repeat(amps, len(dirs), 0))
-        return self._refs
+        return coef, (power.view(len(imgs), b, -1) * w).flatten(1)
+
+    def _search_images(self, coarse, absctf):
+        """The coarse images as the searches correlate them: masked,
+        normalised, filtered by their |CTF|."""
+        b = self.pyramid[0]
+        x = _normalize_masked(coarse, self.masks[b])
+        if absctf is not None:
+            x = torch.fft.irfft2(torch.fft.rfft2(x) * absctf, s=(b, b))
+        return x
+
+    def _shift_grid(self, half_range):
+        """Shifts (G, 2) coarse px of a search: the integer grid within
+        +-``half_range`` Å."""
+        ps = self.pixel_size * self.box / self.pyramid[0]
+        r = int(math.floor(half_range / ps))
+        return torch.tensor([(dx, dy) for dx in range(-r, r + 1) for dy in range(-r, r + 1)],
+                            dtype=torch.float32, device=self.device)
+
+    def _shifted_rings(self, x, shifts):
+        """Angular Fourier coefficients (B, G, R, m) of the polar rings of the
+        search images x (B, b, b) centred where a reference shifted by
+        ``shifts`` (B, G, 2) px has its centre."""
+        # image(x) = P(x + shift): P's centre is at -shift in the image
+        return torch.fft.rfft(self._polar(x, -shifts), dim=-1)
+
+    def _psi_degrees(self, index):
+        """Euler psi (degrees) of in-plane index ``index`` of a search:
+        rotating a reference by psi moves its polar angle theta to theta - psi."""
+        return (-index.double() * (360.0 / self.n_psi)) % 360.0
 
     def _global_search(self, coarse, absctf):
         """Top candidates (angles (B, K, 3), shifts (B, K, 2) px at the coarse
@@ -261,24 +319,18 @@ class Aligner:
         The best (angle, shift) of every reference, then the ``n_candidates``
         best references whose orientations are pairwise more than
         ``candidate_separation`` x ``angular_step`` apart."""
-        o, b = self.opt, self.pyramid[0]
+        o = self.opt
         bank, power, dirs, amps = self._reference_bank()
         B, J, n = coarse.shape[0], bank.shape[-1], self.n_psi
-        x = _normalize_masked(coarse, self.masks[b])
-        fx = torch.fft.rfft2(x)
+        x = self._search_images(coarse, absctf)
         if absctf is not None:
-            x = torch.fft.irfft2(fx * absctf, s=(b, b))
             norm = (absctf.square().flatten(1) @ power).sqrt_()         # (B, J)
         else:
             norm = power.sum(0).sqrt()[None].expand(B, -1)
-        ps = self.pixel_size * self.box / b
-        r = int(math.floor(o.max_shift / ps))
-        offs = torch.tensor([(dx, dy) for dx in range(-r, r + 1) for dy in range(-r, r + 1)],
-                            dtype=torch.float32, device=self.device)    # shifts (px)
+        offs = self._shift_grid(o.max_shift)                             # shifts (px)
         S = len(offs)
-        # image(x) = P(x + shift): P's centre is at -shift in the image
-        pol = torch.fft.rfft(self._polar(x, (-offs).expand(B, -1, -1)), dim=-1)  # (B, S, R, m)
-        pol = pol.permute(3, 0, 1, 2).reshape(pol.shape[-1], B * S, -1)          # (m, BS, R)
+        pol = self._shifted_rings(x, offs.expand(B, -1, -1))             # (B, S, R, m)
+        pol = pol.permute(3, 0, 1, 2).reshape(pol.shape[-1], B * S, -1)  # (m, BS, R)
         best = torch.empty(B * S, J, device=self.device)
         arg = torch.empty(B * S, J, dtype=torch.long, device=self.device)
         # rows per chunk: scores of ~4 MB on CPU (cache), ~256 MB on GPUs
@@ -290,8 +342,7 @@ class Aligner:
         score, si = best.max(1)                                       # over shifts
         psi_i = arg.gather(1, si[:, None]).squeeze(1)                 # (B, J)
         score = score / norm.clamp_min(1e-20)
-        # rotating a reference by psi moves its polar angle theta to theta - psi
-        psi = (-psi_i.double() * (360.0 / n)) % 360.0
+        psi = self._psi_degrees(psi_i)
         K = o.n_candidates
         T = min(J, 64 * K)
         top = score.topk(T, dim=1).indices                            # (B, T) by score
@@ -311,6 +362,82 @@ class Aligner:
         sel = topi[rows, pick]
         sh = offs.cpu().numpy().astype(np.float64)[si.gather(1, top).cpu().numpy()[rows, pick]]
         return cand[rows, pick], sh, amps[sel]
+
+    def _cone_tilts(self):
+        """Small rotations (D, 3, 3) tilting a projection direction within
+        ``cone`` degrees, the identity first: a Fibonacci (sunflower) set on
+        the spherical cap of that radius, ~``angular_step`` apart. The
+        in-plane angle is not sampled here (all of them are one inverse FFT)."""
+        o = self.opt
+        cone, step = math.radians(o.cone), math.radians(o.angular_step)
+        n = max(1, int(round(2 * math.pi * (1 - math.cos(cone)) / step ** 2)))
+        i = np.arange(n)
+        theta = cone * np.sqrt(i / max(1, n - 1))
+        phi = i * math.pi * (3 - 5 ** 0.5)                           # golden angle
+        axes = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], -1) * theta[:, None]
+        from scipy.spatial.transform import Rotation
+        return Rotation.from_rotvec(axes).as_matrix()
+
+    def _local_search(self, coarse, absctf, A, shifts):
+        """Top candidates around given poses, as :meth:`_global_search`
+        returns them (angles (B, K, 3), shifts (B, K, 2) coarse px, amplitudes
+        (B, K, M)); A (B, 3, 3) the images' rotations, shifts (B, 2) coarse px.
+        References: each image's projection direction tilted within ``cone``
+        (:meth:`_cone_tilts`) x the search amplitudes of the global search,
+        projected for that image; scored as the global search scores its bank
+        (polar rings, every in-plane angle by one inverse FFT, |CTF|-filtered
+        normalised cross-correlation) at the in-plane angles whose whole
+        rotation stays within the cone of the image's, and at the shifts
+        within ``shift_window`` Å of its own. The ``local_candidates`` best
+        amplitudes, each at its best orientation and shift (the orientation is
+        known within the cone; the shape is what is searched)."""
+        o, b, n = self.opt, self.pyramid[0], self.n_psi
+        tilts = self._cone_tilts()                                   # (D, 3, 3)
+        amps = self._search_amplitudes()                             # (S, M)
+        B, D, S = len(A), len(tilts), len(amps)
+        E = torch.as_tensor(tilts, dtype=torch.float32, device=self.device)
+        Aref = (E[None] @ A[:, None]).reshape(B * D, 3, 3)           # psi 0 of the search
+        P = self.proj[b]
+        imgs = torch.stack([P(torch.as_tensor(a, dtype=torch.float32, device=self.device)
+                              .expand(B * D, -1) if self.M else None, Aref)
+                            for a in amps], 1)                       # (BD, S, b, b)
+        coef, power = self._ring_coefficients(imgs.reshape(-1, b, b))
+        J = D * S                                                    # j = d * S + s
+        coef, power = coef.view(B, J, *coef.shape[1:]), power.view(B, J, -1)
+        if absctf is not None:
+            norm = torch.einsum("bf,bjf->bj", absctf.square().flatten(1), power).sqrt_()
+        else:
+            norm = power.sum(-1).sqrt()
+        grid = self._shift_grid(o.shift_window)
+        offs = shifts[:, None] + grid                                # (B, G, 2)
+        pol = self._shifted_rings(self._search_images(coarse, absctf), offs)   # (B, G, R, m)
+        c = torch.fft.irfft(torch.einsum("bgrm,bjrm->bgjm", pol, coef), n=n, dim=-1)
+        # the whole rotation Rz(psi) E_d A stays within the cone of A
+        psi = self._psi_degrees(torch.arange(n, device=self.device))
+        Rpsi = rotations.euler_to_matrix(np.column_stack([np.zeros((n, 2)), psi.cpu().numpy()]))
+        tr = np.einsum("kij,dji->dk", Rpsi, tilts)                    # trace (D, n)
+        inside = np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1))) <= o.cone + 1e-6
+        inside = torch.as_tensor(np.repeat(inside, S, 0), device=self.device)   # (J, n)
+        c = c.masked_fill(~inside, -float("inf"))
+        best, arg = c.max(-1)                                        # (B, G, J) over psi
+        score, gi = best.max(1)                                      # (B, J) over shifts
+        psi_i = arg.gather(1, gi[:, None]).squeeze(1)                # (B, J)
+        score = (score / norm.clamp_min(1e-20)).view(B, D, S)
+        # the best orientation of each amplitude, then the best amplitudes
+        score, dbest = score.max(1)                                  # (B, S)
+        K = max(1, min(o.local_candidates, S))
+        si = score.topk(K, dim=1).indices                            # (B, K)
+        top = dbest.gather(1, si) * S + si                           # into J
+        d, si = (top // S).cpu().numpy(), si.cpu().numpy()
+        rows = np.arange(B)[:, None]
+        ps = psi_i.gather(1, top)
+        Rp = rotations.euler_to_matrix(torch.stack(
+            [torch.zeros_like(ps), torch.zeros_like(ps), self._psi_degrees(ps)], -1)
+            .reshape(-1, 3)).to(torch.float32)
+        Ab = Aref.view(B, D, 3, 3)[torch.as_tensor(rows), torch.as_tensor(d)].reshape(-1, 3, 3)
+        ang = rotations.matrix_to_euler((Rp.to(self.device) @ Ab).double()).cpu().numpy()
+        sh = offs[torch.arange(B, device=self.device)[:, None], gi.gather(1, top)]
+        return ang.reshape(B, K, 3), sh.double().cpu().numpy(), amps[si]
 
     def _refine(self, images, absctf, A0, shifts, amps, level, iters):
         """Adam on 1 - NCC; images (B, b, b); A0 (B, 3, 3); shifts (B, 2) px
@@ -406,7 +533,7 @@ class Aligner:
         finally:
             torch.set_num_threads(threads)
 
-    def align(self, images, ctf=None):
+    def align(self, images: ImagesT, ctf: CTFParams | None = None) -> dict[str, np.ndarray]:
         """Align images (B, box, box) (numpy or torch) with their CTF
         (CTFParams or None): dict of numpy arrays angles (B, 3) degrees,
         shifts (B, 2) px, amplitudes (B, M), cost (B,). Every image's result
@@ -419,7 +546,25 @@ class Aligner:
         measured 3-5x slower on 2 shared cores)."""
         return self._in_workers(self._align, self._images(images), ctf)
 
-    def refine(self, images, ctf, angles, shifts, amplitudes):
+    def align_from_poses(self, images: ImagesT, ctf: CTFParams | None, angles: np.ndarray,
+                         shifts: np.ndarray) -> dict[str, np.ndarray]:
+        """HEMNMA with a local orientation and shift search: as :meth:`align`,
+        the global search replaced by a search around each image's own pose
+        (angles (B, 3) Xmipp ZYZ degrees, shifts (B, 2) px of the images):
+        orientations within ``cone`` degrees of it, shifts within
+        ``shift_window`` Å of its own, and all the amplitudes of the global
+        search; the ``local_candidates`` best are refined ``coarse_iters``
+        steps at the coarse level, the best of them ``fine_iters`` steps at
+        each finer level. Returns the dict of :meth:`align`; no reference
+        bank is built."""
+        x = self._images(images)
+        B = x.shape[0]
+        angles = np.asarray(angles, np.float64).reshape(B, 3)
+        shifts = np.asarray(shifts, np.float64).reshape(B, 2)
+        return self._in_workers(self._align_local, x, ctf, (angles, shifts), bank=False)
+
+    def refine(self, images: ImagesT, ctf: CTFParams | None, angles: np.ndarray,
+               shifts: np.ndarray, amplitudes: np.ndarray) -> dict[str, np.ndarray]:
         """Local HEMNMA only: the continuous refinement of :meth:`align`
         (Adam on 1 - NCC of amplitudes, rotation and shifts) started from
         given poses, without the global search (no reference bank).
@@ -478,12 +623,32 @@ class Aligner:
         return self._result(A, sh, am, cost, B)
 
     def _align(self, x, ctf):
-        o = self.opt
-        B = x.shape[0]
         levels, absctf = self._prepare(x, ctf)
         c0 = self.pyramid[0]
-        cand_ang, cand_sh, cand_amp = self._global_search(levels[c0], absctf[c0])
-        K = cand_ang.shape[1]
+        cand = self._global_search(levels[c0], absctf[c0])
+        return self._refine_candidates(levels, absctf, *cand, self.opt.coarse_iters,
+                                       self.opt.fine_candidates)
+
+    def _align_local(self, x, ctf, angles, shifts):
+        o = self.opt
+        levels, absctf = self._prepare(x, ctf)
+        c0 = self.pyramid[0]
+        A = torch.as_tensor(rotations.euler_to_matrix(angles), dtype=torch.float32,
+                            device=self.device)
+        sh = torch.as_tensor(shifts * (c0 / self.box), dtype=torch.float32, device=self.device)
+        cand = self._local_search(levels[c0], absctf[c0], A, sh)
+        return self._refine_candidates(levels, absctf, *cand, o.coarse_iters, 1)
+
+    def _refine_candidates(self, levels, absctf, cand_ang, cand_sh, cand_amp, coarse_iters,
+                           fine_candidates):
+        """The continuous refinement of a search's candidates (angles (B, K,
+        3), shifts (B, K, 2) coarse px, amplitudes (B, K, M)): all of them
+        ``coarse_iters`` steps at the coarse level, then the
+        ``fine_candidates`` best ``fine_iters`` steps at each finer level; the
+        best -> the dict of :meth:`align`."""
+        o = self.opt
+        c0 = self.pyramid[0]
+        B, K = cand_ang.shape[:2]
         # refine all K candidates at the coarse level
         rep = lambda t: None if t is None else t.repeat_interleave(K, 0)  # noqa: E731
         A0 = torch.as_tensor(rotations.euler_to_matrix(cand_ang.reshape(-1, 3)),
@@ -492,8 +657,8 @@ class Aligner:
         am = torch.as_tensor(cand_amp.reshape(B * K, self.M), dtype=torch.float32,
                              device=self.device)
         A, sh, am, cost = self._refine(rep(levels[c0]), rep(absctf[c0]), A0, sh, am, c0,
-                                       o.coarse_iters)
-        F = max(1, min(o.fine_candidates, K))
+                                       coarse_iters)
+        F = max(1, min(fine_candidates, K))
         best = cost.view(B, K).topk(F, dim=1, largest=False).indices       # (B, F)
         pick = (torch.arange(B, device=self.device)[:, None] * K + best).reshape(-1)
         A, sh, am, cost = A[pick], sh[pick], am[pick], cost[pick]

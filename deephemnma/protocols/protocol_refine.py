@@ -15,7 +15,8 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
     alignment, and those kept by the Mahalanobis filter."""
     _label = "refine (local HEMNMA)"
     _formFields = {**{k: v for k, v in DeepHEMNMAProtAlign._formFields.items()
-                      if k not in ("n_candidates", "coarse_iters", "fine_iters")},
+                      if k not in ("n_candidates", "coarse_iters", "fine_iters", "from_poses",
+                                   "cone", "shift_window", "local_candidates")},
                    "refine_coarse_iters": "coarseIters", "refine_fine_iters": "fineIters"}
     _flagNames = {"use_ctf": "--no-ctf"}
 
@@ -24,7 +25,9 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
         self._addInputParams(
             form, d, "Particles with a projection alignment and normal-mode amplitudes "
             "(_xmipp_nmaDisplacements), e.g. the output of the predict or the HEMNMA alignment "
-            "protocol: the starting values.",
+            "protocol: the starting values. Particles with an alignment but no amplitudes "
+            "start from zero amplitudes (the HEMNMA alignment protocol started from their "
+            "poses also searches the amplitudes).",
             "Normal modes of the reference; the modes of the mode list are used, one per "
             "amplitude of the particles.", "HEMNMA numbers of the particles' amplitudes, e.g. 7-9.")
         form.addSection("Refinement")
@@ -51,15 +54,11 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
     def _stageOutputs(self):
         return stage.Outputs(self._extra("refined.xmd"))
 
-    def refineStep(self):
-        self._runOnInput(stage, "the refinement")
-
     def _validate(self):
         errors = DeepHEMNMAProtAlign._validate(self)
         parts = self.inputParticles.get()
         if parts is None or parts.getSize() == 0:
             return errors
-        errors += self._validateParticlesNma(parts)
         first = parts.getFirstItem()
         if hasattr(first, "_xmipp_nmaDisplacements") and not errors:
             from ..core.nma import parse_mode_list
@@ -68,6 +67,18 @@ class DeepHEMNMAProtRefine(DeepHEMNMAProtAlign):
                 errors.append(f"the particles have {k} amplitudes but the mode list "
                               f"{self.modeList.get()} names {m} modes")
         return errors
+
+    def _poseErrors(self, parts):
+        """The refinement starts from the particles' alignment."""
+        if not parts.hasAlignmentProj():
+            return ["the particles have no projection alignment (angles and shifts)"]
+        return []
+
+    def refineStep(self):
+        parts = self.inputParticles.get()
+        if not hasattr(parts.getFirstItem(), "_xmipp_nmaDisplacements"):
+            self.info("The particles carry no normal-mode amplitudes: they start at zero.")
+        self._runOnInput(stage, "the refinement")
 
     def _summary(self):
         if not hasattr(self, "outputParticles"):

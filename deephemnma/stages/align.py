@@ -63,6 +63,11 @@ class Config(base.StageConfig, AlignOptions):
             base.at_least("--" + name.replace("_", "-").replace("n-candidates", "candidates"),
                           getattr(self, name), 1)
         base.at_least("--search-corners", self.search_corners, 0)
+        if self.from_poses:
+            need(0 < self.cone <= 180, f"--cone {self.cone}: more than 0 and at most 180 "
+                                       f"degrees")
+            base.at_least("--shift-window", self.shift_window, 0)
+            base.at_least("--local-candidates", self.local_candidates, 1)
         return self
 
     def validate_run_options(self):
@@ -120,6 +125,7 @@ class Outputs:
     seconds: float = 0.0
     resumed_chunks: int = 0
     primary: bool = True             # False in the other processes under torchrun
+    search: str = None               # how the poses were found (the summary says it)
 
     @property
     def stem(self):
@@ -142,11 +148,27 @@ class Outputs:
     run_record = base.record_property("particles")
 
 
+POSE_ANGLES = ("angleRot", "angleTilt", "anglePsi")
+
+
 @base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg: Config, progress: bool = True) -> Outputs:
-    """Align ``cfg.particles``; returns :class:`Outputs`."""
-    return run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align(imgs, ctf),
-                         progress=progress)
+    """Align ``cfg.particles``: the global search, or (``from_poses``) the
+    local search around the particles' own poses; returns :class:`Outputs`."""
+    if not cfg.from_poses:
+        out = run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align(imgs, ctf),
+                            progress=progress)
+        out.search = "global orientation and shift search"
+        return out
+
+    def check(table, modes):
+        table.require(list(POSE_ANGLES), "poses to start from (--from-poses)", cfg.particles)
+
+    out = run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align_from_poses(
+        imgs, ctf, t.angles(), t.shifts()), check=check, progress=progress)
+    out.search = (f"local search from the particles' poses: orientations within "
+                  f"{cfg.cone:g} deg, shifts within {cfg.shift_window:g} Å")
+    return out
 
 
 def run_alignment(cfg: Config, label: str, compute: Callable, check: Callable = None,
@@ -288,6 +310,8 @@ def auto_b_factor(aligner, table, cfg, compute):
 def summary(out: Outputs, cfg: Config, verb: str = "aligned") -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"{verb} {out.n_aligned} images in {out.seconds:.1f} s -> {out.particles}"]
+    if out.search:
+        lines.append(out.search)
     if out.b_factor is not None:
         lines.append(f"atoms' B-factor estimated from the particles: {out.b_factor:.0f} Å²")
     if out.n_rejected:

@@ -4,7 +4,10 @@ HEMNMA's global search.
 
 The particles carry ``angleRot angleTilt anglePsi`` (Xmipp ZYZ, degrees),
 ``shiftX shiftY`` (pixels of the images; 0 when absent) and
-``nmaDisplacements`` (one amplitude per mode of the mode list). For each
+``nmaDisplacements`` (one amplitude per mode of the mode list; all 0 when
+absent, e.g. particles imported with a consensus refinement's poses: the
+summary says so; align --from-poses, which searches the amplitudes, was
+more accurate from such starts in benchmarks/bench_from_poses.py). For each
 usable particle, the continuous refinement of :mod:`deephemnma.stages.align`
 (Adam on 1 - NCC of the amplitudes, rotation and shifts against the
 projection of the deformed reference with the particle's |CTF|) runs from
@@ -18,13 +21,15 @@ alone. benchmarks/bench_refine.py measures it against full HEMNMA.
 from __future__ import annotations
 import dataclasses
 
+import numpy as np
+
 from . import align, base
 from .align import Outputs
 from .base import need
 
 __all__ = ["Config", "Outputs", "run", "summary"]
 
-POSE_COLUMNS = ("angleRot", "angleTilt", "anglePsi", "nmaDisplacements")
+POSE_COLUMNS = align.POSE_ANGLES        # required; nmaDisplacements: 0 when absent
 
 
 @dataclasses.dataclass
@@ -41,10 +46,13 @@ class Config(align.Config):
         return self
 
 
-def _check(cfg):
+def _check(cfg, start):
+    """The particles' check; ``start['zero_amplitudes']``: they carry none."""
     def check(table, modes):
-        table.require(list(POSE_COLUMNS), "starting pose (angles and amplitudes)",
-                      cfg.particles)
+        table.require(list(POSE_COLUMNS), "starting pose (angles)", cfg.particles)
+        start["zero_amplitudes"] = "nmaDisplacements" not in table
+        if start["zero_amplitudes"]:
+            return
         k = table["nmaDisplacements"].reshape(len(table), -1).shape[1]
         M = len(modes.numbers)
         need(k == M, f"{cfg.particles}: the particles have {k} amplitudes but --mode-list "
@@ -53,14 +61,21 @@ def _check(cfg):
 
 
 def _refine(aligner, images, ctf, rows):
-    return aligner.refine(images, ctf, rows.angles(), rows.shifts(),
-                          rows["nmaDisplacements"].reshape(len(rows), -1))
+    amps = rows["nmaDisplacements"].reshape(len(rows), -1) if "nmaDisplacements" in rows \
+        else np.zeros((len(rows), aligner.M))
+    return aligner.refine(images, ctf, rows.angles(), rows.shifts(), amps)
 
 
 @base.recorded(lambda cfg: Outputs(cfg.out))
 def run(cfg: Config, progress: bool = True) -> Outputs:
-    """Refine ``cfg.particles`` from their poses; returns :class:`Outputs`."""
-    return align.run_alignment(cfg, "refine", _refine, check=_check(cfg), progress=progress)
+    """Refine ``cfg.particles`` from their poses (their amplitudes from zero
+    when they carry none); returns :class:`Outputs`."""
+    start = {}
+    out = align.run_alignment(cfg, "refine", _refine, check=_check(cfg, start),
+                              progress=progress)
+    if start.get("zero_amplitudes"):
+        out.search = "the particles carry no amplitudes (nmaDisplacements): they started at zero"
+    return out
 
 
 def summary(out: Outputs, cfg: Config) -> list[str]:

@@ -1,0 +1,191 @@
+"""Alignment from the particles' poses (Aligner.align_from_poses, align
+--from-poses) and refine from zero amplitudes, on synthetic images with known
+parameters."""
+import numpy as np
+import pytest
+
+from deephemnma.core import rotations as R
+from deephemnma.core.align import AlignOptions, Aligner
+from deephemnma.core.ctf import CTFParams
+from deephemnma.core.metrics import angular_errors
+from deephemnma.core.simulate import simulate, simulate_to_folder
+from deephemnma.io.metadata import Table, read_metadata, write_xmd
+
+from conftest import shared_file
+
+BOX, PS = 48, 1.8
+
+
+@pytest.fixture(scope="module")
+def ref():
+    from deephemnma.stages.reference import load_reference
+    return load_reference(shared_file("continuousflex", "AK.pdb"))
+
+
+def _data(ref, n, snr, seed):
+    s, modes = ref
+    ch = list(simulate(s.coords, s.weights, modes.vectors, n, box=BOX, pixel_size=PS, snr=snr,
+                       seed=seed, amplitude_scale=150))
+    return np.concatenate([c[1] for c in ch]), Table.concatenate([c[2] for c in ch])
+
+
+def _perturb(truth, deg, px, seed=0):
+    """Truth's angles rotated by ``deg`` degrees about random axes, shifts
+    moved by ``px`` pixels in random directions."""
+    from scipy.spatial.transform import Rotation
+    rng = np.random.default_rng(seed)
+    n = len(truth)
+    axis = rng.normal(size=(n, 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    dR = Rotation.from_rotvec(axis * np.radians(deg)).as_matrix()
+    phi = rng.uniform(0, 2 * np.pi, n)
+    return (R.matrix_to_euler(dR @ R.euler_to_matrix(truth.angles())),
+            truth.shifts() + px * np.column_stack([np.cos(phi), np.sin(phi)]))
+
+
+def test_cone_tilts_stay_within_the_cone():
+    """The local directions: the identity first, all within the cone, more
+    of them for a wider cone or a finer step."""
+    al = Aligner(np.zeros((2, 3)), np.ones(2), None, 32, 2.0, AlignOptions(cone=12.0))
+    E = al._cone_tilts()
+    assert np.allclose(E[0], np.eye(3))
+    ang = np.degrees(np.arccos(np.clip((np.trace(E, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    assert ang.max() <= 12.0 + 1e-6 and ang.max() > 6.0
+    wide = Aligner(np.zeros((2, 3)), np.ones(2), None, 32, 2.0,
+                   AlignOptions(cone=12.0, angular_step=4.0))._cone_tilts()
+    assert len(wide) > 3 * len(E)
+
+
+def test_local_search_finds_the_pose_from_a_5_degree_perturbation(ref):
+    """From the truth rotated by 5 deg and shifted by 0.5 px (noisy images,
+    no amplitudes known): angles come back within a degree, amplitudes near
+    the truth; no reference bank is built; the search's candidates stay
+    within the cone of the start."""
+    import torch
+    s, modes = ref
+    imgs, t = _data(ref, 6, 1.0, seed=41)
+    angles, shifts = _perturb(t, 5.0, 0.5)
+    ctf = CTFParams.from_table(t)
+    al = Aligner(s.coords, s.weights, modes.vectors, BOX, PS, AlignOptions(cone=10.0))
+    r = al.align_from_poses(imgs, ctf, angles, shifts)
+    assert al._refs is None
+    ang = angular_errors(r["angles"], t.angles())
+    assert np.median(ang) < 1.0 and ang.max() < 2.0, ang
+    amp = np.abs(r["amplitudes"] - t["nmaDisplacements"])
+    assert np.median(amp) < 10.0, amp                          # amplitudes up to ~150
+    assert np.median(np.linalg.norm(r["shifts"] - t.shifts(), axis=1)) < 0.3
+    # the candidates of the search: within the cone of the start
+    levels, absctf = al._prepare(al._images(imgs), ctf)
+    c0 = al.pyramid[0]
+    A = torch.as_tensor(R.euler_to_matrix(angles), dtype=torch.float32)
+    cand, _, _ = al._local_search(levels[c0], absctf[c0], A,
+                                  torch.as_tensor(shifts * c0 / BOX, dtype=torch.float32))
+    for k in range(cand.shape[1]):
+        assert R.angular_distance(R.euler_to_matrix(cand[:, k]),
+                                  R.euler_to_matrix(angles)).max() <= 10.0 + 0.01
+
+
+def test_local_result_of_an_image_does_not_depend_on_its_batch(ref):
+    s, modes = ref
+    imgs, t = _data(ref, 4, 0.5, seed=42)
+    ctf = CTFParams.from_table(t)
+    angles, shifts = _perturb(t, 4.0, 0.5, seed=2)
+    al = Aligner(s.coords, s.weights, modes.vectors, BOX, PS,
+                 AlignOptions(coarse_iters=5, fine_iters=3, threads=2))
+    a = al.align_from_poses(imgs, ctf, angles, shifts)
+    al1 = Aligner(s.coords, s.weights, modes.vectors, BOX, PS,
+                  AlignOptions(coarse_iters=5, fine_iters=3, threads=1))
+    b = [al1.align_from_poses(imgs[i:i + 2], ctf.subset(np.arange(i, i + 2)), angles[i:i + 2],
+                              shifts[i:i + 2]) for i in (0, 2)]
+    for k in a:
+        assert np.allclose(a[k], np.concatenate([x[k] for x in b]), atol=1e-4), k
+
+
+# --------------------------------------------------------------------------
+# the commands
+@pytest.fixture(scope="module")
+def folder(ref, tmp_path_factory):
+    """6 noiseless particles; start.xmd: their poses rotated by 5 deg, no
+    amplitudes (as imported from a consensus refinement)."""
+    s, modes = ref
+    d = tmp_path_factory.mktemp("poses") / "d"
+    simulate_to_folder(d, s, modes, 6, box=BOX, pixel_size=PS, snr=None, seed=5, quiet=True,
+                       amplitude_scale=150)
+    t = read_metadata(d / "particles.xmd")
+    angles, shifts = _perturb(t, 5.0, 0.3, seed=3)
+    u = t.copy()
+    del u["nmaDisplacements"]
+    u["angleRot"], u["angleTilt"], u["anglePsi"] = angles.T
+    u["shiftX"], u["shiftY"] = shifts.T
+    write_xmd(d / "start.xmd", u)
+    return d
+
+
+def _args(cmd, d, particles, out, *extra):
+    return [cmd, "--particles", str(particles), "--modes", str(d), "--structure",
+            str(d / "reference.pdb"), "--pixel-size", str(PS), "--out", str(out), *extra]
+
+
+def test_cli_from_poses_and_refine_from_zero_amplitudes(folder, tmp_path, capsys):
+    """align --from-poses on particles with poses and no amplitudes: the
+    summary says the local search ran, the result is near the truth; without
+    the flag: the global search; refine on them: amplitudes from zero, as the
+    summary says, refined away from zero."""
+    from deephemnma.cli import main
+    truth = read_metadata(folder / "particles.xmd")
+    assert main(_args("align", folder, folder / "start.xmd", tmp_path / "a.xmd",
+                      "--from-poses", "--cone", "10", "--shift-window", "2")) == 0
+    out = capsys.readouterr().out
+    assert "local search from the particles' poses" in out and "within 10 deg" in out, out
+    a = read_metadata(tmp_path / "a.xmd")
+    assert np.median(angular_errors(a.angles(), truth.angles())) < 1.0
+    assert np.median(np.abs(a["nmaDisplacements"] - truth["nmaDisplacements"])) < 10.0
+    assert main(_args("align", folder, folder / "start.xmd", tmp_path / "g.xmd",
+                      "--coarse-iters", "2", "--fine-iters", "2")) == 0
+    assert "global orientation and shift search" in capsys.readouterr().out
+    assert main(_args("refine", folder, folder / "start.xmd", tmp_path / "r.xmd",
+                      "--refine-fine-iters", "4")) == 0
+    out = capsys.readouterr().out
+    assert "no amplitudes" in out and "started at zero" in out, out
+    r = read_metadata(tmp_path / "r.xmd")
+    assert r["nmaDisplacements"].shape == (6, 3)
+    assert np.isfinite(r["nmaDisplacements"]).all() and np.abs(r["nmaDisplacements"]).max() > 1
+    # with amplitudes: no such line
+    assert main(_args("refine", folder, folder / "particles.xmd", tmp_path / "r2.xmd",
+                      "--refine-fine-iters", "2")) == 0
+    assert "started at zero" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,word", [
+    (("--cone", "0"), "--cone"), (("--cone", "181"), "--cone"),
+    (("--shift-window", "-1"), "--shift-window"), (("--local-candidates", "0"),
+                                                   "--local-candidates")])
+def test_cli_bad_local_options(folder, tmp_path, capsys, extra, word):
+    """A bad local-search option: exit 2, one line naming it, nothing written;
+    the same value without --from-poses is not checked (not used)."""
+    from deephemnma.cli import main
+    capsys.readouterr()
+    assert main(_args("align", folder, folder / "start.xmd", tmp_path / "o" / "a.xmd",
+                      "--from-poses", *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and word in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "o").exists()
+    from deephemnma.cli import build_parser
+    from deephemnma.commands import align as align_cmd
+    cfg = align_cmd.config(build_parser().parse_args(
+        _args("align", folder, folder / "start.xmd", tmp_path / "b.xmd", *extra)))
+    cfg.validate_options()
+
+
+def test_cli_from_poses_needs_angles(folder, tmp_path, capsys):
+    from deephemnma.cli import main
+    t = read_metadata(folder / "start.xmd")
+    del t["angleRot"]
+    t.root = str(folder)
+    write_xmd(tmp_path / "noangles.xmd", t)
+    capsys.readouterr()
+    assert main(_args("align", folder, tmp_path / "noangles.xmd", tmp_path / "o" / "a.xmd",
+                      "--from-poses")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "angleRot" in err[0] and "--from-poses" in err[0], err
+    assert not (tmp_path / "o").exists()

@@ -233,6 +233,7 @@ def main(argv=None):
     from pyworkflow.project import Manager
 
     from deephemnma import protocols as P
+    from deephemnma.protocols.protocol_align import FROM_POSES_NO
     from deephemnma.core.metrics import evaluate, predict_the_mean
 
     name = "deephemnma_demo"
@@ -285,7 +286,10 @@ def main(argv=None):
         set2 = rest[0]
     ali = run("HEMNMA alignment", project.newProtocol(
         P.DeepHEMNMAProtAlign, inputParticles=train_in, inputModes=nma.outputModes,
-        inputReference=nma.outputReference, modeList="7-9", useGpu=False))
+        inputReference=nma.outputReference, modeList="7-9", useGpu=False,
+        # the synthesized particles carry their true poses: search globally (the paper's
+        # HEMNMA), never from the truth
+        fromPoses=FROM_POSES_NO))
     est, truth = _table(ali.outputParticles)
     results["HEMNMA vs ground truth"] = evaluate(est, truth, ps, mode_numbers=[7, 8, 9])
     tr = run("train network", project.newProtocol(

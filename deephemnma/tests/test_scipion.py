@@ -103,9 +103,13 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         split = self.newProtocol(ProtSplitSet, inputSet=parts, numberOfSets=2, randomize=False)
         self.launchProtocol(split)
 
+        # the synthesized particles carry their true poses: HEMNMA's global search
+        from deephemnma.protocols.protocol_align import FROM_POSES_NO
         ali = self.newProtocol(P.DeepHEMNMAProtAlign, inputParticles=split.outputParticles01,
                                inputModes=nma.outputModes, inputReference=nma.outputReference,
-                               angularStep=15.0, coarseIters=30, fineIters=20, useGpu=False)
+                               angularStep=15.0, coarseIters=30, fineIters=20, useGpu=False,
+                               fromPoses=FROM_POSES_NO)
+        self.assertFalse(ali._config().from_poses)
         self.launchProtocol(ali)
         self.assertEqual(assert_outputs_declared(self, ali),
                          ["outputParticles", "outputParticlesKept"])

@@ -145,6 +145,15 @@ class TestTemplates(BaseTest):
                                         for c in wanted),
                                     f"{name}: {key} wants {wanted}, {out} is {declared[out]}")
 
+    def test_synthetic_alignment_searches_globally(self):
+        """The synthesized particles carry their true poses: the synthetic
+        workflow's HEMNMA searches globally (the paper's), never from them."""
+        from deephemnma.protocols.protocol_align import FROM_POSES_NO
+        scipion_domain()
+        workflow = fill(plugin_templates()[SYNTHETIC], self.values(SYNTHETIC))
+        aligns = [e for e in workflow if e["object.className"] == "DeepHEMNMAProtAlign"]
+        self.assertEqual([e.get("fromPoses") for e in aligns], [FROM_POSES_NO])
+
     def test_load_into_a_project(self):
         """The workflows as the template command loads them: every protocol
         saved with its links; each link to one of our protocols' (not yet

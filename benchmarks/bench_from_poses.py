@@ -29,11 +29,11 @@ Other work may share the cores: only ratios within one run are meaningful.
 import argparse
 import os
 import tempfile
-import time
 
 import numpy as np
 
 import paper
+from bench_refine import stage_run
 
 
 def perturb(truth, deg, shift_A, pixel_size, seed):
@@ -55,18 +55,6 @@ def perturb(truth, deg, shift_A, pixel_size, seed):
     t["angleRot"], t["angleTilt"], t["anglePsi"] = ang.T
     t["shiftX"], t["shiftY"] = sh.T
     return t
-
-
-def stage_run(module, out, particles, data, pixel_size, threads, **options):
-    """One run of a stage as a user runs it -> (Table, wall s)."""
-    from deephemnma.io.metadata import read_metadata
-    cfg = module.Config(particles=particles, modes=data,
-                        structure=os.path.join(data, "reference.pdb"), out=out,
-                        pixel_size=pixel_size, device="cpu", threads=threads,
-                        outlier_threshold=0, **options)
-    t0 = time.perf_counter()
-    res = module.run(cfg, progress=False)
-    return read_metadata(res.particles), time.perf_counter() - t0
 
 
 def scores(est, truth, pixel_size, ref):
@@ -119,7 +107,8 @@ def main():
             out = os.path.join(work, f"{name.split()[0]}{deg}_{r}.xmd".replace(" ", ""))
             if name.startswith("align --"):
                 out = os.path.join(work, f"local{deg}_{r}.xmd")
-            t, dt = stage_run(module, out, src, data, ps, args.threads, **options)
+            t, dt = stage_run(module, out, src, data, ps, args.threads,
+                              outlier_threshold=0, **options)
             times.setdefault((name, deg), []).append(dt)
             est[(name, deg)] = t
     d = align.Config()

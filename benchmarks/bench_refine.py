@@ -74,13 +74,14 @@ def perturb(truth, pixel_size, seed=0, angle_scale=1.0):
     return t
 
 
-def stage_run(module, out, particles, data, pixel_size, threads, **options):
+def stage_run(module, out, particles, data, pixel_size, threads, outlier_threshold=3.2,
+              **options):
     """One run of the align or refine stage as a user runs it -> (Table, s)."""
     from deephemnma.io.metadata import read_metadata
     cfg = module.Config(particles=particles, modes=data,
                         structure=os.path.join(data, "reference.pdb"), out=out,
                         pixel_size=pixel_size, device="cpu", threads=threads,
-                        outlier_threshold=3.2, **options)
+                        outlier_threshold=outlier_threshold, **options)
     t0 = time.perf_counter()
     res = module.run(cfg, progress=False)
     dt = time.perf_counter() - t0

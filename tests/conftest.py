@@ -52,6 +52,25 @@ def ak_pdb():
     return pathlib.Path(data_file("AK.pdb"))
 
 
+@pytest.fixture(scope="module")
+def ak_reference():
+    """AK.pdb centred, and its normal modes (stages.reference.load_reference)."""
+    from deephemnma.stages.reference import load_reference
+    return load_reference(data_file("AK.pdb"))
+
+
+def simulated_particles(reference, n, snr, seed, box=48, pixel_size=1.8, amplitude_scale=150):
+    """``n`` particles of ``reference`` (structure, modes) simulated with CTF
+    at ``snr`` (None: noiseless), ``box`` px of ``pixel_size`` Å: (images
+    (n, box, box), Table with the ground truth)."""
+    from deephemnma.core.simulate import simulate
+    from deephemnma.io.metadata import Table
+    s, modes = reference
+    ch = list(simulate(s.coords, s.weights, modes.vectors, n, box=box, pixel_size=pixel_size,
+                       snr=snr, seed=seed, amplitude_scale=amplitude_scale))
+    return np.concatenate([c[1] for c in ch]), Table.concatenate([c[2] for c in ch])
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

@@ -7,25 +7,21 @@ from deephemnma.core.ctf import CTFParams
 from deephemnma.core.metrics import angular_errors
 from deephemnma.core.simulate import simulate, simulate_to_folder
 from deephemnma.errors import InputError
-from deephemnma.io.metadata import Table, read_metadata
+from deephemnma.io.metadata import read_metadata
 from deephemnma.io.stacks import open_stack, write_stack
 
-from conftest import shared_file
+from conftest import simulated_particles
 
 BOX, PS = 48, 1.8
 
 
 @pytest.fixture(scope="module")
-def ref():
-    from deephemnma.stages.reference import load_reference
-    return load_reference(shared_file("continuousflex", "AK.pdb"))
+def ref(ak_reference):
+    return ak_reference
 
 
 def _data(ref, n, snr, seed):
-    s, modes = ref
-    ch = list(simulate(s.coords, s.weights, modes.vectors, n, box=BOX, pixel_size=PS, snr=snr,
-                       seed=seed, amplitude_scale=150))
-    return np.concatenate([c[1] for c in ch]), Table.concatenate([c[2] for c in ch])
+    return simulated_particles(ref, n, snr, seed, box=BOX, pixel_size=PS)
 
 
 def _opts(**kw):

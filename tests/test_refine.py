@@ -7,26 +7,21 @@ from deephemnma.core import rotations as R
 from deephemnma.core.align import AlignOptions, Aligner
 from deephemnma.core.ctf import CTFParams
 from deephemnma.core.metrics import angular_errors
-from deephemnma.core.simulate import simulate, simulate_to_folder
+from deephemnma.core.simulate import simulate_to_folder
 from deephemnma.io.metadata import read_metadata, write_xmd
 
-from conftest import shared_file
+from conftest import simulated_particles
 
 BOX, PS = 48, 1.8
 
 
 @pytest.fixture(scope="module")
-def ref():
-    from deephemnma.stages.reference import load_reference
-    return load_reference(shared_file("continuousflex", "AK.pdb"))
+def ref(ak_reference):
+    return ak_reference
 
 
 def _data(ref, n, snr, seed):
-    s, modes = ref
-    ch = list(simulate(s.coords, s.weights, modes.vectors, n, box=BOX, pixel_size=PS, snr=snr,
-                       seed=seed, amplitude_scale=150))
-    from deephemnma.io.metadata import Table
-    return np.concatenate([c[1] for c in ch]), Table.concatenate([c[2] for c in ch])
+    return simulated_particles(ref, n, snr, seed, box=BOX, pixel_size=PS)
 
 
 def perturb(truth, deg, px, amp, seed=0):

@@ -2,7 +2,8 @@
 
 --frames positions are evenly spaced along --axis K (PC K) or --path (points
 "x1,y1;x2,y2;..." on PC1, PC2, or a file of them with one point per line,
-e.g. the landscape viewer's drawn path.txt); each frame's map is
+e.g. the landscape viewer's drawn path.txt; write --path="-40,0;..." when
+the first number is negative); each frame's map is
 reconstructed, with its half maps, from the --window particles nearest to its
 position along the path (a number, or a fraction of the particles when below
 1; on a path, of those within --band of it). The particles: a landscape
@@ -21,7 +22,7 @@ with .cxc and .vmd scripts.
 Examples:
   deephemnma series --landscape land --axis 1 --frames 10 --window 300 \\
       --pixel-size 2.6 --out land/series_pc1 --structure AK.pdb --modes nma/
-  deephemnma series --landscape land --path "-40,0;0,20;40,0" --band 15 \\
+  deephemnma series --landscape land --path="-40,0;0,20;40,0" --band 15 \\
       --window 0.2 --pixel-size 2.6 --out land/series_path
   chimerax land/series_pc1/series.cxc
 """
@@ -55,7 +56,8 @@ def add_args(p):
     how.add_argument("--axis", type=int, default=None, help="along principal axis K (1: PC1)")
     how.add_argument("--path", default=None,
                      help="along a path: points 'x1,y1;x2,y2;...' on PC1, PC2, or a file of "
-                          "points (one 'x y' per line)")
+                          "points (one 'x y' per line); --path=\"-4,0;...\" when the first "
+                          "number is negative")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--frames", type=int, default=d.frames, help="maps in the series")
     p.add_argument("--window", type=_window, default=d.window,

@@ -306,7 +306,7 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
         positions, dist = S.path_positions(c, points)
         on = dist <= cfg.band if cfg.band is not None else np.ones(len(t), bool)
         out.along = "the path"
-        need(on.any(), f"--band {cfg.band:g}: no particle within this distance of the path")
+        need(on.any(), f"--band {cfg.band}: no particle within this distance of the path")
     idx_on = np.flatnonzero(on)
     out.n_on_path = len(idx_on)
     w = int(round(cfg.window * len(idx_on))) if cfg.window < 1 else int(cfg.window)

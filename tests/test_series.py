@@ -215,3 +215,91 @@ def test_series_refuses_bad_files(land, tmp_path, capsys):
     rc, _, err = _cli(capsys, ["series", "--landscape", land / "land", "--pixel-size", 5,
                                "--out", tmp_path / "o", "--axis", 1, "--window", 100])
     assert rc == 2 and "header pixel size" in err and not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------
+# the Scipion protocol and its viewer
+def test_series_protocol_and_viewer(land, tmp_path, monkeypatch):
+    """A landscape run's particles -> the series protocol's form (messages in
+    the form's words), its steps (a SetOfVolumes, one Volume per frame with
+    its half maps), its summary, and its one viewer (slices along the path,
+    resolution per frame, ChimeraX plays series.cxc or the figure says it is
+    not installed)."""
+    pytest.importorskip("pwem")
+    import shutil
+    import uuid
+    import pyworkflow
+    import pyworkflow.object as pwobj
+    from pwem import objects as emobj
+    from pyworkflow.project import Manager
+    from pyworkflow.viewer import DESKTOP_TKINTER
+    from deephemnma import protocols as P
+    from deephemnma.viewers import DeepHEMNMAMapViewer
+    from deephemnma.viewers.viewer_map import SeriesShower
+    project = Manager().createProject(f"test_series_{uuid.uuid4().hex[:8]}")
+    monkeypatch.chdir(project.path)
+    land_run = project.newProtocol(P.DeepHEMNMAProtLandscape, grouping=0, reconstruct=False)
+    project._setupProtocol(land_run)
+    parts = emobj.SetOfParticles(filename=str(tmp_path / "parts.sqlite"))
+    parts.setSamplingRate(PS)
+    p = emobj.Particle(location=(1, str(land / "sim" / "particles.mrcs")))
+    parts.append(p)
+    parts.write()
+    land_run.inputParticles.set(parts)
+    folder = land_run.landscapeOutputs().folder
+    shutil.copytree(land / "land", folder)
+    write_xmd(os.path.join(folder, "landscape.xmd"),        # images found from the copy
+              read_metadata(land / "land" / "landscape.xmd"), absolute=True)
+    land_run.setStatus(pwobj.STATUS_FINISHED if hasattr(pwobj, "STATUS_FINISHED") else "finished")
+    project._storeProtocol(land_run)
+
+    ser = project.newProtocol(P.DeepHEMNMAProtSeries, frames=3, window=150.0, useGpu=False)
+    ser.inputLandscape.set(land_run)
+    assert ser._validate() == []
+    cfg = ser._config()
+    assert cfg.axis == 1 and cfg.path is None and cfg.window == 150 and cfg.pixel_size == PS
+    assert cfg.landscape == land_run.landscapeOutputs().folder and cfg.structure is None
+    for changes, words in (({"window": 0.0}, "*Window* must be"),
+                           ({"frames": 1}, "*Frames* must be"),
+                           ({"pathKind": 1, "pathPoints": ""}, "*Path*: give points"),
+                           ({"pathKind": 1, "pathPoints": "1,2"}, "*Path*: give at least 2"),
+                           ({"axis": 3}, "*Axis* 3: the landscape run has 2 dimensions")):
+        bad = project.newProtocol(P.DeepHEMNMAProtSeries, **{"frames": 3, "window": 150.0,
+                                                             **changes})
+        bad.inputLandscape.set(land_run)
+        errors = bad._validate()
+        assert len(errors) == 1 and words in errors[0], (changes, errors)
+        assert "--" not in errors[0]
+    along = project.newProtocol(P.DeepHEMNMAProtSeries, pathKind=1, pathPoints="-50,0;50,0",
+                                band=20.0)
+    along.inputLandscape.set(land_run)
+    assert along._config().path == "-50,0;50,0" and along._config().band == 20.0
+    assert along._config().axis is None
+
+    project._setupProtocol(ser)
+    ser.seriesStep()
+    ser.createOutputStep()
+    vols = ser.outputVolumes
+    assert vols.getSize() == 3 and vols.getSamplingRate() == PS
+    files = ser.seriesOutputs()
+    items = [(v.getFileName(), v.getObjLabel(), v.getHalfMaps()) for v in vols]
+    assert [os.path.basename(f) for f, _, _ in items] == [f"frame_{k:03d}.mrc" for k in (1, 2, 3)]
+    assert all(lab.startswith(f"frame {k:03d} at ") and "150 particles" in lab
+               for k, (_, lab, _) in enumerate(items, start=1))
+    assert all(h and len(h.split(",")) == 2 for _, _, h in items), items
+    summary = ser._summary()
+    assert "3 maps along PC1" in summary[0] and len(summary) == 4
+    # the viewer: the only one of the protocol
+    domain = pyworkflow.Config.getDomain()
+    assert domain.findViewers(ser, DESKTOP_TKINTER)[0] is DeepHEMNMAMapViewer
+    shown = DeepHEMNMAMapViewer(project=project)._visualize(ser)
+    assert len(shown) == 1 and isinstance(shown[0], SeriesShower)
+    assert shown[0].path == os.path.abspath(files.chimerax)
+    assert len(shown[0].fig.axes) == 3 + 2 + 1          # 3 slices, resolution + twin, button
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("deephemnma.viewers.common.CHIMERAX_GLOBS", ())
+    assert shown[0].openChimerax() is None
+    assert "ChimeraX is not installed" in shown[0].status.get_text()
+    empty = project.newProtocol(P.DeepHEMNMAProtSeries)
+    assert "No map series yet" in DeepHEMNMAMapViewer(project=project)._visualize(empty)[0] \
+        .getMessage()

@@ -102,6 +102,8 @@ class Config(base.StageConfig):
              "--structure and --modes go together (the reference and its modes)")
         need(self.landscape in (None, "") or self.pca in (None, ""),
              "--pca goes with --particles (a landscape folder has its PCA)")
+        if self.path not in (None, "") and not _is_file_path(self.path):
+            read_path(self.path)
         self.reconstruct_config().validate_options()
         if base.is_whole(w) or (base._finite_number(w) and w >= 1):
             need(w >= self.min_images, f"--window {w:g}: fewer particles than --min-images "

@@ -103,6 +103,8 @@ def series_figure(files, title="", max_frames=10):
     twin.bar(x, [r["particles"] for r in rows], width=0.5 * (np.ptp(x) / max(1, len(x) - 1)),
              alpha=0.2, color="grey")
     twin.set_ylabel("particles")
+    ax.set_zorder(twin.get_zorder() + 1)       # the resolution over the bars
+    ax.patch.set_visible(False)
     fig.suptitle(title or f"{len(rows)} maps", fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig

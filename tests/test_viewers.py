@@ -433,6 +433,42 @@ def test_landscape_viewer_labels_and_confirmed_subsets(landscape_project, tmp_pa
         assert {p.getObjId() for p in sub} == {int(i) for i in t["itemId"][mask]}
 
 
+def test_landscape_viewer_draws_a_path(landscape_project):
+    """"Draw a path": clicks on the landscape are the path's points (right
+    click removes the last, clicks elsewhere count for nothing), the lasso
+    rests meanwhile; "Save path" writes path.txt, which the series stage
+    reads back as the same points; fewer than 2 points are refused."""
+    from types import SimpleNamespace
+    from deephemnma.stages.series import read_path
+    from deephemnma.viewers import DeepHEMNMALandscapeViewer
+    project, land = landscape_project
+    v = DeepHEMNMALandscapeViewer(project=project, protocol=land)
+    fig = v.figure()
+    ax = fig.axes[0]
+    if os.path.exists(v.pathFile()):
+        os.remove(v.pathFile())
+
+    def click(x, y, button=1, where=ax):
+        v._onClick(SimpleNamespace(inaxes=where, button=button, xdata=x, ydata=y))
+    click(1, 1)                                        # not drawing: ignored
+    assert v._pathPoints == [] and v._lasso.active
+    assert v.togglePath() is None and not v._lasso.active
+    click(-50, 0)
+    assert v.togglePath() is None and "at least 2 points" in ax.get_title()
+    assert not os.path.exists(v.pathFile()) and v._drawing
+    click(0, 20)
+    click(99, 99, button=3)                            # removes (0, 20)
+    click(0, 25)
+    click(5, 5, where=fig.axes[1])                     # the histograms: ignored
+    click(40, 0)
+    assert np.allclose(v._pathLine.get_xydata(), [[-50, 0], [0, 25], [40, 0]])
+    saved = v.togglePath()
+    assert saved == v.pathFile() and v._lasso.active and not v._drawing
+    assert np.allclose(read_path(saved), [[-50, 0], [0, 25], [40, 0]])
+    assert "path of 3 points saved" in ax.get_title()
+    os.remove(saved)
+
+
 def test_landscape_viewer_form_sets_groups_titles(two_set_landscape, monkeypatch, tmp_path):
     """The landscape window: a legend entry per set, a colour bar, each
     group's number and size, a title; the form offers the group maps (slices

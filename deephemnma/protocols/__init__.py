@@ -12,9 +12,10 @@ from .protocol_nma import DeepHEMNMAProtNMA
 from .protocol_predict import DeepHEMNMAProtPredict
 from .protocol_reconstruct import DeepHEMNMAProtReconstruct
 from .protocol_refine import DeepHEMNMAProtRefine
+from .protocol_series import DeepHEMNMAProtSeries
 from .protocol_synthesize import DeepHEMNMAProtSynthesize
 from .protocol_train import DeepHEMNMAProtTrain
 
 __all__ = ["DeepHEMNMAProtNMA", "DeepHEMNMAProtSynthesize", "DeepHEMNMAProtAlign",
            "DeepHEMNMAProtTrain", "DeepHEMNMAProtPredict", "DeepHEMNMAProtRefine",
-           "DeepHEMNMAProtLandscape", "DeepHEMNMAProtReconstruct"]
+           "DeepHEMNMAProtLandscape", "DeepHEMNMAProtReconstruct", "DeepHEMNMAProtSeries"]

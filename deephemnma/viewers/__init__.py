@@ -8,7 +8,7 @@ exactly one, whose form offers everything there is to see of its results:
 * synthesize, align, refine, predict: :class:`DeepHEMNMAParticlesViewer`;
 * train: :class:`DeepHEMNMATrainViewer`;
 * landscape: :class:`DeepHEMNMALandscapeViewer`;
-* reconstruct, and any Volume or SetOfVolumes: :class:`DeepHEMNMAMapViewer`.
+* reconstruct, map series, and any Volume or SetOfVolumes: :class:`DeepHEMNMAMapViewer`.
 
 None of them imports ProDy (the GUI runs Python with ``-O``, under which
 ProDy's import fails)."""

@@ -6,6 +6,10 @@ colour and the table of particles per class and group), the groups' maps (slices
 animations along the principal axes (ChimeraX). The files are those of the
 protocol's landscape :class:`deephemnma.stages.landscape.Outputs`.
 
+"Draw a path" records clicks on the landscape as the points of a path (right
+click removes the last) and "Save path" writes them to the run's
+extra/path.txt, the file the map series protocol takes as its path.
+
 Selecting is not registering: a lasso stroke only marks particles (red);
 the "Create subset" button asks for the subset's name, and only a confirmed
 name registers the marked particles, as Scipion's own subset viewers do: one
@@ -201,7 +205,75 @@ class DeepHEMNMALandscapeViewer(FormViewer):
         self._lasso = LassoSelector(ax, self._onLasso)
         self._button = Button(fig.add_axes([0.05, 0.03, 0.16, 0.07]), "Create subset")
         self._button.on_clicked(lambda event: self.confirmSelection())
+        self._drawing, self._pathPoints = False, []
+        self._pathLine, = ax.plot([], [], "o-", color="darkorange", lw=1.5, ms=4, zorder=5)
+        self._pathButton = Button(fig.add_axes([0.23, 0.03, 0.16, 0.07]), "Draw a path")
+        self._pathButton.on_clicked(lambda event: self.togglePath())
+        fig.canvas.mpl_connect("button_press_event", self._onClick)
         return fig
+
+    # ---- a path for the map series -----------------------------------------
+    def pathFile(self):
+        """Where the drawn path is saved: the landscape run's extra/path.txt
+        (the series protocol's *Path* field takes this file)."""
+        return self.protocol._getExtraPath("path.txt")
+
+    def togglePath(self):
+        """"Draw a path": clicks on the landscape add points (right click: the
+        last one removed), the lasso rests; "Save path" writes them
+        (:meth:`savePath`) and gives the lasso back. Returns the saved file
+        or None."""
+        if not self._drawing:
+            self._drawing, self._pathPoints = True, []
+            self._lasso.set_active(False)
+            self._pathButton.label.set_text("Save path")
+            self._ax.set_title("click the points of the path in order (right click: remove "
+                               "the last); 'Save path' writes it")
+            self._drawPath()
+            return None
+        saved = self.savePath()
+        if saved is not None:
+            self._drawing = False
+            self._lasso.set_active(True)
+            self._pathButton.label.set_text("Draw a path")
+        return saved
+
+    def _onClick(self, event):
+        if not self._drawing or event.inaxes is not self._ax or event.xdata is None:
+            return
+        if event.button == 1:
+            self._pathPoints.append((float(event.xdata), float(event.ydata)))
+        elif event.button == 3 and self._pathPoints:
+            self._pathPoints.pop()
+        self._drawPath()
+
+    def _drawPath(self):
+        p = np.asarray(self._pathPoints, float).reshape(-1, 2)
+        self._pathLine.set_data(p[:, 0], p[:, 1])
+        if self._fig is not None:
+            self._fig.canvas.draw_idle()
+
+    def savePath(self):
+        """Write the clicked points to :meth:`pathFile` (one "x y" line per
+        point on PC1, PC2); fewer than 2 distinct points: the title says so
+        and nothing is written. Returns the file or None."""
+        from ..core.series import format_path, parse_path
+        from ..errors import InputError
+        from ..utils import atomic_path
+        text = format_path(np.asarray(self._pathPoints, float).reshape(-1, 2))
+        try:
+            parse_path(text, "the path")
+        except InputError as e:
+            self._ax.set_title(f"{e}: click more points", color="darkred")
+            self._fig.canvas.draw_idle()
+            return None
+        path = self.pathFile()
+        with atomic_path(path) as tmp, open(tmp, "w") as fh:
+            fh.write(text)
+        self._ax.set_title(f"path of {len(self._pathPoints)} points saved: {path} (for 'map "
+                           "series along a path')", color="black", fontsize=8)
+        self._fig.canvas.draw_idle()
+        return path
 
     def _onLasso(self, verts):
         from matplotlib.path import Path

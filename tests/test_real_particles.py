@@ -17,6 +17,7 @@ model: the same network saved at the pixel size that makes 32 px cover its
 field (8 and 10 times the particles' pixel size, the --rescale factors).
 """
 import os
+import re
 
 import numpy as np
 import pytest
@@ -249,7 +250,7 @@ def test_star_pixel_size_checks(models, tmp_path, capsys):
     two = text.replace(optics, optics + "\n" + optics.replace("1 opticsGroup1", "2 opticsGroup2")
                        .replace("2.806000", "1.403000", 1))
     last = two.splitlines()[-1]
-    two = two.replace(last, last.replace("relion31.mrcs            1 ", "relion31.mrcs            2 "))
+    two = two.replace(last, re.sub(r"(relion31\.mrcs +)1 ", r"\g<1>2 ", last))
     (tmp_path / "relion31.mrcs").symlink_to(star.parent / "relion31.mrcs")
     (tmp_path / "two.star").write_text(two)
     t = read_metadata(tmp_path / "two.star")
@@ -258,3 +259,208 @@ def test_star_pixel_size_checks(models, tmp_path, capsys):
     assert cli(args + [str(tmp_path / "two.star")]) == 2
     err = capsys.readouterr().err
     assert "range from 1.403 to 2.806 Å" in err and not out.exists()
+
+
+# --------------------------------------------------------------------------
+# Scipion: import, predict, landscape in a project
+try:
+    from deephemnma.tests import assert_outputs_declared, scipion_domain
+    from pyworkflow.tests import BaseTest, setupTestProject
+except ImportError:                       # no Scipion (e.g. a GPU machine)
+    import unittest
+    BaseTest, setupTestProject = unittest.TestCase, None
+
+
+def _sqlite_from_star(path, name, first_id):
+    """The particles of the STAR file ``name`` as a Scipion SetOfParticles
+    sqlite (ids from ``first_id``): acquisition and pixel size of the optics,
+    each particle's CTF, its angles and shifts when the file has them. pwem
+    imports RELION files only with the RELION plugin; this is what that
+    import gives, for ProtImportParticles' 'from Scipion sqlite'."""
+    import pwem.objects as emobj
+    from deephemnma.protocols.convert import matrix_from_geometry
+    t = read_metadata(shared_file("particles", name))
+    parts = emobj.SetOfParticles(filename=str(path))
+    parts.setSamplingRate(float(t["samplingRate"][0]))
+    acq = emobj.Acquisition(voltage=float(t["ctfVoltage"][0]),
+                            sphericalAberration=float(t["ctfSphericalAberration"][0]),
+                            amplitudeContrast=float(t["ctfQ0"][0]), magnification=50000)
+    parts.setAcquisition(acq)
+    parts.setHasCTF(True)
+    aligned = "angleRot" in t
+    if aligned:
+        parts.setAlignmentProj()
+    for k in range(len(t)):
+        i, f = parse_image_ref(t["image"][k])
+        p = emobj.Particle(location=(i, os.path.abspath(t.image_path(f))))
+        p.setObjId(first_id + k)
+        p.setAcquisition(acq)
+        p.setCTF(emobj.CTFModel(defocusU=float(t["ctfDefocusU"][k]),
+                                defocusV=float(t["ctfDefocusV"][k]),
+                                defocusAngle=float(t["ctfDefocusAngle"][k])))
+        if aligned:
+            p.setTransform(emobj.Transform(matrix_from_geometry(t.angles()[k], t.shifts()[k])))
+        parts.append(p)
+    parts.write()
+    parts.close()
+    return t
+
+
+@pytest.mark.skipif(setupTestProject is None, reason="Scipion (pyworkflow, pwem) not installed")
+class TestScipionProject(BaseTest):
+    """ProtImportParticles (from the stacks; from the STAR files through a
+    Scipion sqlite), then predict and landscape protocols."""
+
+    @classmethod
+    def setUpClass(cls):
+        scipion_domain()
+        setupTestProject(cls)
+
+    def _holder_with_models(self):
+        """A finished protocol whose outputs are the two models."""
+        from pwem.protocols import EMProtocol
+        from pyworkflow.protocol.constants import STATUS_FINISHED
+        from deephemnma.objects import DeepHEMNMAModel
+        holder = self.newProtocol(EMProtocol)
+        holder.setObjLabel("models")
+        self.proj._storeProtocol(holder)
+        holder.setWorkingDir(self.proj.getPath("Runs", self.proj.getProtWorkingDir(holder)))
+        holder.makePathsAndClean()
+        outputs = {}
+        for name, (_, _, ps, scale) in SETS.items():
+            m = DeepHEMNMAModel(filename=_model(holder._getExtraPath(f"{name[:5]}.pt"),
+                                                ps * scale))
+            m.loadMeta()
+            outputs[f"model{name[:5]}"] = m
+        holder._defineOutputs(**outputs)
+        holder.setStatus(STATUS_FINISHED)
+        self.proj._storeProtocol(holder)
+        return holder
+
+    def test_import_predict_landscape(self):
+        from pwem.protocols import ProtImportParticles
+        from deephemnma import protocols as P
+        folder = str(shared_file("particles", RELION).parent)
+        holder = self._holder_with_models()
+
+        # from the stacks: pixel size and optics given in the form, no CTF.
+        # pwem reads an .mrc file as one image (a volume): the 7 particles of
+        # empiar_10076_7.mrc are imported from a link named .mrcs
+        imp = self.newProtocol(ProtImportParticles, filesPath=folder,
+                               filesPattern="empiar_10076_7.mrc", samplingRate=1.31)
+        self.launchProtocol(imp)
+        self.assertEqual(imp.outputParticles.getSize(), 1)
+        links = self.proj.getTmpPath("stacks")
+        os.makedirs(links)
+        os.symlink(shared_file("particles", "empiar_10076_7.mrc"),
+                   os.path.join(links, "empiar_10076_7.mrcs"))
+        stacks = {}
+        for name, where, pattern in ((RELION, folder, "relion31.mrcs"),
+                                     (EMPIAR, links, "empiar_10076_7.mrcs")):
+            n, box, ps, _ = SETS[name]
+            t = read_metadata(shared_file("particles", name))
+            imp = self.newProtocol(ProtImportParticles, filesPath=where, filesPattern=pattern,
+                                   samplingRate=ps, voltage=float(t["ctfVoltage"][0]),
+                                   sphericalAberration=float(t["ctfSphericalAberration"][0]),
+                                   amplitudeContrast=float(t["ctfQ0"][0]))
+            self.launchProtocol(imp)
+            parts = imp.outputParticles
+            self.assertEqual((parts.getSize(), parts.getXDim()), (n, box), name)
+            self.assertAlmostEqual(parts.getSamplingRate(), ps, places=6)
+            self.assertFalse(parts.hasCTF())
+            stacks[name] = parts
+
+        # the STAR files: pwem needs the RELION plugin for them
+        imp = self.newProtocol(ProtImportParticles,
+                               importFrom=ProtImportParticles.IMPORT_FROM_RELION,
+                               starFile=str(shared_file("particles", RELION)))
+        from pwem import Domain
+        if Domain.importFromPlugin("relion.convert", "RelionImport") is None:
+            with self.assertRaises(Exception):
+                imp.getImportClass()
+        # so, from a Scipion sqlite of the STAR's values (ids 1-5 and 6-12)
+        star, tables = {}, {}
+        first = 1
+        for name in (RELION, EMPIAR):
+            n, box, ps, _ = SETS[name]
+            sqlite = os.path.join(self.proj.getTmpPath(), f"{name[:5]}.sqlite")
+            t = tables[name] = _sqlite_from_star(sqlite, name, first)
+            imp = self.newProtocol(ProtImportParticles,
+                                   importFrom=ProtImportParticles.IMPORT_FROM_SCIPION,
+                                   sqliteFile=sqlite, samplingRate=ps,
+                                   voltage=float(t["ctfVoltage"][0]),
+                                   sphericalAberration=float(t["ctfSphericalAberration"][0]),
+                                   amplitudeContrast=float(t["ctfQ0"][0]))
+            self.launchProtocol(imp)
+            parts = imp.outputParticles
+            self.assertEqual(parts.getSize(), n)
+            self.assertTrue(parts.hasCTF())
+            self.assertEqual([p.getObjId() for p in parts], list(range(first, first + n)))
+            star[name] = parts
+            first += n
+
+        # predict: each set with its model; the STAR's CTF phase-flips the images
+        predicted = {}
+        for name in (RELION, EMPIAR):
+            n, box, ps, scale = SETS[name]
+            model = getattr(holder, f"model{name[:5]}")
+            pr = self.newProtocol(P.DeepHEMNMAProtPredict, inputModel=model,
+                                  inputParticles=star[name], useGpu=False)
+            self.launchProtocol(pr)
+            assert_outputs_declared(self, pr)
+            out = pr.outputParticles
+            self.assertEqual(out.getSize(), n)
+            self.assertAlmostEqual(out.getSamplingRate(), ps, places=6)
+            self.assertEqual(out.getXDim(), box)
+            self.assertTrue(out.hasCTF() and out.hasAlignmentProj())
+            t = tables[name]
+            rows = [p.clone() for p in out.iterItems(orderBy="id")]    # (one object reused)
+            ctf = np.array([[p.getCTF().getDefocusU(), p.getCTF().getDefocusV(),
+                             p.getCTF().getDefocusAngle()] for p in rows])
+            self.assertTrue(np.allclose(ctf, np.column_stack(
+                [t["ctfDefocusU"], t["ctfDefocusV"], t["ctfDefocusAngle"]]), atol=1e-6))
+            acq = out.getAcquisition()
+            self.assertEqual((acq.getVoltage(), acq.getSphericalAberration(),
+                              acq.getAmplitudeContrast()),
+                             (t["ctfVoltage"][0], t["ctfSphericalAberration"][0], t["ctfQ0"][0]))
+            q = np.array([[float(v) for v in p._xmipp_nmaDisplacements] for p in rows])
+            # the command line's predictions (flip at the STAR's pixel size, crop)
+            ref = _reference(model.getFileName(), t, box, ps, scale)
+            self.assertTrue(np.allclose(q, ref["amplitudes"], rtol=1e-4, atol=1e-4))
+            predicted[name] = out
+            if name == RELION:
+                # the same images without CTF (imported from the stack): not
+                # flipped; the 32 px model keeps frequencies up to 1/45 Å, below
+                # the first zero of these CTFs (about 1/16 Å): the same predictions
+                pr2 = self.newProtocol(P.DeepHEMNMAProtPredict, inputModel=model,
+                                       inputParticles=stacks[name], useGpu=False)
+                self.launchProtocol(pr2)
+                q2 = np.array([[float(v) for v in p._xmipp_nmaDisplacements]
+                               for p in pr2.outputParticles.iterItems(orderBy="id")])
+                self.assertEqual(q2.shape, (n, 3))
+                self.assertTrue(np.allclose(q2, q, rtol=1e-4, atol=1e-4))
+
+        # the landscape of both sets: refused in one project (one output set
+        # has one pixel size); the command line places them together
+        land = self.newProtocol(P.DeepHEMNMAProtLandscape, inputParticles=predicted[RELION],
+                                inputParticlesApart=predicted[EMPIAR], grouping=0,
+                                reconstruct=False, useGpu=False)
+        self.assertIn("the two particle sets have different pixel sizes (2.806 and 1.31 Å)",
+                      land.validate())
+        # each set's own landscape
+        for name in (RELION, EMPIAR):
+            n, box, ps, _ = SETS[name]
+            land = self.newProtocol(P.DeepHEMNMAProtLandscape, inputParticles=predicted[name],
+                                    components=2, grouping=0, reconstruct=False, useGpu=False)
+            self.launchProtocol(land)
+            assert_outputs_declared(self, land)
+            out = land.outputParticles
+            self.assertEqual(out.getSize(), n)
+            self.assertAlmostEqual(out.getSamplingRate(), ps, places=6)
+            self.assertTrue(out.hasCTF())
+            ids = [p.getObjId() for p in predicted[name].iterItems(orderBy="id")]
+            self.assertEqual([p.getObjId() for p in out.iterItems(orderBy="id")], ids)
+            pcs = read_metadata(land._getExtraPath("landscape", "landscape.xmd"))
+            self.assertEqual(sorted(pcs["itemId"]), ids)
+            self.assertTrue(np.isfinite(pcs["PC1"]).all() and np.isfinite(pcs["PC2"]).all())
+            self.assertTrue(os.path.getsize(land._getExtraPath("landscape", "density.png")) > 0)

@@ -26,7 +26,7 @@ def add_args(p):
     p.add_argument("--particles", required=True, help=".xmd/.star referencing the images")
     p.add_argument("--out", required=True, help="output .xmd")
     p.add_argument("--pixel-size", type=float, default=d.pixel_size,
-                   help="Å/px of the images (default: from the stack headers)")
+                   help="Å/px of the images (default: the particle file's or the headers')")
     p.add_argument("--rescale", action="store_true",
                    help="Fourier-crop images larger than the model's box to it (same physical "
                         "size, e.g. 128 px images for a 64 px model); shifts come back in "

@@ -25,8 +25,9 @@ __all__ = ["Table", "read_metadata", "iter_metadata", "count_rows", "read_xmd", 
 
 VECTOR_LABELS = {"nmaDisplacements"}
 INT_LABELS = {"itemId", "enabled", "ref", "classNumber", "opticsGroup"}
-# labels whose values must be numbers: a value that does not parse ("abc")
-# becomes NaN, so that the row is rejected alone by the stages' row checks
+# labels whose values are floating-point numbers, also where a file writes
+# them as integers ('300'); a value that does not parse ("abc") becomes NaN,
+# so that the row is rejected alone by the stages' row checks
 FLOAT_LABELS = {"angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "cost",
                 "ctfDefocusU", "ctfDefocusV", "ctfDefocusAngle", "ctfVoltage",
                 "ctfSphericalAberration", "ctfQ0", "ctfPhaseShift", "samplingRate"}
@@ -52,6 +53,10 @@ _RELION_TO_XMIPP = {
     "rlnImagePixelSize": "samplingRate",
 }
 _XMIPP_TO_RELION = {v: k for k, v in _RELION_TO_XMIPP.items()}
+# RELION labels of numbers read as floats even when written as integers
+# ('300'), as their Xmipp names are (FLOAT_LABELS)
+_FLOAT_RELION = {k for k, v in _RELION_TO_XMIPP.items() if v in FLOAT_LABELS} | {
+    "rlnOriginXAngst", "rlnOriginYAngst", "rlnMagnification", "rlnDetectorPixelSize"}
 
 #: the labels that hold a particle's class, in the order they are looked for:
 #: Xmipp's ``ref`` (RELION's ``rlnClassNumber`` is read as it), ``classNumber``,
@@ -321,9 +326,11 @@ def _column(label, values):
     try:
         arr = np.array(values, dtype=np.float64)
     except ValueError:
-        if label in FLOAT_LABELS:
+        if label in FLOAT_LABELS or label in _FLOAT_RELION:
             return np.array([_float_or_nan(v) for v in values], dtype=np.float64)
         return np.array(values, dtype=object)
+    if label in FLOAT_LABELS or label in _FLOAT_RELION:
+        return arr
     if label in INT_LABELS or (arr.size and np.all(arr == np.round(arr)) and
                                all("." not in v and "e" not in v.lower() for v in values[:20])):
         return arr.astype(np.int64)

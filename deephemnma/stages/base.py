@@ -559,7 +559,11 @@ class StackCheck:
     """Checks every image stack a table references (each file once): it
     exists, its images are square, all stacks have the same box, and the
     header's pixel size (when it has one) agrees with ``pixel_size`` within 1 %.
-    ``pixel_size=None`` adopts the first header's. ``box``: the box required."""
+    The table's own pixel size (its ``samplingRate`` column: RELION's
+    ``rlnImagePixelSize`` of the optics groups, or magnification and detector
+    pixel of older STAR files) is checked the same way: one value for all rows
+    (within 1 %). ``pixel_size=None`` adopts the table's, else the first
+    header's. ``box``: the box required."""
 
     def __init__(self, pixel_size=None, box=None, name="--pixel-size"):
         self.pixel_size = pixel_size
@@ -567,11 +571,35 @@ class StackCheck:
         self.name = name
         self.seen = set()
         self._box_from = None
+        self._ps_from = None          # where an adopted pixel size came from
+
+    def _source(self):
+        return f"{self.name} {self.pixel_size:g}" if self._ps_from is None else \
+            f"{self.pixel_size:g} Å ({self._ps_from})"
+
+    def _check_table_pixel_size(self, table: Table) -> None:
+        if "samplingRate" not in table or not len(table):
+            return
+        ps = np.asarray(table["samplingRate"], dtype=np.float64)
+        ps = ps[np.isfinite(ps) & (ps > 0)]
+        if not len(ps):
+            return
+        lo, hi = float(ps.min()), float(ps.max())
+        if hi - lo > 0.01 * lo:
+            raise InputError(f"the particles' pixel sizes (samplingRate, RELION's "
+                             f"rlnImagePixelSize) range from {lo:g} to {hi:g} Å: give the "
+                             "particles of one pixel size at a time")
+        if self.pixel_size is None:
+            self.pixel_size, self._ps_from = lo, "the particles' samplingRate"
+        elif abs(lo - self.pixel_size) > 0.01 * self.pixel_size:
+            raise InputError(f"the particles' pixel size {lo:g} Å (samplingRate, RELION's "
+                             f"rlnImagePixelSize) differs from {self._source()}")
 
     def check(self, table: Table) -> StackCheck:
         from ..io.metadata import parse_image_ref
         from ..io.stacks import open_stack
         table.require(["image"], "image")
+        self._check_table_pixel_size(table)
         for ref in dict.fromkeys(table["image"]):
             _, p = parse_image_ref(ref)
             full = table.image_path(p)
@@ -591,10 +619,10 @@ class StackCheck:
             if hp is None:
                 continue
             if self.pixel_size is None:
-                self.pixel_size = hp
+                self.pixel_size, self._ps_from = hp, f"header of {full}"
             elif abs(hp - self.pixel_size) > 0.01 * self.pixel_size:
                 raise InputError(f"{full}: header pixel size {hp:g} Å differs from "
-                                 f"{self.name} {self.pixel_size:g}")
+                                 f"{self._source()}")
         return self
 
 

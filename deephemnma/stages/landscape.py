@@ -4,7 +4,9 @@ the reference along each principal axis and the centroid model of each group.
 
 Everything lands in one folder (:class:`Outputs` owns the names): ``pca.npz``
 (the projection, to place other particles in the same space),
-``landscape.xmd`` (the particles with PC1, PC2, ... columns), ``density.png``;
+``landscape.xmd`` (the particles with PC1, PC2, ... columns and ``source``,
+the name of the file each row came from: its path as given when the second
+set's file has the same name), ``density.png``;
 with a grouping option ``group_NN.xmd`` (one subset per group, NN from 01) and
 ``groups.xmd`` (size and centroid amplitudes per group); with a class column
 (``class_column``: the particles' discrete classes, e.g. RELION's
@@ -383,6 +385,11 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
     col = _class_column(t, cfg.class_column, cfg.particles) if cfg.class_column else None
     if cfg.also:
         t2 = _read(cfg.also, "--also")
+        if t2["source"][0] == t["source"][0]:
+            # files of the same name (e.g. predicted.xmd of two runs): the
+            # column 'source' names each by its path as given
+            t["source"] = np.full(len(t), os.path.normpath(cfg.particles), dtype=object)
+            t2["source"] = np.full(len(t2), os.path.normpath(cfg.also), dtype=object)
         if col:     # the second set's classes under the first set's column name
             t2[col] = t2[_class_column(t2, cfg.class_column, cfg.also)]
         m1, m2 = t["nmaDisplacements"].shape[1], t2["nmaDisplacements"].shape[1]

@@ -8,7 +8,7 @@ predictions in the conventions of HEMNMA alignment (``nmaDisplacements``,
 pixels of the images), in input order.
 
 Before anything is written, every stack is checked (square images, one box for
-all, header pixel size vs ``--pixel-size``, image numbers within the stacks)
+all, header and metadata pixel sizes vs ``--pixel-size``, image numbers within the stacks)
 and the images are checked against the model (box, or the ``--rescale`` rule;
 pixel size: see :func:`deephemnma.core.inference.input_scale`).
 
@@ -53,7 +53,7 @@ class Config(base.StageConfig):
     model: str = None                # model file (model.pt of `deephemnma train`)
     particles: str = None            # .xmd/.star referencing the images
     out: str = None                  # output .xmd
-    pixel_size: float = None         # Å/px of the images (None: from the stack headers)
+    pixel_size: float = None         # Å/px of the images (None: the metadata's or headers')
     rescale: bool = False            # Fourier-crop larger images of the same field to the model's box
     images_flipped: bool = False     # images already CTF phase-flipped (else flipped from
     #                                  their CTF columns when the model saw flipped images)
@@ -93,7 +93,7 @@ class Outputs:
     rejected_reasons: str = ""       # e.g. "2 non-finite value, 1 unusable image ..."
     seconds: float = 0.0
     resumed_chunks: int = 0
-    pixel_size: float = None         # Å/px of the images (given or from the headers)
+    pixel_size: float = None         # Å/px of the images (given, the metadata's or the headers')
     model_pixel_size: float = None   # Å/px of the training images; None: unknown
     box: int = None                  # px of the images
     scale: float = 1.0               # image px per model px (> 1 with --rescale)
@@ -121,7 +121,7 @@ class Outputs:
 def _scan(cfg):
     """One streaming pass over the particle table before any work: counts the
     rows and checks every stack (:class:`base.StackCheck`: square images, one
-    box, header pixel size vs ``--pixel-size``) and every image number.
+    box, header and metadata pixel sizes vs ``--pixel-size``) and every image number.
 
     Returns (rows, StackCheck, {stack path: (images, bytes, mtime ns)})."""
     from ..io.metadata import iter_metadata, parse_image_ref
@@ -230,8 +230,8 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
     out.box, out.pixel_size = stacks.box, stacks.pixel_size
     out.model_pixel_size = model_pixel_size(meta)
     need(out.pixel_size is not None,
-         f"{cfg.particles}: the images' pixel size is unknown (their stack headers carry "
-         "none): give --pixel-size (Å/px)")
+         f"{cfg.particles}: the images' pixel size is unknown (neither the particle file nor "
+         "the stack headers carry one): give --pixel-size (Å/px)")
     need(out.model_pixel_size is not None or cfg.pixel_size is not None,
          f"{cfg.model}: the model stores no pixel size (trained without --pixel-size), so "
          "the images cannot be checked against it: give --pixel-size (Å/px of these images, "

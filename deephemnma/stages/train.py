@@ -62,7 +62,7 @@ __all__ = ["Config", "Outputs", "run", "summary", "check_init_meta", "plot_curve
 class Config(base.StageConfig, TrainConfig):
     particles: str = None            # .xmd/.star with labels and image references
     out: str = None                  # output folder
-    pixel_size: float = None         # Å/px of the images (None: the stacks' headers)
+    pixel_size: float = None         # Å/px of the images (None: the metadata's or headers')
     mode_list: str = None            # HEMNMA numbers of the amplitudes ("7-9" or a list);
     #                                  None: the first flexible modes (7, 8, ...)
     init_model: str = None           # fine-tune from this model file
@@ -267,8 +267,9 @@ def _prepare(cfg):
     need(len(table) > 0, f"{cfg.particles}: no particles")
     table.require(list(LABEL_COLUMNS), "label", cfg.particles)
     stacks = base.StackCheck(cfg.pixel_size).check(table)
-    need(stacks.pixel_size is not None, f"{cfg.particles}: the image stacks' headers carry no "
-                                        "pixel size: give --pixel-size")
+    need(stacks.pixel_size is not None, f"{cfg.particles}: neither the particle file nor the "
+                                        "image stacks' headers carry a pixel size: give "
+                                        "--pixel-size")
     cfg.check_box(stacks.box)
     rejected = base.Rejected()
     t, images = base.usable_rows(base.numbered(table), load_images, rejected)

@@ -1,19 +1,26 @@
 """``make demo``: the DeepHEMNMA workflow headless in a real Scipion project.
 
 Synthetic adenylate kinase (AK.pdb, modes 7-9, the paper's helix), sized for
-2 CPU cores (about 10 minutes): normal modes -> synthesize 3000 particles ->
-random split -> HEMNMA alignment of the training subset (1500) -> train the
+2 CPU cores (about 12 minutes): normal modes -> synthesize 3000 particles
+(their alignment: consensus poses, the true ones turned by 3° RMS about random
+axes and shifted by 0.5 Å RMS, as a consensus refinement gives them; the truth
+is kept apart) -> random split -> HEMNMA alignment of the training subset
+(1500) twice: the paper's global search, and a local search from the
+consensus poses -> train the
 network on HEMNMA labels (the CPU recipe: images seen at 32 px, no dropout,
 coordinate channels, in-plane augmentation) -> predict the rest -> landscape:
 the paper's combined space (network-predicted + HEMNMA-labelled particles, the
 latter drawn apart), groups along PC1, animations, group reconstructions with
 their FSC. While a stage runs, its progress lines are echoed here (read from
 the protocol's logs). Prints the errors against the ground truth (network vs
-predict-the-mean), how well each set's PC1 follows the truth, each group's FSC,
-the time of each stage, then how to open the project in Scipion's GUI.
+predict-the-mean), the two alignment paths side by side (time, errors, PC1 |r|
+and cross-validated R² of the true amplitudes; the network and the landscape
+continue from the paper's path), how well each set's PC1 follows the truth,
+each group's FSC, the time of each stage, then how to open the project in
+Scipion's GUI.
 
     python -m deephemnma.demo [--images 3000] [--train-subset 1500] [--epochs 30]
-                              [--out demo_output]
+                              [--consensus-error 3,0.5] [--out demo_output]
 """
 import argparse
 import os
@@ -144,6 +151,32 @@ def _table(parts, gt=True):
     return t, Table(truth)
 
 
+def compare_paths(paths, pixel_size, mode_numbers=(7, 8, 9)):
+    """Lines comparing HEMNMA alignment paths on the same particles.
+    ``paths``: {label: (seconds, estimated Table, truth Table)}. One row per
+    path: wall time, amplitude / angle / shift errors against the ground
+    truth, |r| between the PC1 of its amplitudes (its landscape's first axis)
+    and the PC1 of the true amplitudes, and the cross-validated R² (5 folds)
+    of a linear regression of the true amplitudes on its amplitudes."""
+    from deephemnma.core.metrics import cv_r2, evaluate, match_rows, pc1_correlation
+    lines = ["| alignment path | time s | amplitude MAE | angles ° | shifts Å | PC1 |r| "
+             "| CV R² |", "|---|---|---|---|---|---|---|"]
+    for label, (seconds, est, truth) in paths.items():
+        r = evaluate(est, truth, pixel_size, mode_numbers=list(mode_numbers))
+        ie, it = match_rows(est, truth)
+        q = est.subset(ie)["nmaDisplacements"]
+        q_true = truth.subset(it)["nmaDisplacements"]
+        shift = (r["shift_x_A"]["mean"] + r["shift_y_A"]["mean"]) / 2
+        lines.append(f"| {label} | {seconds:.0f} | {r['amplitude_mae_mean']['mean']:.1f} | "
+                     f"{r['angles_deg']['mean']:.2f} | {shift:.2f} | "
+                     f"{pc1_correlation(q, q_true):.3f} | {cv_r2(q, q_true):.3f} |")
+    lines.append(f"(n={len(ie)} particles; errors: means against the ground truth, shifts "
+                 "per axis; PC1 |r|: the PC1 of the path's amplitudes against the PC1 of "
+                 "the true ones; CV R²: true amplitudes predicted linearly from the path's, "
+                 "5-fold cross-validated)")
+    return lines
+
+
 def network_verdict(net, mean, margin=0.9):
     """One line: does the network beat predict-the-mean (its mean error below
     ``margin`` x the baseline's) on amplitudes and on angles? ``net``/``mean``:
@@ -217,9 +250,24 @@ def main(argv=None):
                     help="px: the network sees the images Fourier-downscaled to this size")
     ap.add_argument("--augment", type=int, default=1,
                     help="1: random in-plane rotation of every training batch")
+    ap.add_argument("--consensus-error", default="3,0.5", metavar="DEG,Å",
+                    help="the particles' alignment: their true poses turned by this RMS "
+                         "angle about random axes and shifted by this RMS distance, as a "
+                         "consensus refinement gives them; aligned from these poses beside "
+                         "the paper's global search")
     ap.add_argument("--progress-interval", type=float, default=10.0,
                     help="seconds between the progress lines of a running stage")
     args = ap.parse_args(argv)
+    from deephemnma.commands.simulate import consensus_error
+    from deephemnma.errors import InputError
+    try:
+        consensus = consensus_error(args.consensus_error)
+        if not consensus or consensus["consensus_angle"] <= 0 or min(consensus.values()) < 0:
+            raise InputError(f"--consensus-error {args.consensus_error}: expected DEG,Å with "
+                             "an angle > 0 and a shift >= 0, e.g. 3,0.5")
+    except InputError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        sys.exit(2)
     out = os.path.abspath(args.out)
     # OpenMP threads that sleep while waiting (see deephemnma.passive_openmp),
     # inherited by the protocols' processes; a value set by the user is kept
@@ -233,7 +281,7 @@ def main(argv=None):
     from pyworkflow.project import Manager
 
     from deephemnma import protocols as P
-    from deephemnma.protocols.protocol_align import FROM_POSES_NO
+    from deephemnma.protocols.protocol_align import FROM_POSES_NO, FROM_POSES_YES
     from deephemnma.core.metrics import evaluate, predict_the_mean
 
     name = "deephemnma_demo"
@@ -270,7 +318,9 @@ def main(argv=None):
                                                  numberOfModes=20))
     syn = run("synthesize", project.newProtocol(
         P.DeepHEMNMAProtSynthesize, inputModes=nma.outputModes, inputReference=nma.outputReference,
-        numberOfImages=args.images, box=args.box, samplingRate=ps, snr=0.1, defocus=5000.0))
+        numberOfImages=args.images, box=args.box, samplingRate=ps, snr=0.1, defocus=5000.0,
+        consensusAngle=consensus["consensus_angle"],
+        consensusShift=consensus["consensus_shift"]))
     # image set 1 (HEMNMA + training) and image set 2 (prediction): a random
     # split in k parts, set 1 = one part of about --train-subset images
     k = max(2, int(round(args.images / args.train_subset)))
@@ -287,11 +337,23 @@ def main(argv=None):
     ali = run("HEMNMA alignment", project.newProtocol(
         P.DeepHEMNMAProtAlign, inputParticles=train_in, inputModes=nma.outputModes,
         inputReference=nma.outputReference, modeList="7-9", useGpu=False,
-        # the synthesized particles carry their true poses: search globally (the paper's
-        # HEMNMA), never from the truth
+        # the paper's HEMNMA: a global search, the particles' consensus poses unused
         fromPoses=FROM_POSES_NO))
     est, truth = _table(ali.outputParticles)
     results["HEMNMA vs ground truth"] = evaluate(est, truth, ps, mode_numbers=[7, 8, 9])
+    # the same particles aligned from their consensus poses (a local search in a cone);
+    # the network and the landscape continue from the paper's path
+    cons = run("HEMNMA from consensus poses", project.newProtocol(
+        P.DeepHEMNMAProtAlign, inputParticles=train_in, inputModes=nma.outputModes,
+        inputReference=nma.outputReference, modeList="7-9", useGpu=False,
+        fromPoses=FROM_POSES_YES))
+    cons_est, _ = _table(cons.outputParticles)
+    results["HEMNMA from consensus poses vs ground truth"] = evaluate(cons_est, truth, ps,
+                                                      mode_numbers=[7, 8, 9])
+    start, _ = _table(train_in)
+    start_err = evaluate(start, truth, ps)
+    paths = {"paper: global search": (times["HEMNMA alignment"], est, truth),
+             "from consensus poses": (times["HEMNMA from consensus poses"], cons_est, truth)}
     tr = run("train network", project.newProtocol(
         P.DeepHEMNMAProtTrain, inputParticles=ali.outputParticlesKept
         if hasattr(ali, "outputParticlesKept") else ali.outputParticles,
@@ -326,6 +388,14 @@ def main(argv=None):
     print(format_table(table))
     net, mean = results["inferred vs ground truth"], results["predict-the-mean"]
     print("\n" + network_verdict(net, mean))
+    print(f"\nHEMNMA, two paths on the same {start_err['n']} particles: the paper's global "
+          "search, and a local search from consensus poses (drawn "
+          f"{consensus['consensus_angle']:g}° RMS rotation and {consensus['consensus_shift']:g}"
+          f" Å RMS shift off the truth; their errors as in the table: angles "
+          f"{start_err['angles_deg']['mean']:.2f}°, shifts "
+          f"{(start_err['shift_x_A']['mean'] + start_err['shift_y_A']['mean']) / 2:.2f} Å)\n")
+    print("\n".join(compare_paths(paths, ps)))
+    print("(the network, the predictions and the landscape continue from the paper's path)")
     print("\n" + "\n".join(landscape_report(land, {"network-predicted": truth,
                                                     "HEMNMA-labelled": hemnma_truth})))
     print("\n| stage | time s | CPU s |\n|---|---|---|")

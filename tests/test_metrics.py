@@ -4,6 +4,7 @@ import pytest
 
 from deephemnma.core.metrics import evaluate, format_table, match_rows, rmsd_terms
 from deephemnma.core.rotations import random_euler
+from deephemnma.errors import InputError
 from deephemnma.io.metadata import Table, write_xmd
 
 
@@ -148,3 +149,33 @@ def test_predict_the_mean_baseline():
     np.testing.assert_allclose(b["shiftX"], train["shiftX"].mean())
     err = angular_errors(b.angles(), np.tile([40.0, 70.0, 120.0], (3, 1)))
     assert err.max() < 0.5, err
+
+
+def test_pc1_correlation_follows_the_main_axis_whatever_its_sign_or_scale():
+    from deephemnma.core.metrics import pc1, pc1_correlation
+    rng = np.random.default_rng(0)
+    r = rng.uniform(-1, 1, 500)
+    truth = np.column_stack([-200 * r, 30 * np.sin(np.pi * r), rng.normal(0, 5, 500)])
+    assert np.corrcoef(pc1(truth), r)[0, 1] ** 2 > 0.95
+    # the same motion, flipped, rescaled, rotated into other coordinates, a little noise
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    est = -0.01 * truth @ q + rng.normal(0, 0.05, truth.shape)
+    assert pc1_correlation(est, truth) > 0.97
+    # amplitudes unrelated to the truth
+    assert pc1_correlation(rng.normal(size=(500, 3)), truth) < 0.2
+    with pytest.raises(InputError, match="same particles"):
+        pc1_correlation(est[:10], truth)
+
+
+def test_cv_r2_is_one_for_a_linear_truth_and_near_zero_for_noise():
+    from deephemnma.core.metrics import cv_r2
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3))
+    y = x @ rng.normal(size=(3, 3)) + 7.0
+    assert cv_r2(x, y) > 0.999
+    noisy = y + rng.normal(0, y.std(0), y.shape)       # half the variance is noise
+    assert 0.35 < cv_r2(x, noisy) < 0.65
+    assert cv_r2(rng.normal(size=(300, 3)), y) < 0.05   # held out: no fit of pure noise
+    assert cv_r2(x, y, folds=3, seed=2) > 0.999
+    with pytest.raises(InputError, match="2 per fold"):
+        cv_r2(x[:6], y[:6])

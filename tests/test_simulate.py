@@ -253,3 +253,76 @@ def test_protocol_default_is_the_stage_default():
     assert prot.snrAtRender.get() is stage.Config().snr_at_render is True
     cfg = prot._config()
     assert cfg.snr_at_render and not cfg.phase_flip and cfg.rendering() == 4     # 1.3 Å/px
+
+
+# --------------------------------------------------------------------------
+# consensus poses: the true ones a few degrees and Ångströms off
+def _rotation_angles(a, b):
+    """Angle (deg) of the rotation between orientations ``a`` and ``b``."""
+    from deephemnma.core import rotations
+    r = np.einsum("nji,njk->nik", rotations.euler_to_matrix(a), rotations.euler_to_matrix(b))
+    return np.degrees(np.arccos(np.clip((np.trace(r, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+
+
+def test_consensus_poses_are_off_by_the_rms_error_about_random_axes():
+    from deephemnma.core import rotations
+    from deephemnma.core.simulate import consensus_poses
+    ang = rotations.random_euler(4000, 3)
+    sh = np.random.default_rng(0).uniform(-1, 1, (4000, 2))
+    a, s = consensus_poses(ang, sh, 3.0, 0.5, rng=1)
+    turn = _rotation_angles(ang, a)
+    assert abs(np.sqrt((turn ** 2).mean()) - 3.0) < 0.1 and turn.max() < 12
+    assert abs(np.sqrt((np.linalg.norm(s - sh, axis=1) ** 2).mean()) - 0.5) < 0.02
+    # random axes: the turn is not about one fixed axis (e.g. only psi)
+    assert np.std(np.diff(a - ang, axis=0)) > 0.1
+    a2, s2 = consensus_poses(ang, sh, 3.0, 0.5, rng=1)
+    assert np.array_equal(a, a2) and np.array_equal(s, s2)
+    a0, s0 = consensus_poses(ang, sh, 0.0, 0.0, rng=1)
+    assert _rotation_angles(ang, a0).max() < 1e-3 and np.allclose(s0, sh)
+
+
+def test_stage_writes_consensus_poses_beside_the_truth(tmp_path):
+    """--consensus-error: consensus.xmd holds the same images and amplitudes
+    with poses off the true ones of particles.xmd; the images do not change."""
+    from deephemnma.cli import build_parser, main as cli
+    from deephemnma.commands import simulate as command
+    from deephemnma.stages import simulate as stage
+    cfg = _stage_cfg(tmp_path, "c", n=40, seed=2, consensus_angle=5.0, consensus_shift=1.3)
+    out = stage.run(cfg, progress=False)
+    truth, cons = read_metadata(out.particles), read_metadata(out.consensus)
+    assert np.array_equal(truth["image"], cons["image"])
+    assert np.array_equal(truth["nmaDisplacements"], cons["nmaDisplacements"])
+    turn = _rotation_angles(truth.angles(), cons.angles())
+    assert 2.5 < np.sqrt((turn ** 2).mean()) < 7.5
+    moved = np.linalg.norm(cons.shifts() - truth.shifts(), axis=1) * cfg.pixel_size
+    assert 0.6 < np.sqrt((moved ** 2).mean()) < 2.0
+    assert any("consensus poses" in line for line in stage.summary(out, cfg))
+    plain = stage.run(_stage_cfg(tmp_path, "p", n=40, seed=2), progress=False)
+    assert not os.path.exists(plain.consensus)
+    assert np.array_equal(_images(tmp_path / "c")[0], _images(tmp_path / "p")[0])
+    # the command's --consensus-error DEG,Å
+    base = ["simulate", "--structure", "AK.pdb", "--out", "o"]
+    c = command.config(build_parser().parse_args(base + ["--consensus-error", "3,0.5"]))
+    assert (c.consensus_angle, c.consensus_shift) == (3.0, 0.5) and c.consensus()
+    assert not command.config(build_parser().parse_args(base)).consensus()
+    ak = str(shared_file("continuousflex", "AK.pdb"))
+    for bad in ("3", "a,b", "-1,0.5", "200,0.5", "3,-0.5"):
+        assert cli(["simulate", "--structure", ak, "--out", str(tmp_path / "x"), "-n", "2",
+                    f"--consensus-error={bad}"]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_protocol_consensus_fields_reach_the_stage_and_speak_the_forms_words():
+    pytest.importorskip("pyworkflow")
+    from deephemnma.protocols.protocol_synthesize import DeepHEMNMAProtSynthesize
+    prot = DeepHEMNMAProtSynthesize()
+    assert not prot._config().consensus()
+    prot.consensusAngle.set(3.0)
+    prot.consensusShift.set(0.5)
+    cfg = prot._config()
+    assert (cfg.consensus_angle, cfg.consensus_shift) == (3.0, 0.5)
+    prot.consensusAngle.set(-2.0)
+    prot.consensusShift.set(-1.0)
+    errors = prot._configErrors(prot._config)
+    assert any("*Consensus pose error: rotation (deg)*" in e for e in errors), errors
+    assert any("*Consensus pose error: shift (Å)*" in e for e in errors), errors

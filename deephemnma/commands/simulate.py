@@ -16,6 +16,7 @@ Examples:
       --box 64 --pixel-size 1.3
   deephemnma simulate --structure AK.pdb --out hard/ -n 2000 --snr-in-output
   deephemnma simulate --structure AK.pdb --out clean/ -n 100 --no-noise --no-ctf
+  deephemnma simulate --structure AK.pdb --out cons/ -n 1000 --consensus-error 3,0.5
 """
 from . import run_and_summarize
 from ..stages import simulate as stage
@@ -58,6 +59,10 @@ def add_args(p):
                         "train and predict)")
     p.add_argument("--sigma", type=float, default=d.sigma, help="atom Gaussian std (Å)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--consensus-error", default=None, metavar="DEG,Å",
+                   help="also write OUT/consensus.xmd: the particles with poses off the true "
+                        "ones by this RMS rotation (degrees, about random axes) and RMS shift "
+                        "(Å), as a consensus refinement gives them, e.g. 3,0.5")
     p.add_argument("--device", default=d.device)
 
 
@@ -69,7 +74,21 @@ def config(args):
         noise=not args.no_noise, snr=args.snr, snr_at_render=not args.snr_in_output,
         ctf=not args.no_ctf, defocus=args.defocus, voltage=args.voltage, cs=args.cs,
         q0=args.q0, shift_range=args.shift_range, render_factor=args.render_factor,
-        phase_flip=args.phase_flip, sigma=args.sigma, seed=args.seed, device=args.device)
+        phase_flip=args.phase_flip, sigma=args.sigma, seed=args.seed, device=args.device,
+        **consensus_error(args.consensus_error))
+
+
+def consensus_error(text):
+    """``--consensus-error DEG,Å`` -> the config's consensus_angle, consensus_shift."""
+    from ..errors import InputError
+    if text in (None, ""):
+        return {}
+    try:
+        deg, shift = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--consensus-error {text}: expected DEG,Å (two numbers, e.g. "
+                         "3,0.5)") from None
+    return {"consensus_angle": deg, "consensus_shift": shift}
 
 
 def main(args):

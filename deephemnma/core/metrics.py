@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 
 __all__ = ["predict_the_mean", "match_rows", "amplitude_errors", "angular_errors", "shift_errors",
-           "rmsd_terms", "evaluate", "format_table"]
+           "rmsd_terms", "evaluate", "format_table", "pc1", "pc1_correlation", "cv_r2"]
 
 
 def match_rows(est: Table, truth: Table) -> tuple[np.ndarray, np.ndarray]:
@@ -122,6 +122,51 @@ def predict_the_mean(train: Table, test: Table) -> Table:
                   "shiftX": np.full(n, train["shiftX"].mean()),
                   "shiftY": np.full(n, train["shiftY"].mean()),
                   "nmaDisplacements": np.tile(train["nmaDisplacements"].mean(0), (n, 1))})
+
+
+def pc1(values: np.ndarray) -> np.ndarray:
+    """The first principal component's coordinate of each row of ``values``
+    (n, d): the centred rows projected on the direction of largest variance
+    (its sign is arbitrary)."""
+    x = np.asarray(values, float)
+    x = x - x.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[0]
+
+
+def pc1_correlation(est: np.ndarray, truth: np.ndarray) -> float:
+    """|r| between the PC1 of the estimated amplitudes ``est`` (n, d; a
+    landscape's first axis) and the PC1 of the true ones ``truth`` (n, d'),
+    row for row: 1 when the landscape's main axis orders the particles as the
+    true main motion does, whatever its sign."""
+    est, truth = np.asarray(est, float), np.asarray(truth, float)
+    if len(est) != len(truth) or len(est) < 3:
+        raise InputError(f"PC1 correlation needs the same particles, at least 3 "
+                         f"(got {len(est)} and {len(truth)})")
+    return float(abs(np.corrcoef(pc1(est), pc1(truth))[0, 1]))
+
+
+def cv_r2(features: np.ndarray, truth: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated R² of a linear regression of ``truth`` (n, d: e.g. the
+    true amplitudes) on ``features`` (n, k: e.g. estimated amplitudes): the
+    rows are split in ``folds`` shuffled parts (``seed``), each part is
+    predicted by the regression fitted on the others, and R² is computed on
+    these held-out predictions (1 - residual / total sum of squares, summed
+    over the truth's columns). 1: the truth is a linear function of the
+    features; 0: no better than its mean."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import KFold
+    x, y = np.asarray(features, float), np.asarray(truth, float)
+    x = x.reshape(len(x), -1)
+    y = y.reshape(len(y), -1)
+    if len(x) != len(y) or len(x) < 2 * folds or folds < 2:
+        raise InputError(f"cross-validated R² needs as many feature rows as true rows, at "
+                         f"least 2 per fold, and 2 folds or more (got {len(x)} and {len(y)} "
+                         f"rows, {folds} folds)")
+    pred = np.empty_like(y)
+    for fit, held in KFold(folds, shuffle=True, random_state=seed).split(x):
+        pred[held] = LinearRegression().fit(x[fit], y[fit]).predict(x[held])
+    return float(1.0 - ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
 
 
 def format_table(results: dict[str, Any], title: str = "") -> str:

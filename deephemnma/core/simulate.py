@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 
-__all__ = ["PAPER_RENDER_PIXEL", "render_factor_for", "helix_amplitudes", "sample_amplitudes",
+__all__ = ["PAPER_RENDER_PIXEL", "consensus_poses", "render_factor_for", "helix_amplitudes", "sample_amplitudes",
            "simulate", "write_dataset",
            "simulate_to_folder"]
 
@@ -175,6 +175,32 @@ def simulate(coords: np.ndarray, weights: np.ndarray, vectors: np.ndarray, n: in
         if progress is not None:
             progress.update(b)
         yield s, out.to(torch.float32).cpu().numpy(), t
+
+
+def consensus_poses(angles: np.ndarray, shifts: np.ndarray, angle_error: float,
+                    shift_error: float, rng: int | np.random.Generator | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Poses a few degrees and Ångströms off the true ones, as a consensus
+    refinement gives them: each orientation (Xmipp Euler angles (n, 3),
+    degrees) turned about a uniformly random axis by an angle whose RMS over
+    the particles is ``angle_error`` degrees (rotation vector with independent
+    N(0, angle_error / sqrt(3)) components), each shift (n, 2) moved by an
+    offset whose RMS length is ``shift_error`` (same unit as ``shifts``;
+    N(0, shift_error / sqrt(2)) per axis). Returns (angles, shifts)."""
+    angles, shifts = np.asarray(angles, float), np.asarray(shifts, float)
+    rng = np.random.default_rng(rng)
+    n = len(angles)
+    v = np.radians(rng.normal(0.0, angle_error / np.sqrt(3.0), (n, 3)))
+    theta = np.linalg.norm(v, axis=1)
+    axis = v / np.where(theta > 0, theta, 1.0)[:, None]
+    k = np.zeros((n, 3, 3))                              # cross-product matrices of the axes
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k -= k.transpose(0, 2, 1)
+    s, c = np.sin(theta)[:, None, None], np.cos(theta)[:, None, None]
+    turn = np.eye(3) + s * k + (1.0 - c) * k @ k           # Rodrigues
+    out = rotations.matrix_to_euler(np.asarray(rotations.euler_to_matrix(angles)) @ turn)
+    moved = shifts + rng.normal(0.0, shift_error / np.sqrt(2.0), shifts.shape)
+    return np.asarray(out, float), moved
 
 
 def write_dataset(folder: PathLike, table: Table, modes: NormalModes | None = None,

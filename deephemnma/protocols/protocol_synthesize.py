@@ -12,15 +12,21 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
     (helix, uniform or clustered amplitudes), uniformly oriented, shifted, with
     CTF and noise. The ground truth is stored twice on each particle: as its
     alignment and _xmipp_nmaDisplacements (usable as labels) and as
-    _deephemnma_gt* attributes (kept through later protocols for evaluation)."""
+    _deephemnma_gt* attributes (kept through later protocols for evaluation).
+    With a consensus pose error, the alignment holds poses that far off the
+    truth instead (as a consensus refinement would give them); the
+    _deephemnma_gt* attributes keep the truth."""
     _label = "synthesize particles"
     _possibleOutputs = {"outputParticles": SetOfParticles}
     _formFields = {
         "structure": "inputReference", "modes": "inputModes", "mode_list": "modeList",
         "out": "the output folder", "n": "numberOfImages", "box": "box",
         "pixel_size": "samplingRate", "law": "law", "snr": "snr", "snr_at_render": "snrAtRender",
-        "defocus": "defocus", "seed": "seed"}
+        "defocus": "defocus", "seed": "seed", "consensus_angle": "consensusAngle",
+        "consensus_shift": "consensusShift"}
     _flagNames = {"n": "--number"}
+    _formPhrases = {"--consensus-error angle": "consensusAngle",
+                    "--consensus-error shift": "consensusShift"}
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
@@ -66,6 +72,18 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
                       expertLevel=params.LEVEL_ADVANCED,
                       help="Seed of the random draws (amplitudes, orientations, shifts, "
                            "noise): the same seed and options give the same images.")
+        form.addParam("consensusAngle", params.FloatParam, default=d.consensus_angle,
+                      label="Consensus pose error: rotation (deg)",
+                      help="0: the particles' alignment is their true pose. More than 0 "
+                           "(at most 180): the alignment holds the poses turned about random "
+                           "axes by this RMS angle, as a consensus refinement gives them (e.g. "
+                           "3), to align them from their poses; the truth stays in the "
+                           "_deephemnma_gt* attributes.")
+        form.addParam("consensusShift", params.FloatParam, default=d.consensus_shift,
+                      label="Consensus pose error: shift (Å)",
+                      help="RMS offset of the alignment's shifts from the true ones (e.g. "
+                           "0.5), with the rotation above; 0 and a rotation of 0: true "
+                           "poses.")
         self._addComputeParams(form, threads=2)
 
     # --------------------------- INSERT steps functions ----------------------
@@ -87,7 +105,8 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
             noise=snr != 0, snr=snr if snr != 0 else stage.Config.snr,
             snr_at_render=self.snrAtRender.get(), ctf=defocus != 0,
             defocus=defocus if defocus != 0 else stage.Config.defocus,
-            seed=self.seed.get(), device=device)
+            seed=self.seed.get(), consensus_angle=self.consensusAngle.get(),
+            consensus_shift=self.consensusShift.get(), device=device)
 
     def simulateStep(self):
         modes_dir = self._modesFolder(self.inputModes.get(),
@@ -112,6 +131,10 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         out.setIsPhaseFlipped(bool(cfg.phase_flip and has_ctf))
         out.setAlignmentProj()
         ang, sh, q = t.angles(), t.shifts(), t["nmaDisplacements"]
+        pose = (ang, sh)
+        if cfg.consensus():
+            c = read_metadata(data.consensus)
+            pose = (c.angles(), c.shifts())
         for k in range(len(t)):
             p = emobj.Particle(location=(k + 1, data.stack))
             p.setObjId(int(t["itemId"][k]))
@@ -122,7 +145,7 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
                                      defocusAngle=float(t["ctfDefocusAngle"][k]))
                 ctf.standardize()
                 p.setCTF(ctf)
-            set_particle_values(p, ang[k], sh[k], q[k])
+            set_particle_values(p, pose[0][k], pose[1][k], q[k])
             for name, val in zip(GT_ATTRS, (ang[k], sh[k], q[k])):
                 setattr(p, name, pwobj.CsvList(pType=float))
                 getattr(p, name).set([float(x) for x in val])
@@ -152,10 +175,15 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         head = (f"{self.outputParticles.getSize()} synthetic particles, {cfg.box} px at "
                 f"{cfg.pixel_size} Å/px")
         if not cfg.noise:
-            return [head + ", no noise."]
-        where = (f" at {cfg.pixel_size / cfg.rendering():.3g} Å/px before downscaling "
-                 "(the paper's)." if cfg.snr_at_render else " in the output images.")
-        return [head + f", SNR {cfg.snr}" + where]
+            lines = [head + ", no noise."]
+        else:
+            where = (f" at {cfg.pixel_size / cfg.rendering():.3g} Å/px before downscaling "
+                     "(the paper's)." if cfg.snr_at_render else " in the output images.")
+            lines = [head + f", SNR {cfg.snr}" + where]
+        if cfg.consensus():
+            lines.append(f"Alignment: consensus poses, {cfg.consensus_angle:g}° RMS rotation "
+                         f"and {cfg.consensus_shift:g} Å RMS shift off the truth.")
+        return lines
 
     def _methods(self):
         return ["Synthetic particles were generated following [Hamitouche2022]."]

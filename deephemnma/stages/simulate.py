@@ -21,7 +21,12 @@ paper's chain does (``phase_flip=True`` writes flipped images; then give
 Outputs in the folder OUT: ``particles.mrcs`` (float32, the header carries
 the pixel size), ``particles.xmd`` (ground truth in Xmipp names: angles,
 shifts in output pixels, ``nmaDisplacements``, CTF), ``particles.star``
-(RELION 3.1), ``modes.xmd`` + ``modes/vec.N`` and ``reference.pdb``. A folder
+(RELION 3.1), ``modes.xmd`` + ``modes/vec.N`` and ``reference.pdb``; with a
+consensus pose error (``consensus_angle`` degrees, ``consensus_shift`` Å, RMS
+over the particles: ``--consensus-error DEG,Å``) also ``consensus.xmd``: the
+same particles with poses that far off the true ones
+(:func:`deephemnma.core.simulate.consensus_poses`), as a consensus refinement
+would give them (e.g. to align them from their poses). A folder
 that already holds particles is refused. An interrupted run (Ctrl-C, kill)
 continues when the same command is run again; a partial stack left by a run
 with other inputs or options is discarded (one line says so).
@@ -71,6 +76,8 @@ class Config(base.StageConfig):
     #                                  downstream: --images-flipped)
     sigma: float = 1.0               # atom Gaussian std, Å
     seed: int = 0
+    consensus_angle: float = 0.0     # consensus.xmd: poses off by this RMS angle (deg)
+    consensus_shift: float = 0.0     # ... and this RMS shift (Å); both 0: not written
     device: str = "cpu"
 
     def validate_options(self):
@@ -100,7 +107,15 @@ class Config(base.StageConfig):
                  f"--render-factor must be an integer >= 1, got {self.render_factor}")
         base.positive("--sigma", self.sigma)
         need(base.is_whole(self.seed) and self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        base.at_least("--consensus-error angle", self.consensus_angle, 0)
+        need(not self.consensus_angle > 180,
+             f"--consensus-error angle must be <= 180 degrees, got {self.consensus_angle}")
+        base.at_least("--consensus-error shift", self.consensus_shift, 0)
         return self
+
+    def consensus(self):
+        """Whether consensus.xmd is written (a consensus pose error is given)."""
+        return self.consensus_angle > 0 or self.consensus_shift > 0
 
     def validate(self):
         base.existing("--structure", self.structure)
@@ -126,7 +141,7 @@ class Config(base.StageConfig):
     def stamp(self):
         """The options that change the images (not the output folder or the device)."""
         d = self.to_dict()
-        for k in ("out", "device", "structure", "modes"):
+        for k in ("out", "device", "structure", "modes", "consensus_angle", "consensus_shift"):
             d.pop(k)
         d["render_factor"] = self.rendering()
         return d
@@ -161,6 +176,11 @@ class Outputs:
         return self._p("particles.xmd")
 
     @property
+    def consensus(self):
+        """The particles with consensus poses (when a consensus pose error is given)."""
+        return self._p("consensus.xmd")
+
+    @property
     def star(self):
         return self._p("particles.star")
 
@@ -182,7 +202,8 @@ class Outputs:
         return self._p(".simulate_stamp.json")
 
     def written(self):
-        return [self.stack, self.particles, self.star, self.modes_xmd, self.reference]
+        return [self.stack, self.particles, self.star, self.modes_xmd, self.reference,
+                self.consensus]
 
     def all_paths(self):
         """Everything a run may create (for clean-up after an error)."""
@@ -237,6 +258,8 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
             shift_range=cfg.shift_range, render_factor=out.render_factor,
             phase_flip=cfg.phase_flip, sigma=cfg.sigma, seed=cfg.seed, device=cfg.device,
             snr_at_render=cfg.snr_at_render)
+        if cfg.consensus():
+            _write_consensus(out, cfg)
     os.remove(out.stamp)
     out.seconds = time.perf_counter() - t0
     q = table["nmaDisplacements"]
@@ -244,6 +267,19 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
     out.mode_numbers = [int(n) for n in modes.numbers]
     out.amplitude_ranges = np.column_stack([q.min(0), q.max(0)])
     return out
+
+
+def _write_consensus(out, cfg):
+    """consensus.xmd: particles.xmd with poses off by the consensus pose error
+    (a random stream of its own, from the seed)."""
+    from ..core.simulate import consensus_poses
+    from ..io.metadata import read_metadata, write_xmd
+    t = read_metadata(out.particles)
+    ang, sh = consensus_poses(t.angles(), t.shifts(), cfg.consensus_angle,
+                              cfg.consensus_shift / cfg.pixel_size, rng=[cfg.seed, 1])
+    t["angleRot"], t["angleTilt"], t["anglePsi"] = ang[:, 0], ang[:, 1], ang[:, 2]
+    t["shiftX"], t["shiftY"] = sh[:, 0], sh[:, 1]
+    write_xmd(out.consensus, t)
 
 
 def noise_description(cfg, render_factor=None):
@@ -265,6 +301,9 @@ def summary(out: Outputs, cfg: Config) -> list[str]:
              + ", ".join(f"[{a:.0f}, {b:.0f}]" for a, b in out.amplitude_ranges),
              f"noise: {noise_description(cfg, out.render_factor)}; CTF "
              + (f"{cfg.defocus:g} Å underfocus" if cfg.ctf else "none")]
+    if cfg.consensus():
+        lines.append(f"consensus poses ({cfg.consensus_angle:g}° RMS rotation, "
+                     f"{cfg.consensus_shift:g} Å RMS shift off the truth) -> {out.consensus}")
     if cfg.phase_flip and cfg.ctf:
         lines.append("the images are phase-flipped: give --images-flipped to align, train and "
                      "predict")

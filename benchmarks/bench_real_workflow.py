@@ -64,6 +64,9 @@ def errors(est, truth, ref_vectors, mode_vectors, pixel_size):
     """(median angular error deg, median shift error Å, median deformation
     RMSD Å) of the Table ``est`` against ``truth``."""
     from deephemnma.core.metrics import angular_errors, match_rows
+    from deephemnma.io.metadata import parse_image_ref
+    est = est.copy()        # the rows by their image (a merged set renumbers its ids)
+    est["itemId"] = np.array([parse_image_ref(r)[0] for r in est["image"]])
     ie, it = match_rows(est, truth)
     e, t = est.subset(ie), truth.subset(it)
     ang = np.median(angular_errors(e.angles(), t.angles()))
@@ -91,8 +94,6 @@ def main(argv=None):
     from deephemnma.scipion_env import setup
     setup(os.path.join(out, "scipion"))
     from deephemnma.data import data_file
-    from deephemnma.stages import reconstruct
-    from deephemnma.stages.reference import load_reference
 
     t0 = time.time()
     data = make_standin(os.path.join(out, "standin"), a.n, a.box, a.pixel_size, a.seed)
@@ -120,8 +121,15 @@ def main(argv=None):
     failed = [p for p in runs if not p.isFinished()]
     if failed:
         sys.exit(f"{failed[0].getObjLabel()}: {failed[0].getErrorMessage()}")
-    by = {p.getClassName(): p for p in runs}
+    report(runs, data, a.pixel_size)
 
+
+def report(runs, data, pixel_size):
+    """The errors against the truth and the groups' resolutions."""
+    from deephemnma.data import data_file
+    from deephemnma.stages import reconstruct
+    from deephemnma.stages.reference import load_reference
+    by = {p.getClassName(): p for p in runs}
     _, modes = load_reference(data_file("AK.pdb"), "heavy", None, "7-9")
     vecs = np.array([np.loadtxt(m.getModeFile()) for m in by["DeepHEMNMAProtNMA"].outputModes
                      if m.getModeFile().rsplit(".", 1)[-1] in ("7", "8", "9")])
@@ -135,12 +143,12 @@ def main(argv=None):
     from deephemnma.protocols.convert import particles_to_table
     hemnma = particles_to_table(align.outputParticles)
     merged = particles_to_table(pred.outputParticles)
-    predicted = merged.subset(np.flatnonzero(~np.isin(merged["itemId"], hemnma["itemId"])))
+    predicted = merged.subset(np.flatnonzero(~np.isin(merged["image"], hemnma["image"])))
     rows = [("HEMNMA (training half)", hemnma), ("network (the other half)", predicted)]
     print(f"{'':28s} {'n':>5s} {'angle med deg':>14s} {'shift med Å':>12s} "
           f"{'deformation RMSD med Å':>23s}")
     for label, parts in rows:
-        ang, sh, rmsd = errors(parts, truth, modes.vectors, vecs, a.pixel_size)
+        ang, sh, rmsd = errors(parts, truth, modes.vectors, vecs, pixel_size)
         print(f"{label:28s} {len(parts):5d} {ang:14.2f} {sh:12.2f} {rmsd:23.2f}")
     land = by["DeepHEMNMAProtLandscape"]
     for key in sorted(k for k, _ in land.iterOutputAttributes() if k.startswith("outputVolume")):

@@ -216,6 +216,9 @@ class TestTemplates(BaseTest):
         project's runs."""
         from pyworkflow.project import Manager
         from pyworkflow.protocol import STATUS_FAILED, STATUS_FINISHED
+        # loading the project moves into its folder: back to this class's
+        # project after the test (its runs' paths are relative to it)
+        self.addCleanup(os.chdir, os.getcwd())
         name = f"DeepHEMNMATemplate_{os.getpid()}_{int(time.time())}"
         args = [f"{k}={v}" for k, v in values.items()]
         log = os.path.join(self.proj.getTmpPath(), name + ".log")

@@ -7,7 +7,10 @@ the synthetic workflow run from a terminal on tiny data:
         structure=AK.pdb images=120 ... project_name=NAME
     scipion3 python -m pyworkflow.project.scripts.schedule NAME
 
-(``python -m scipion`` stands for ``scipion3`` here). The scheduled run takes
+(``python -m scipion`` stands for ``scipion3`` here), and the real-data
+workflow the same way on a stand-in for real particles
+(benchmarks/realistic_standin.py), scheduled by ``scipion3 python -m
+deephemnma.scipion_schedule NAME``. The scheduled runs take
 minutes, mostly pyworkflow's scheduler waiting (each protocol polls its inputs
 every 15-120 s): it runs only with DEEPHEMNMA_SLOW_TESTS=1 (CI sets it).
 

@@ -12,7 +12,7 @@ workflow the same way on a stand-in for real particles
 (benchmarks/realistic_standin.py), scheduled by ``scipion3 python -m
 deephemnma.scipion_schedule NAME``. The scheduled runs take
 minutes, mostly pyworkflow's scheduler waiting (each protocol polls its inputs
-every 15-120 s): it runs only with DEEPHEMNMA_SLOW_TESTS=1 (CI sets it).
+every 15-120 s): they run only with DEEPHEMNMA_SLOW_TESTS=1 (CI sets it).
 
     scipion3 tests deephemnma.tests.test_templates
     python -m pytest -q deephemnma/tests/test_templates.py

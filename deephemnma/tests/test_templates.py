@@ -7,9 +7,12 @@ the synthetic workflow run from a terminal on tiny data:
         structure=AK.pdb images=120 ... project_name=NAME
     scipion3 python -m pyworkflow.project.scripts.schedule NAME
 
-(``python -m scipion`` stands for ``scipion3`` here). The scheduled run takes
+(``python -m scipion`` stands for ``scipion3`` here), and the real-data
+workflow the same way on a stand-in for real particles
+(benchmarks/realistic_standin.py), scheduled by ``scipion3 python -m
+deephemnma.scipion_schedule NAME``. The scheduled runs take
 minutes, mostly pyworkflow's scheduler waiting (each protocol polls its inputs
-every 15-120 s): it runs only with DEEPHEMNMA_SLOW_TESTS=1 (CI sets it).
+every 15-120 s): they run only with DEEPHEMNMA_SLOW_TESTS=1 (CI sets it).
 
     scipion3 tests deephemnma.tests.test_templates
     python -m pytest -q deephemnma/tests/test_templates.py
@@ -24,6 +27,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import unittest  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from pyworkflow.tests import BaseTest, setupTestProject  # noqa: E402
 
 from .test_chaining import candidates  # noqa: E402
@@ -37,8 +42,36 @@ TINY = {"images": 120, "box": 32, "pixel_size": 2.6, "snr": 0, "angular_step": 1
 REAL_VALUES = {"pixel_size": 1.0, "voltage": 300, "cs": 2.7, "amp_contrast": 0.1,
                "modes": "7-9", "angular_step": 12, "max_shift": 10, "epochs": 30,
                "net_size": 128, "group_size": 900}
+#: the stand-in for real particles of the scheduled real-data run (reduced
+#: size: the paper's 166 Å field of view at 128 px instead of 256 px)
+REAL_STANDIN = {"n": 300, "box": 128, "pixel_size": 1.3, "seed": 5}
+#: the real-data template's fields for that run (the network on 64 px images)
+REAL_FIELDS = {"angular_step": 20, "max_shift": 4, "epochs": 3, "net_size": 64,
+               "group_size": 40}
 #: keys of a workflow entry that are not form parameters
 NOT_PARAMS = {"filesPath", "filesPattern"}
+
+
+def _realistic_standin():
+    """benchmarks/realistic_standin.py as a module (None outside a checkout)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "benchmarks", "realistic_standin.py")
+    if not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location("realistic_standin", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _launches(prot):
+    """How many times the scheduler started the run ``prot`` (its schedule log)."""
+    path = os.path.join(prot.getProject().path, prot.getScheduleLog())
+    if not os.path.exists(path):
+        return 0
+    with open(path) as fh:
+        return fh.read().count("Launching the protocol")
 
 
 def plugin_templates():
@@ -177,24 +210,30 @@ class TestTemplates(BaseTest):
                                       f"{name}: the form of {prot.getClassName()} does not "
                                       f"offer {out} for {key}")
 
-    @unittest.skipUnless(SLOW, "minutes of scheduler waits: set DEEPHEMNMA_SLOW_TESTS=1")
-    def test_synthetic_workflow_from_a_terminal(self):
-        """The README's two commands on tiny data: the template command creates
-        the project, pyworkflow's schedule script runs it to the end."""
+    def run_from_a_terminal(self, template, values, schedule="pyworkflow.project.scripts.schedule",
+                            deadline_s=1800):
+        """The README's two commands: ``scipion3 template deephemnma-TEMPLATE
+        --nogui --noschedule alias=value ... project_name=NAME`` creates the
+        project, ``scipion3 python -m SCHEDULE NAME`` schedules it; waits
+        until every run finished (fails on the first failed run). Returns the
+        project's runs."""
         from pyworkflow.project import Manager
         from pyworkflow.protocol import STATUS_FAILED, STATUS_FINISHED
+        # loading the project moves into its folder: back to this class's
+        # project after the test (its runs' paths are relative to it)
+        self.addCleanup(os.chdir, os.getcwd())
         name = f"DeepHEMNMATemplate_{os.getpid()}_{int(time.time())}"
-        args = [f"{k}={v}" for k, v in dict(TINY, structure=ak_pdb()).items()]
+        args = [f"{k}={v}" for k, v in values.items()]
         log = os.path.join(self.proj.getTmpPath(), name + ".log")
-        rc, out = scipion(log, "template", "deephemnma-" + SYNTHETIC, "--nogui",
+        rc, out = scipion(log, "template", "deephemnma-" + template, "--nogui",
                           "--noschedule", *args, f"project_name={name}")
         self.assertEqual(rc, 0, out)
         self.assertTrue(Manager().hasProject(name), out)
-        rc, out = scipion(log, "python", "-m", "pyworkflow.project.scripts.schedule", name)
+        rc, out = scipion(log, "python", "-m", schedule, name)
         self.assertEqual(rc, 0, out)
 
         project = Manager().loadProject(name)
-        deadline = time.time() + 1800
+        deadline = time.time() + deadline_s
         runs = project.getRuns(refresh=True)
         try:
             while time.time() < deadline:
@@ -212,7 +251,13 @@ class TestTemplates(BaseTest):
             if p.isFailed():
                 self.fail(f"{p.getObjLabel()} failed: {p.getErrorMessage()}\n{logs}")
         self.assertTrue(all(p.isFinished() for p in runs), f"not finished in time: {logs}")
+        return runs
 
+    @unittest.skipUnless(SLOW, "minutes of scheduler waits: set DEEPHEMNMA_SLOW_TESTS=1")
+    def test_synthetic_workflow_from_a_terminal(self):
+        """The README's two commands on tiny data: the template command creates
+        the project, pyworkflow's schedule script runs it to the end."""
+        runs = self.run_from_a_terminal(SYNTHETIC, dict(TINY, structure=ak_pdb()))
         by = {p.getClassName(): p for p in runs}
         for p in runs:
             if p.getClassName().startswith("DeepHEMNMA"):
@@ -263,3 +308,78 @@ class TestTemplates(BaseTest):
         vol = by["DeepHEMNMAProtReconstruct"].outputVolume
         self.assertEqual(vol.getDim(), (32, 32, 32))      # the particles' own size
         self.assertAlmostEqual(vol.getSamplingRate(), 2.6, places=5)
+
+    @unittest.skipUnless(SLOW, "about 6 minutes: set DEEPHEMNMA_SLOW_TESTS=1")
+    def test_real_data_workflow_from_a_terminal(self):
+        """The real-data template's two commands on particles that look real
+        (benchmarks/realistic_standin.py: AK, each particle its own
+        astigmatic CTF, B-factor 80 Å², SNR 0.07, ice gradient; a consensus
+        refinement's poses, 3 deg and 0.5 Å off, as their alignment), at a
+        reduced size (REAL_STANDIN: the paper's 166 Å field at 128 px):
+        HEMNMA starts from the poses and finds the true orientations, the
+        network works on downscaled images and predict rescales the
+        particles to its box, and each landscape group is reconstructed at
+        the particles' own box with gold-standard half maps."""
+        import math
+        from deephemnma.core.metrics import angular_errors
+        from deephemnma.protocols.convert import geometry_from_matrix
+        from deephemnma.stages import reconstruct
+        standin = _realistic_standin()
+        if standin is None:
+            self.skipTest("benchmarks/realistic_standin.py is not in this checkout")
+        n, box, ps = REAL_STANDIN["n"], REAL_STANDIN["box"], REAL_STANDIN["pixel_size"]
+        folder = os.path.join(self.proj.getTmpPath(), "standin")
+        data = standin.make_standin(folder, **REAL_STANDIN)
+        values = dict(REAL_VALUES, particles=data["sqlite"], structure=ak_pdb(),
+                      pixel_size=ps, **REAL_FIELDS)
+        t0 = time.time()
+        # (pyworkflow's schedule script would start the runs below both
+        # imports twice: deephemnma.scipion_schedule, as the template says)
+        runs = self.run_from_a_terminal(REAL, values, schedule="deephemnma.scipion_schedule")
+        self.assertEqual(sum(_launches(p) for p in runs), len(runs))
+        print(f"\nreal-data template, {n} particles, {box} px at {ps} Å/px: "
+              f"{time.time() - t0:.0f} s from the template command to the last run")
+        for p in runs:
+            print(f"  {p.getObjLabel():40s} {p.getElapsedTime()}")
+        by = {p.getClassName(): p for p in runs}
+        for p in runs:
+            if p.getClassName().startswith("DeepHEMNMA"):
+                assert_outputs_declared(self, p)
+        parts = by["ProtImportParticles"].outputParticles
+        self.assertEqual(parts.getSize(), n)
+        self.assertTrue(parts.hasCTF() and parts.hasAlignmentProj())
+
+        align = by["DeepHEMNMAProtAlign"]
+        with open(os.path.join(align.getProject().path, align.getStdoutLog())) as fh:
+            self.assertIn("Starting from the particles' poses", fh.read())
+        truth = data["truth"]
+        est = {p.getObjId(): geometry_from_matrix(p.getTransform().getMatrix())[0]
+               for p in align.outputParticles}
+        ids = sorted(est)
+        err = angular_errors(np.array([est[i] for i in ids]), truth.angles()[np.array(ids) - 1])
+        start = angular_errors(data["poses"].angles()[np.array(ids) - 1],
+                               truth.angles()[np.array(ids) - 1])
+        print(f"  HEMNMA angular error vs truth: median {np.median(err):.2f} deg "
+              f"(poses given: {np.median(start):.2f} deg)")
+        self.assertLess(np.median(err), np.median(start))
+
+        self.assertEqual(by["DeepHEMNMAProtPredict"].outputParticles.getSize(), n)
+        land = by["DeepHEMNMAProtLandscape"]
+        groups = sorted(k for k, _ in land.iterOutputAttributes() if k.startswith("outputGroup"))
+        self.assertGreaterEqual(len(groups), 2, groups)
+        sizes = [getattr(land, g).getSize() for g in groups]
+        self.assertLessEqual(sum(sizes), n)
+        self.assertTrue(all(s >= REAL_FIELDS["group_size"] for s in sizes), sizes)
+        maps = [getattr(land, "outputVolume" + g[-2:]) for g in groups]
+        maps.append(by["DeepHEMNMAProtReconstruct"].outputVolume)
+        for g, vol in zip(groups + ["reconstruct group 1"], maps):
+            self.assertEqual(vol.getDim(), (box, box, box), g)
+            self.assertAlmostEqual(vol.getSamplingRate(), ps, places=5)
+            halves = vol.getHalfMaps().split(",")
+            self.assertEqual(len(halves), 2, g)
+            self.assertTrue(all(os.path.exists(h) for h in halves), halves)
+            with open(reconstruct.Outputs(vol.getFileName()).fsc_halves_json) as fh:
+                res = json.load(fh)["res_0.143_masked"]
+            print(f"  {g}: {len(vol.getHalfMaps().split(','))} half maps, "
+                  f"FSC 0.143 {res:.2f} Å")
+            self.assertTrue(math.isfinite(res) and res >= 2 * ps, (g, res))

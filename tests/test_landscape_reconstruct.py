@@ -715,3 +715,14 @@ def test_landscape_group_half_maps_listed(lr_data, tmp_path, capsys):
     assert _cli(capsys, ["landscape", "--particles", d / "data" / "p.xmd", "--out", land,
                          "--split", "1:20"])[0] == 0
     assert not any(os.path.exists(f) for f in [rec.map] + rec.half_map_files())
+
+
+def test_masked_resolution_much_finer_than_unmasked_is_doubted():
+    """A masked half-map resolution under half the unmasked one is reported as
+    doubtful (a mask from a noisy map can correlate the halves); ordinary
+    masked gains, and missing values, are not."""
+    from deephemnma.stages.reconstruct import MASK_DOUBT_RATIO, mask_doubt
+    assert mask_doubt(7.2, 20.0) and "unmasked" in mask_doubt(7.2, 20.0)
+    assert mask_doubt(3.7, 4.4) is None           # the synthetic benchmark's gain
+    assert mask_doubt(MASK_DOUBT_RATIO * 10.0 + 0.01, 10.0) is None
+    assert mask_doubt(None, 10.0) is None and mask_doubt(5.0, None) is None

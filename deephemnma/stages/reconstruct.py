@@ -33,7 +33,7 @@ import numpy as np
 from . import base
 from .base import need
 
-__all__ = ["Config", "Outputs", "run", "summary"]
+__all__ = ["Config", "Outputs", "run", "summary", "mask_doubt"]
 
 # the numbers of a row that the reconstruction uses (CTF ones only with CTF)
 POSE_COLUMNS = ("angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY")
@@ -266,6 +266,24 @@ def _write_halves_fsc(out):
                     title=f"half maps of {os.path.basename(out.map)}")
 
 
+#: a masked half-map resolution finer than this fraction of the unmasked one is
+#: reported as doubtful: a mask made from a noisy map can correlate the halves'
+#: noise, and no phase-randomisation correction is applied
+MASK_DOUBT_RATIO = 0.5
+
+
+def mask_doubt(masked: float | None, unmasked: float | None) -> str | None:
+    """A warning when the masked half-map resolution (Å) is much finer than the
+    unmasked one (:data:`MASK_DOUBT_RATIO`), else None."""
+    if masked is None or unmasked is None or not masked > 0 or not unmasked > 0:
+        return None
+    if masked < MASK_DOUBT_RATIO * unmasked:
+        return (f"the masked resolution ({masked:.2f} Å) is much finer than the unmasked one "
+                f"({unmasked:.2f} Å): the mask may inflate it (no phase-randomisation "
+                "correction); trust the unmasked value")
+    return None
+
+
 def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"reconstructed {out.n_images} images in {out.seconds:.1f} s -> {out.map}"]
@@ -277,6 +295,9 @@ def summary(out: Outputs, cfg: Config) -> list[str]:
                      f"{h['res_0.143_masked']:.2f} Å masked, {h['res_0.143']:.2f} Å unmasked "
                      f"-> {out.half(1)}, {out.half(2)}; curve {out.fsc_halves_png}")
         lines.append(f"map filtered at {h['filtered_at']:.2f} Å -> {out.filtered}")
+        doubt = mask_doubt(h['res_0.143_masked'], h['res_0.143'])
+        if doubt:
+            lines.append("warning: " + doubt)
     if out.fsc is not None:
         lines.append(f"FSC vs {cfg.reference}: {out.fsc['res_0.5']:.2f} Å at 0.5, "
                      f"{out.fsc['res_0.143']:.2f} Å at 0.143")

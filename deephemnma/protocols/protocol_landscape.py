@@ -7,7 +7,8 @@ from pwem.objects import SetOfParticles, Volume
 
 from ..stages import fsc, landscape, model_map, reconstruct
 from .base import DeepHEMNMABase, DeepHEMNMAError
-from .protocol_reconstruct import add_half_map_params, half_map_options, set_half_maps
+from .protocol_reconstruct import (HALF_MAP_FIELDS, add_half_map_params, half_map_options,
+                                   set_half_maps)
 from .convert import fill_particles
 
 #: the form's grouping choices, in the order of their stored index: none, then
@@ -48,9 +49,7 @@ class DeepHEMNMAProtLandscape(DeepHEMNMABase):
         "flipped": "imagesFlipped",
         "min_images": f"the smallest group reconstructed ({MIN_GROUP_IMAGES} images)",
         "class_column": "the particles' classes (from *Classes* or *Class attribute*)",
-        "by_class": "grouping",
-        "half_maps": "halfMaps", "mask_threshold": "maskThreshold",
-        "mask_dilate": "maskDilate", "soft_edge": "softEdge"}
+        "by_class": "grouping", **HALF_MAP_FIELDS}
     _formPhrases = {"--split axis": "splitAxis", "--split minimum group size": "minGroupSize",
                     "--split trim": "the trim of the split"}
 

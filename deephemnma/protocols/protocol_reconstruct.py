@@ -8,6 +8,11 @@ from ..stages import fsc, model_map, reconstruct
 from .base import DeepHEMNMABase
 
 
+
+#: the half-map options' config fields -> their form parameters (add_half_map_params)
+HALF_MAP_FIELDS = {"half_maps": "halfMaps", "mask_threshold": "maskThreshold",
+                   "mask_dilate": "maskDilate", "soft_edge": "softEdge"}
+
 class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
     """Fourier reconstruction of a set of particles from their angles and
     shifts (a landscape group, a lasso subset, any ProtUserSubSet...), with
@@ -28,9 +33,7 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
         "min_images": "minImages", "pad": "pad", "reference": "the FSC reference",
         # the FSC and the atomic model's map
         "map1": "the reconstruction", "map2": "the FSC reference", "box": "the box",
-        "structure": "referenceStructure", "half_maps": "halfMaps",
-        "mask_threshold": "maskThreshold", "mask_dilate": "maskDilate",
-        "soft_edge": "softEdge"}
+        "structure": "referenceStructure", **HALF_MAP_FIELDS}
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):

@@ -6,7 +6,8 @@ from pwem.objects import SetOfVolumes, Volume
 
 from ..stages import reconstruct, series
 from .base import DeepHEMNMABase
-from .protocol_reconstruct import add_half_map_params, half_map_options, set_half_maps
+from .protocol_reconstruct import (HALF_MAP_FIELDS, add_half_map_params, half_map_options,
+                                   set_half_maps)
 
 #: the form's choices of path, in the order of their stored index
 PATH_KINDS = ("axis", "path")
@@ -28,9 +29,7 @@ class DeepHEMNMAProtSeries(DeepHEMNMABase):
         "path": "pathPoints", "frames": "frames", "window": "window", "band": "band",
         "pixel_size": "the particles' pixel size", "flipped": "imagesFlipped",
         "min_images": "minImages", "structure": "the landscape's reference",
-        "modes": "the landscape's normal modes", "half_maps": "halfMaps",
-        "mask_threshold": "maskThreshold", "mask_dilate": "maskDilate",
-        "soft_edge": "softEdge"}
+        "modes": "the landscape's normal modes", **HALF_MAP_FIELDS}
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):

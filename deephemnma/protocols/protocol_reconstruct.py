@@ -7,11 +7,10 @@ from pwem.objects import Volume
 from ..stages import fsc, model_map, reconstruct
 from .base import DeepHEMNMABase
 
-
-
 #: the half-map options' config fields -> their form parameters (add_half_map_params)
 HALF_MAP_FIELDS = {"half_maps": "halfMaps", "mask_threshold": "maskThreshold",
                    "mask_dilate": "maskDilate", "soft_edge": "softEdge"}
+
 
 class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
     """Fourier reconstruction of a set of particles from their angles and

@@ -43,16 +43,7 @@ def add_args(p):
     p.add_argument("--pad", type=float, default=d.pad,
                    help="Fourier oversampling (2: slightly better at Nyquist, much slower on CPU)")
     p.add_argument("--reference", default=None, help="map to compute the FSC against")
-    p.add_argument("--half-maps", action=argparse.BooleanOptionalAction, default=d.half_maps,
-                   help="gold-standard half maps, their FSC, a soft mask and the map filtered "
-                        "at its resolution (default: on)")
-    p.add_argument("--mask-threshold", type=float, default=d.mask_threshold,
-                   help="soft mask: threshold as a fraction of the low-passed map's maximum, "
-                        "in (0, 1) (default %(default)s)")
-    p.add_argument("--mask-dilate", type=float, default=d.mask_dilate,
-                   help="soft mask: dilation in px (default %(default)s)")
-    p.add_argument("--soft-edge", type=float, default=d.soft_edge,
-                   help="soft mask: width of the cosine edge in px (default %(default)s)")
+    add_half_map_args(p, d, "gold-standard half maps")
     p.add_argument("--device", default=d.device)
 
 
@@ -61,9 +52,29 @@ def config(args):
         particles=args.particles, out=args.out, pixel_size=args.pixel_size, images=args.images,
         shift_scale=args.shift_scale, use_ctf=not args.no_ctf, flipped=args.flipped,
         min_images=args.min_images, pad=args.pad, reference=args.reference,
-        half_maps=args.half_maps, mask_threshold=args.mask_threshold,
-        mask_dilate=args.mask_dilate, soft_edge=args.soft_edge, device=args.device)
+        device=args.device, **half_map_config(args))
 
 
 def main(args):
     return run_and_summarize(stage, config(args))
+
+
+def add_half_map_args(p, d, what):
+    """The half-map options (``--half-maps``, the soft mask's) of a command
+    whose stage config ``d`` has them; ``what`` names the half maps made."""
+    p.add_argument("--half-maps", action=argparse.BooleanOptionalAction, default=d.half_maps,
+                   help=f"{what}, their FSC, a soft mask and the map filtered at its "
+                        "resolution (default: on)")
+    p.add_argument("--mask-threshold", type=float, default=d.mask_threshold,
+                   help="soft mask: threshold as a fraction of the low-passed map's maximum, "
+                        "in (0, 1) (default %(default)s)")
+    p.add_argument("--mask-dilate", type=float, default=d.mask_dilate,
+                   help="soft mask: dilation in px (default %(default)s)")
+    p.add_argument("--soft-edge", type=float, default=d.soft_edge,
+                   help="soft mask: width of the cosine edge in px (default %(default)s)")
+
+
+def half_map_config(args):
+    """The half-map fields of a stage config, from :func:`add_half_map_args`'s options."""
+    return dict(half_maps=args.half_maps, mask_threshold=args.mask_threshold,
+                mask_dilate=args.mask_dilate, soft_edge=args.soft_edge)

@@ -29,6 +29,7 @@ Examples:
 import argparse
 
 from . import run_and_summarize
+from .reconstruct import add_half_map_args, half_map_config
 from ..stages import series as stage
 
 
@@ -70,15 +71,7 @@ def add_args(p):
     p.add_argument("--flipped", action="store_true", help="images are phase-flipped")
     p.add_argument("--min-images", type=int, default=d.min_images,
                    help="refuse windows with fewer particles")
-    p.add_argument("--half-maps", action=argparse.BooleanOptionalAction, default=d.half_maps,
-                   help="half maps of each frame, their FSC, a soft mask and the map "
-                        "filtered at its resolution (default: on)")
-    p.add_argument("--mask-threshold", type=float, default=d.mask_threshold,
-                   help="soft mask: threshold as a fraction of the low-passed map's maximum")
-    p.add_argument("--mask-dilate", type=float, default=d.mask_dilate,
-                   help="soft mask: dilation in px")
-    p.add_argument("--soft-edge", type=float, default=d.soft_edge,
-                   help="soft mask: width of the cosine edge in px")
+    add_half_map_args(p, d, "half maps of each frame")
     p.add_argument("--structure", default=None,
                    help="reference PDB for the centroid model of each window")
     p.add_argument("--modes", default=None, help="its modes folder (ContinuousFlex layout)")
@@ -92,10 +85,9 @@ def config(args):
         landscape=args.landscape, particles=args.particles, pca=args.pca, out=args.out,
         axis=args.axis, path=args.path, frames=args.frames, window=args.window,
         band=args.band, pixel_size=args.pixel_size, flipped=args.flipped,
-        use_ctf=not args.no_ctf, min_images=args.min_images, half_maps=args.half_maps,
-        mask_threshold=args.mask_threshold, mask_dilate=args.mask_dilate,
-        soft_edge=args.soft_edge, structure=args.structure, modes=args.modes,
-        selection=args.selection, device=args.device)
+        use_ctf=not args.no_ctf, min_images=args.min_images, structure=args.structure,
+        modes=args.modes, selection=args.selection, device=args.device,
+        **half_map_config(args))
 
 
 def main(args):

@@ -190,7 +190,8 @@ class Aligner:
         (a fixed pseudo-random subset of ``search_corners`` of them when 2^M
         is larger): images deformed along several modes at once find a
         reference near their shape (without the corners, most misses at 64 px
-        were such images)."""
+        were such images); then +-a on two modes at once (at most
+        ``search_pairs`` of the 2M(M-1) pairs, a fixed pseudo-random subset)."""
         o, M = self.opt, self.M
         amps = [np.zeros(M)]
         if o.search_amplitude > 0 and M:
@@ -209,6 +210,17 @@ class Aligner:
                 else:
                     signs = rng.choice([-1.0, 1.0], (o.search_corners, M))
                 amps.extend(signs * o.search_amplitude)
+            if M > 1 and o.search_pairs > 0:
+                pairs = [(j, k, sj, sk) for j in range(M) for k in range(j + 1, M)
+                         for sj in (-1, 1) for sk in (-1, 1)]
+                if len(pairs) > o.search_pairs:
+                    keep = np.sort(np.random.default_rng(1).choice(len(pairs), o.search_pairs,
+                                                                   replace=False))
+                    pairs = [pairs[i] for i in keep]
+                for j, k, sj, sk in pairs:
+                    a = np.zeros(M)
+                    a[j], a[k] = sj * o.search_amplitude, sk * o.search_amplitude
+                    amps.append(a)
         return np.array(amps)
 
     def _polar_points(self, b):
@@ -318,7 +330,12 @@ class Aligner:
         per angular frequency and one inverse FFT over the in-plane angle.
         The best (angle, shift) of every reference, then the ``n_candidates``
         best references whose orientations are pairwise more than
-        ``candidate_separation`` x ``angular_step`` apart."""
+        ``candidate_separation`` x ``angular_step`` apart, then (with
+        ``amplitude_candidates`` > 1) the references of the best one's
+        projection direction with the next best ``amplitude_candidates`` - 1
+        amplitudes, each at its own best in-plane angle and shift (at low
+        SNR the refinement from one amplitude often stops a few degrees off,
+        trading rotation against deformation)."""
         o = self.opt
         bank, power, dirs, amps = self._reference_bank()
         B, J, n = coarse.shape[0], bank.shape[-1], self.n_psi
@@ -360,8 +377,22 @@ class Aligner:
         pick = order.argsort(1)[:, :K].cpu().numpy()                  # (B, K) into top
         rows = np.arange(B)[:, None]
         sel = topi[rows, pick]
-        sh = offs.cpu().numpy().astype(np.float64)[si.gather(1, top).cpu().numpy()[rows, pick]]
-        return cand[rows, pick], sh, amps[sel]
+        shj = si.cpu().numpy()                                        # (B, J) shift index
+        sh = offs.cpu().numpy().astype(np.float64)[shj[rows, sel]]
+        cand, amp = cand[rows, pick], amps[sel]
+        X = min(o.amplitude_candidates, len(amps)) - 1
+        if X > 0:
+            # the best candidate's projection direction with the next best amplitudes
+            D = len(dirs) // len(amps)                                # j = s * D + d
+            same = sel[:, :1] % D + D * np.arange(len(amps))          # (B, S)
+            sc = score.cpu().numpy()[rows, same]
+            sc[same == sel[:, :1]] = -np.inf
+            extra = same[rows, np.argsort(-sc, 1)[:, :X]]             # (B, X)
+            psi_x = psi.cpu().numpy()[rows, extra]
+            cand = np.concatenate([cand, np.concatenate([dirs[extra], psi_x[..., None]], -1)], 1)
+            sh = np.concatenate([sh, offs.cpu().numpy().astype(np.float64)[shj[rows, extra]]], 1)
+            amp = np.concatenate([amp, amps[extra]], 1)
+        return cand, sh, amp
 
     def _cone_tilts(self):
         """Small rotations (D, 3, 3) tilting a projection direction within

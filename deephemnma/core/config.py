@@ -80,10 +80,14 @@ class AlignOptions:
     search_amplitude: float = _option(150.0, ("align",))
     # and at the 2^M corners (+-a, ..., +-a), at most this many
     search_corners: int = _option(16, ("align",))
+    # and at +-a on two modes at once, at most this many of the 2M(M-1) (0: none)
+    search_pairs: int = _option(0, ("align",))
     max_shift: float = _option(3.0, ("align",))      # Å, global search half-range
     n_candidates: int = _option(4, ("align",))
     # candidates differ in orientation by > this x angular_step
     candidate_separation: float = _option(1.5, ("align",))
+    # and the best one's projection direction with this many best amplitudes in all
+    amplitude_candidates: int = _option(1, ("align",))
     # best coarse candidates refined at the finer levels
     fine_candidates: int = _option(1, ("align",))
     coarse_iters: int = _option(40, ("align",))

@@ -193,6 +193,51 @@ def test_search_amplitudes_reference_axes_and_corners(ref):
     assert np.array_equal(a6, al._search_amplitudes())                 # deterministic
 
 
+def test_search_pairs(ref):
+    """``search_pairs``: after the corners, +-a on two modes at once, the others
+    at 0 (all 12 of 3 modes; a fixed subset of distinct ones when fewer)."""
+    s, modes = ref
+    base = Aligner(s.coords, s.weights, modes.vectors, BOX, PS, _opts())._search_amplitudes()
+    a = Aligner(s.coords, s.weights, modes.vectors, BOX, PS,
+                _opts(search_pairs=12))._search_amplitudes()
+    assert np.array_equal(a[:15], base) and a.shape == (27, 3)
+    assert ((a[15:] != 0).sum(1) == 2).all() and (np.abs(a[15:]).max(1) == 150).all()
+    assert len(np.unique(a, axis=0)) == 27                             # the whole 3^3 grid
+    five = Aligner(s.coords, s.weights, modes.vectors, BOX, PS,
+                   _opts(search_pairs=5))._search_amplitudes()
+    assert five.shape == (20, 3) and len(np.unique(five, axis=0)) == 20
+
+
+def test_amplitude_candidates_share_the_best_direction(ref):
+    """``amplitude_candidates`` 3: after the n_candidates separated ones, the
+    best candidate's projection direction with two other amplitudes, the
+    best-scoring ones there (a noiseless image of the far end of the
+    helix: the reference deformed along modes 7 and 9 scores next)."""
+    import torch
+    from deephemnma.core.image import downscale
+    from deephemnma.core.projector import Projector
+    from deephemnma.core.rotations import euler_to_matrix
+    s, modes = ref
+    al = Aligner(s.coords, s.weights, modes.vectors, BOX, PS,
+                 _opts(search_pairs=12, amplitude_candidates=3))
+    one = Aligner(s.coords, s.weights, modes.vectors, BOX, PS, _opts(search_pairs=12))
+    _, _, dirs, amps = al._reference_bank()
+    ang = np.array([[dirs[5, 0], dirs[5, 1], 30.0]])
+    P = Projector(s.coords, s.weights, modes.vectors, BOX, PS)
+    img = P(torch.tensor([[-200.0, 0.0, -200.0]]),
+            torch.tensor(euler_to_matrix(ang), dtype=torch.float32))
+    x = downscale(img, al.pyramid[0])
+    cand, sh, amp = al._global_search(x, None)
+    c1, s1, a1 = one._global_search(x, None)
+    K = al.opt.n_candidates
+    assert cand.shape == (1, K + 2, 3) and amp.shape == (1, K + 2, 3)
+    assert np.array_equal(cand[:, :K], c1) and np.array_equal(amp[:, :K], a1)
+    assert np.allclose(cand[0, K:, :2], cand[0, 0, :2])                # same direction
+    assert len(np.unique(amp[0, [0, K, K + 1]], axis=0)) == 3          # other amplitudes
+    assert np.array_equal(amp[0, 0], [-150, 0, -150])
+    assert angular_errors(cand[0, :1], ang)[0] < 360 / 64
+
+
 def test_search_finds_inplane_angle(ref):
     """Projections of the undeformed reference at bank directions with random
     in-plane angles and shifts: the best candidate of the polar search has

@@ -39,6 +39,14 @@ def add_args(p):
     p.add_argument("--search-corners", type=int, default=d.search_corners,
                    help="global search: references deformed by +-search-amplitude along all "
                         "modes at once (at most this many of the 2^M corners)")
+    p.add_argument("--search-pairs", type=int, default=d.search_pairs,
+                   help="global search: references deformed by +-search-amplitude along two "
+                        "modes at once (at most this many of the 2M(M-1); 0: none)")
+    p.add_argument("--amplitude-candidates", type=int, default=d.amplitude_candidates,
+                   help="global search: the best candidate's projection direction is also "
+                        "refined from its next best amplitudes, this many amplitudes in all")
+    p.add_argument("--fine-candidates", type=int, default=d.fine_candidates,
+                   help="best candidates of the coarse level refined at the finer levels")
     p.add_argument("--coarse-iters", type=int, default=d.coarse_iters)
     p.add_argument("--fine-iters", type=int, default=d.fine_iters)
     p.add_argument("--from-poses", action="store_true",
@@ -88,7 +96,8 @@ def config(args):
         **shared_config(args), angular_step=args.angular_step,
         search_amplitude=args.search_amplitude, max_shift=args.max_shift,
         n_candidates=args.candidates, search_corners=args.search_corners,
-        coarse_iters=args.coarse_iters, fine_iters=args.fine_iters, from_poses=args.from_poses,
+        search_pairs=args.search_pairs, amplitude_candidates=args.amplitude_candidates,
+        fine_candidates=args.fine_candidates, coarse_iters=args.coarse_iters, fine_iters=args.fine_iters, from_poses=args.from_poses,
         cone=args.cone, shift_window=args.shift_window, local_candidates=args.local_candidates)
 
 

@@ -380,11 +380,12 @@ class Aligner:
         shj = si.cpu().numpy()                                        # (B, J) shift index
         sh = offs.cpu().numpy().astype(np.float64)[shj[rows, sel]]
         cand, amp = cand[rows, pick], amps[sel]
-        X = min(o.amplitude_candidates, len(amps)) - 1
+        S = len(self._search_amplitudes())
+        X = min(o.amplitude_candidates, S) - 1
         if X > 0:
             # the best candidate's projection direction with the next best amplitudes
-            D = len(dirs) // len(amps)                                # j = s * D + d
-            same = sel[:, :1] % D + D * np.arange(len(amps))          # (B, S)
+            D = J // S                                                # j = s * D + d
+            same = sel[:, :1] % D + D * np.arange(S)                  # (B, S)
             sc = score.cpu().numpy()[rows, same]
             sc[same == sel[:, :1]] = -np.inf
             extra = same[rows, np.argsort(-sc, 1)[:, :X]]             # (B, X)

@@ -28,7 +28,9 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         "angular_step": "angularStep", "max_shift": "maxShift", "n_candidates": "candidates",
         "coarse_iters": "coarseIters", "fine_iters": "fineIters", "threads": "numberOfThreads",
         "atom_model": "atomModel", "b_factor": "bFactor", "from_poses": "fromPoses",
-        "cone": "cone", "shift_window": "shiftWindow", "local_candidates": "localCandidates"}
+        "cone": "cone", "shift_window": "shiftWindow", "local_candidates": "localCandidates",
+        "search_pairs": "searchPairs", "amplitude_candidates": "amplitudeCandidates",
+        "fine_candidates": "fineCandidates"}
     _flagNames = {"n_candidates": "--candidates", "use_ctf": "--no-ctf"}
 
     # --------------------------- DEFINE param functions ----------------------
@@ -77,6 +79,22 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       help="Number of best poses of the global search (with distinct "
                            "orientations) refined continuously at the coarse level; the best "
                            "one is then refined at full size.")
+        form.addParam("searchPairs", params.IntParam, default=d.search_pairs,
+                      label="Two-mode references", expertLevel=params.LEVEL_ADVANCED,
+                      help="The global search also compares the images with the reference "
+                           "deformed along two modes at once (at most this many of these "
+                           "references; 0: none). With amplitude candidates 3 and fine "
+                           "candidates 2, set to 12: at SNR 0.1 (64 px, modes 7-9) fewer "
+                           "misses (benchmarks/bench_lowsnr.py).")
+        form.addParam("amplitudeCandidates", params.IntParam, default=d.amplitude_candidates,
+                      validators=[params.Positive], label="Amplitude candidates",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="The best candidate's projection direction is refined from this "
+                           "many of its best amplitudes (1: only its own).")
+        form.addParam("fineCandidates", params.IntParam, default=d.fine_candidates,
+                      validators=[params.Positive], label="Fine candidates",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Best candidates of the coarse level refined at full size.")
         form.addParam("coarseIters", params.IntParam, default=d.coarse_iters,
                       validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label="Coarse-level iterations",
@@ -140,7 +158,9 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             n_candidates=self.candidates.get(), coarse_iters=self.coarseIters.get(),
             fine_iters=self.fineIters.get(), from_poses=self._fromPoses(),
             cone=self.cone.get(), shift_window=self.shiftWindow.get(),
-            local_candidates=self.localCandidates.get())
+            local_candidates=self.localCandidates.get(), search_pairs=self.searchPairs.get(),
+            amplitude_candidates=self.amplitudeCandidates.get(),
+            fine_candidates=self.fineCandidates.get())
 
     def _fromPoses(self):
         """Whether the alignment starts from the particles' poses: the form's

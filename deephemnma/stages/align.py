@@ -59,10 +59,12 @@ class Config(base.StageConfig, AlignOptions):
         need(self.angular_step <= 90, f"--angular-step {self.angular_step}: at most 90 degrees")
         base.at_least("--search-amplitude", self.search_amplitude, 0)
         base.at_least("--max-shift", self.max_shift, 0)
-        for name in ("n_candidates", "coarse_iters", "fine_iters"):
+        for name in ("n_candidates", "coarse_iters", "fine_iters", "amplitude_candidates",
+                     "fine_candidates"):
             base.at_least("--" + name.replace("_", "-").replace("n-candidates", "candidates"),
                           getattr(self, name), 1)
         base.at_least("--search-corners", self.search_corners, 0)
+        base.at_least("--search-pairs", self.search_pairs, 0)
         if self.from_poses:
             need(0 < self.cone <= 180, f"--cone {self.cone}: more than 0 and at most 180 "
                                        f"degrees")

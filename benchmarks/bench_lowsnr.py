@@ -18,11 +18,14 @@ orientation (0: the best). Prints one table per configuration (the misses with
 their truth rank, costs, error, true amplitudes, viewing direction) and a summary
 (misses, search failures vs truth-costs-more, amplitude MAE, images/s).
 
-    nice python benchmarks/bench_lowsnr.py -n 300 --snr 0.1
-    nice python benchmarks/bench_lowsnr.py -n 300 --configs default n_candidates=8 \\
-        "n_candidates=8,fine_candidates=2"
+    cd benchmarks
+    nice python bench_lowsnr.py -n 300 --snr 0.1 --configs default \\
+        search_pairs=12,amplitude_candidates=3,fine_candidates=2
+    nice python bench_lowsnr.py -n 32 --snr 1 --quiet --configs default \\
+        search_pairs=12,amplitude_candidates=3,fine_candidates=2
 
-A configuration is ``default`` or comma-separated AlignOptions ``name=value``.
+A configuration is ``default`` or comma-separated AlignOptions ``name=value``
+(a tuple as ``pyramid=48/64``).
 Speeds: this machine, one run each, the same images; compare within a run.
 """
 import argparse

@@ -55,3 +55,11 @@ clean:
 .PHONY: continuousflex-venv
 continuousflex-venv:
 	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash tools/continuousflex_venv.sh
+
+# The separate venv of the peer method for benchmarks/bench_peer.py: the same
+# CPU torch as above, then cryodrgn 4.3.1 from the registry (~2.2 GB; cached,
+# rebuilt when tools/peer_venv.sh changes). Not part of `make test`.
+PEER_VENV ?= bench_output/peer/peer-venv
+.PHONY: peer-venv
+peer-venv:
+	PEER_VENV=$(PEER_VENV) PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash tools/peer_venv.sh

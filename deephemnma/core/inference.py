@@ -145,8 +145,10 @@ class Predictor:
                                 np.asarray(poses[1], float)[rows] / self.scale,
                                 self.pixel_size * self.scale if self.pixel_size else 1.0,
                                 None if pose_ctf is None else pose_ctf.subset(rows))
-                args = pose_inputs(x, pose.angles, pose.shifts, pose.reference,
-                                   pose.pixel_size, self.meta.get("input_size"), pose.ctf)
+                from .training import pose_view
+                xp, view, q = pose_inputs(x, pose.angles, pose.shifts, pose.reference,
+                                          pose.pixel_size, self.meta.get("input_size"), pose.ctf)
+                args = (xp, pose_view(view, q, self.codec))
             else:
                 args = (normalize(x, self.meta.get("input_size")),)
             raw = {}
@@ -156,7 +158,8 @@ class Predictor:
                         raw[h] = y.float().cpu().numpy().astype(np.float64)
             if "orientation" in raw:
                 raw["orientation"] /= np.linalg.norm(raw["orientation"], axis=1, keepdims=True)
-            decoded = self.codec.decode(raw, pose) if pose is not None else self.codec.decode(raw)
+            decoded = (self.codec.decode(raw, pose, q.double().cpu().numpy())
+                       if pose is not None else self.codec.decode(raw))
             for k, v in decoded.items():
                 out.setdefault(k, []).append(v * self.scale if k == "shifts" else v)
         return {k: np.concatenate(v) for k, v in out.items()}

@@ -14,7 +14,9 @@ pose correction), not the pose:
   deformation as the image's difference from P0 in the directions dP/dq_k
   (:class:`PoseReference`, :func:`pose_inputs`); the channels are 1 + 1 + M;
 * the view: the rows of the rotation matrix at (rot, tilt, 0) (9 numbers),
-  given to the MLP beside the trunk's features.
+  given to the MLP beside the trunk's features, with a first estimate of the
+  amplitudes: Gauss-Newton steps fitting the image with P and dP/dq_k
+  (:func:`linear_estimate`; the channels are then those at the estimate).
 
 Labels (:func:`pose_corrections`): the amplitudes, and the correction that
 takes the consensus pose to the labelled one, in the frame the network sees
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from .ctf import CTFParams
 
 __all__ = ["PoseData", "PoseReference", "canonical_images", "view_features", "pose_inputs",
-           "pose_corrections", "apply_corrections", "N_VIEW", "POSE_COLUMNS"]
+           "pose_corrections", "apply_corrections", "linear_estimate", "N_VIEW", "POSE_COLUMNS"]
 
 N_VIEW = 9                   # view features: the rotation matrix at (rot, tilt, 0)
 POSE_COLUMNS = ("angleRot", "angleTilt", "anglePsi")
@@ -72,17 +74,21 @@ class PoseReference:
         return cls(d["coords"], d["weights"], d["vectors"], float(d["sigma"]))
 
     def channels(self, canon_rot: torch.Tensor, box: int, pixel_size: float,
-                 ctf: CTFParams | None = None) -> torch.Tensor:
-        """(B, 1 + M, box, box): P0 and dP/dq_k at rotations ``canon_rot``
-        (B, 3, 3), centred, filtered by |CTF| when ``ctf`` is given."""
+                 ctf: CTFParams | None = None,
+                 amplitudes: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1 + M, box, box): P and dP/dq_k of the reference deformed by
+        ``amplitudes`` (B, M; None: 0) at rotations ``canon_rot`` (B, 3, 3),
+        centred, filtered by |CTF| when ``ctf`` is given."""
         dev, B, M = canon_rot.device, canon_rot.shape[0], self.n_modes
         ref, vec = self.coords.to(dev), self.vectors.to(dev)
         step = self.step.to(dev)
-        sets = [ref] + [ref + s * step[k] * vec[k] for k in range(M) for s in (1.0, -1.0)]
-        coords = torch.stack(sets)                                          # (S, N, 3)
-        S = coords.shape[0]
+        base = ref[None].expand(B, -1, -1) if amplitudes is None else \
+            ref + torch.einsum("bm,mnc->bnc", amplitudes.to(ref), vec)     # (B, N, 3)
+        sets = [base] + [base + s * step[k] * vec[k] for k in range(M) for s in (1.0, -1.0)]
+        c = torch.stack(sets, 1)                                            # (B, S, N, 3)
+        S = c.shape[1]
         rot = canon_rot.to(torch.float32)[:, None].expand(B, S, 3, 3).reshape(B * S, 3, 3)
-        c = coords[None].expand(B, -1, -1, -1).reshape(B * S, -1, 3)
+        c = c.reshape(B * S, -1, 3)
         p = project(c, self.weights.to(dev), rot, None, box, pixel_size, self.sigma,
                     radius=5.0).reshape(B, S, box, box)
         out = [p[:, 0]] + [(p[:, 1 + 2 * k] - p[:, 2 + 2 * k]) / (2 * step[k])
@@ -119,6 +125,35 @@ class PoseData:
         return pose_corrections(self.angles, self.shifts, table.angles(), table.shifts())
 
 
+GN_ITERATIONS = 4
+
+
+def linear_estimate(canon: torch.Tensor, canon_rot: torch.Tensor, reference: PoseReference,
+                    pixel_size: float, size: int | None = None, ctf: CTFParams | None = None,
+                    iterations: int = GN_ITERATIONS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Amplitudes of centred images ``canon`` (B, N, N) at rotations
+    ``canon_rot`` by Gauss-Newton steps: each fits the image (seen at
+    ``size`` px) as a P + b + sum_k c_k dP/dq_k around the current amplitudes
+    (least squares) and moves them by c / a. -> (amplitudes (B, M), the
+    channels P, dP/dq_k (B, 1 + M, n, n) at the last amplitudes)."""
+    N, B, M = canon.shape[-1], canon.shape[0], reference.n_modes
+    y = downscale(canon, int(size)) if size and size < N else canon
+    q = torch.zeros(B, M, dtype=torch.float64, device=canon.device)
+    for it in range(iterations + 1):
+        ch = reference.channels(canon_rot, N, pixel_size, ctf, q.to(torch.float32))
+        if size and size < N:
+            ch = downscale(ch, int(size))
+        if it == iterations:
+            return q.to(torch.float32), ch
+        A = torch.cat([ch, torch.ones_like(ch[:, :1])], 1).reshape(B, M + 2, -1)
+        A = A.transpose(1, 2).double()
+        sol = torch.linalg.lstsq(A, y.reshape(B, -1, 1).double()).solution[:, :, 0]
+        a = sol[:, :1]
+        a = torch.where(a.abs() < 1e-6, torch.full_like(a, 1e-6), a)
+        step = (sol[:, 1:M + 1] / a).nan_to_num(0.0)
+        q = q + step
+
+
 def canonical_images(images: torch.Tensor, angles: np.ndarray,
                      shifts: np.ndarray) -> torch.Tensor:
     """Images (B, N, N) moved by their shifts (Xmipp: image(x) = P(x + shift))
@@ -143,20 +178,22 @@ def pose_inputs(images: torch.Tensor, angles: np.ndarray, shifts: np.ndarray,
                 reference: PoseReference, pixel_size: float, size: int | None = None,
                 ctf: CTFParams | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The network's inputs of phase-flipped ``images`` (B, N, N) at their
-    consensus poses: (channels (B, 2 + M, n, n), view (B, 9)); every channel
+    consensus poses: (channels (B, 2 + M, n, n), view (B, 9), amplitudes
+    (B, M)): the amplitudes of :func:`linear_estimate`, the centred image
+    and the reference's channels at those amplitudes, every channel
     downscaled to ``size`` px (None: N) and normalised (zero mean, unit std)
     per image."""
     N = images.shape[-1]
     canon = canonical_images(images, angles, shifts)
     R = torch.as_tensor(rotations.euler_to_matrix(_canon_angles(angles)), dtype=torch.float32,
                         device=images.device)
-    x = torch.cat([canon[:, None], reference.channels(R, N, pixel_size, ctf).to(canon)], 1)
-    if size and size < N:
-        x = downscale(x, int(size))
+    q, ch = linear_estimate(canon, R, reference, pixel_size, size, ctf)
+    img = downscale(canon, int(size)) if size and size < N else canon
+    x = torch.cat([img[:, None], ch.to(img)], 1)
     mu = x.mean((-2, -1), keepdim=True)
     sd = x.std((-2, -1), keepdim=True).clamp_min(1e-6)
     view = torch.as_tensor(view_features(angles), dtype=x.dtype, device=x.device)
-    return (x - mu) / sd, view
+    return (x - mu) / sd, view, q
 
 
 def _rz(psi: np.ndarray) -> np.ndarray:

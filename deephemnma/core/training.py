@@ -59,7 +59,7 @@ from . import rotations
 from .config import SCHEDULES, TrainConfig
 from .image import normalize, rotate_images
 from .network import DeepHEMNMANet
-from .pose_input import N_VIEW, PoseData
+from .pose_input import PoseData
 
 if TYPE_CHECKING:
     from ..io.metadata import Table
@@ -72,7 +72,7 @@ __all__ = ["TrainConfig", "LabelCodec", "split_indices", "prepare_split", "check
            "mahalanobis_keep", "augment_batch", "transform_batch", "flip_ctf",
            "phase_flip_images", "heads_for", "Trainer", "RunState", "fit", "save_checkpoint",
            "read_checkpoint", "CHECKPOINT", "SCHEDULES", "PoseCodec", "pose_tensors",
-           "pose_heads"]
+           "pose_heads", "pose_view"]
 
 CHECKPOINT = "deephemnma-checkpoint"
 EVAL_BATCH = 256
@@ -123,8 +123,9 @@ class LabelCodec:
 
 
 class PoseCodec(LabelCodec):
-    """The pose-aware network's targets (core.pose_input): standardised
-    amplitudes, and the correction from the consensus pose to the labelled
+    """The pose-aware network's targets (core.pose_input): the amplitudes'
+    difference from their estimate (core.pose_input.linear_estimate) in
+    units of the amplitudes' std, and the correction from the consensus pose to the labelled
     one: rotation vector / ``rot_std`` (degrees) and standardised shift (px),
     in the frame the network sees."""
 
@@ -147,19 +148,20 @@ class PoseCodec(LabelCodec):
         return cls(m["amplitude_mean"], m["amplitude_std"], m["shift_mean"], m["shift_std"],
                    m["rotation_std"])
 
-    def encode(self, table: Table, pose: PoseData) -> dict[str, np.ndarray]:
+    def encode(self, table: Table, pose: PoseData,
+               estimate: np.ndarray) -> dict[str, np.ndarray]:
         rv, ds = pose.corrections(table)
-        return {"amplitudes": (table["nmaDisplacements"] - self.amp_mean) / self.amp_std,
+        return {"amplitudes": (table["nmaDisplacements"] - estimate) / self.amp_std,
                 "rotation": rv / self.rot_std,
                 "shifts": (ds - self.shift_mean) / self.shift_std}
 
-    def decode(self, out: dict[str, np.ndarray], pose: PoseData | None = None
-               ) -> dict[str, np.ndarray]:
-        """Amplitudes, and with ``pose`` (the rows' consensus poses) the
-        predicted angles and shifts: the consensus composed with the
-        predicted correction."""
+    def decode(self, out: dict[str, np.ndarray], pose: PoseData | None = None,
+               estimate: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Amplitudes (the ``estimate`` corrected), and with ``pose`` (the
+        rows' consensus poses) the predicted angles and shifts: the consensus
+        composed with the predicted correction."""
         from .pose_input import apply_corrections
-        res = {"amplitudes": out["amplitudes"] * self.amp_std + self.amp_mean}
+        res = {"amplitudes": out["amplitudes"] * self.amp_std + estimate}
         if pose is not None:
             res["angles"], res["shifts"] = apply_corrections(
                 pose.angles, pose.shifts, out["rotation"] * self.rot_std,
@@ -175,21 +177,28 @@ def pose_heads(n_amplitudes: int) -> dict[str, dict[str, int]]:
 
 def pose_tensors(images: np.ndarray | Stack, pose: PoseData, size: int | None,
                  device: str | torch.device = "cpu",
-                 batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+                 batch: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The pose-aware network's inputs of every image (phase-flipped already)
-    -> (channels (n, 2 + M, s, s), views (n, 9)) on ``device``
-    (core.pose_input.pose_inputs)."""
+    -> (channels (n, 2 + M, s, s), views (n, 9), amplitude estimates (n, M))
+    on ``device`` (core.pose_input.pose_inputs)."""
     from .pose_input import pose_inputs
-    xs, vs = [], []
+    xs, vs, qs = [], [], []
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     for s in range(0, len(images), batch):
         rows = np.arange(s, min(len(images), s + batch))
         x = torch.as_tensor(np.asarray(images[s:rows[-1] + 1]), dtype=torch.float32, device=dev)
         p = pose.subset(rows)
-        a, b = pose_inputs(x, p.angles, p.shifts, p.reference, p.pixel_size, size, p.ctf)
+        a, b, q = pose_inputs(x, p.angles, p.shifts, p.reference, p.pixel_size, size, p.ctf)
         xs.append(a)
         vs.append(b)
-    return torch.cat(xs), torch.cat(vs)
+        qs.append(q)
+    return torch.cat(xs), torch.cat(vs), torch.cat(qs)
+
+
+def pose_view(view: torch.Tensor, estimate: torch.Tensor, codec: LabelCodec) -> torch.Tensor:
+    """The MLP's extra inputs: the view and the standardised amplitude estimate."""
+    q = (estimate.double().cpu().numpy() - codec.amp_mean) / codec.amp_std
+    return torch.cat([view, torch.as_tensor(q, dtype=view.dtype, device=view.device)], 1)
 
 
 # --------------------------------------------------------------------------
@@ -431,11 +440,11 @@ class Trainer:
         self.n_amplitudes = table["nmaDisplacements"].shape[1]
         if self.pose is not None:
             self.codec = PoseCodec.fit(table.subset(train_rows), pose.subset(train_rows))
-            labels = self.codec.encode(table, pose)
-            self.pose_x, self.pose_view = pose_tensors(images, pose, self.input_size,
-                                                       self.device)
+            self.pose_x, view, q = pose_tensors(images, pose, self.input_size, self.device)
+            labels = self.codec.encode(table, pose, q.double().cpu().numpy())
+            self.pose_view = pose_view(view, q, self.codec)
             heads = pose_heads(self.n_amplitudes)
-            net_kw = dict(in_channels=self.pose_x.shape[1], n_view=N_VIEW)
+            net_kw = dict(in_channels=self.pose_x.shape[1], n_view=self.pose_view.shape[1])
             self.images = None
         else:
             self.codec = LabelCodec.fit(table.subset(train_rows))

@@ -9,10 +9,11 @@ pose correction), not the pose:
   by minus its consensus psi (:func:`canonical_images`): the projection at
   (rot, tilt, 0), centred;
 * the reference's projection at that pose, P0, and its derivatives along the
-  modes dP/dq_k (central differences), each filtered by the image's |CTF|
-  (a phase-flipped image has the spectrum |CTF| P): the network reads the
-  deformation as the image's difference from P0 in the directions dP/dq_k
-  (:class:`PoseReference`, :func:`pose_inputs`); the channels are 1 + 1 + M;
+  modes dP/dq_k (forward differences), each filtered by the image's |CTF|
+  (a phase-flipped image has the spectrum |CTF| P), projected at the seen size
+  directly: the network reads the deformation as the image's difference from
+  P0 in the directions dP/dq_k (:class:`PoseReference`, :func:`pose_inputs`);
+  the channels are 1 + 1 + M;
 * the view: the rows of the rotation matrix at (rot, tilt, 0) (9 numbers),
   given to the MLP beside the trunk's features, with a first estimate of the
   amplitudes: Gauss-Newton steps fitting the image with P and dP/dq_k
@@ -50,7 +51,7 @@ POSE_COLUMNS = ("angleRot", "angleTilt", "anglePsi")
 class PoseReference:
     """The reference the channels P0 and dP/dq_k are projected from: atom
     coordinates (N, 3) Å about the centre, weights (N,), mode vectors (M, N, 3),
-    atom sigma (Å). ``step``: the amplitude step of the central differences
+    atom sigma (Å). ``step``: the amplitude step of the forward differences
     (the largest atom moves by 0.5 Å)."""
 
     def __init__(self, coords, weights, vectors, sigma: float = 1.0) -> None:
@@ -76,23 +77,23 @@ class PoseReference:
     def channels(self, canon_rot: torch.Tensor, box: int, pixel_size: float,
                  ctf: CTFParams | None = None,
                  amplitudes: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 1 + M, box, box): P and dP/dq_k of the reference deformed by
-        ``amplitudes`` (B, M; None: 0) at rotations ``canon_rot`` (B, 3, 3),
-        centred, filtered by |CTF| when ``ctf`` is given."""
+        """(B, 1 + M, box, box): P and dP/dq_k (forward differences) of the
+        reference deformed by ``amplitudes`` (B, M; None: 0) at rotations
+        ``canon_rot`` (B, 3, 3), centred, filtered by |CTF| when ``ctf`` is
+        given."""
         dev, B, M = canon_rot.device, canon_rot.shape[0], self.n_modes
         ref, vec = self.coords.to(dev), self.vectors.to(dev)
         step = self.step.to(dev)
         base = ref[None].expand(B, -1, -1) if amplitudes is None else \
             ref + torch.einsum("bm,mnc->bnc", amplitudes.to(ref), vec)     # (B, N, 3)
-        sets = [base] + [base + s * step[k] * vec[k] for k in range(M) for s in (1.0, -1.0)]
+        sets = [base] + [base + step[k] * vec[k] for k in range(M)]
         c = torch.stack(sets, 1)                                            # (B, S, N, 3)
         S = c.shape[1]
         rot = canon_rot.to(torch.float32)[:, None].expand(B, S, 3, 3).reshape(B * S, 3, 3)
         c = c.reshape(B * S, -1, 3)
         p = project(c, self.weights.to(dev), rot, None, box, pixel_size, self.sigma,
                     radius=5.0).reshape(B, S, box, box)
-        out = [p[:, 0]] + [(p[:, 1 + 2 * k] - p[:, 2 + 2 * k]) / (2 * step[k])
-                           for k in range(M)]
+        out = [p[:, 0]] + [(p[:, 1 + k] - p[:, 0]) / step[k] for k in range(M)]
         out = torch.stack(out, 1)
         if ctf is not None:
             from .ctf import ctf_image
@@ -137,12 +138,12 @@ def linear_estimate(canon: torch.Tensor, canon_rot: torch.Tensor, reference: Pos
     (least squares) and moves them by c / a. -> (amplitudes (B, M), the
     channels P, dP/dq_k (B, 1 + M, n, n) at the last amplitudes)."""
     N, B, M = canon.shape[-1], canon.shape[0], reference.n_modes
-    y = downscale(canon, int(size)) if size and size < N else canon
+    n = int(size) if size and size < N else N
+    y = downscale(canon, n) if n < N else canon
     q = torch.zeros(B, M, dtype=torch.float64, device=canon.device)
     for it in range(iterations + 1):
-        ch = reference.channels(canon_rot, N, pixel_size, ctf, q.to(torch.float32))
-        if size and size < N:
-            ch = downscale(ch, int(size))
+        # projected at the seen size directly (the same field: pixel size x N / n)
+        ch = reference.channels(canon_rot, n, pixel_size * N / n, ctf, q.to(torch.float32))
         if it == iterations:
             return q.to(torch.float32), ch
         A = torch.cat([ch, torch.ones_like(ch[:, :1])], 1).reshape(B, M + 2, -1)

@@ -24,7 +24,7 @@ each group's FSC, the time of each stage, then how to open the project in
 Scipion's GUI.
 
     python -m deephemnma.demo [--images 3000] [--train-subset 1500] [--epochs 30]
-                              [--consensus-error 3,0.5] [--out demo_output]
+                              [--pose-epochs 15] [--consensus-error 3,0.5] [--out demo_output]
 """
 import argparse
 import os
@@ -279,6 +279,9 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--input-size", type=int, default=32,
                     help="px: the network sees the images Fourier-downscaled to this size")
+    ap.add_argument("--pose-epochs", type=int, default=15,
+                    help="epochs of the pose-aware network (benchmarks/bench_pose_net.py: 15 "
+                         "reach what 30 do, in half the time)")
     ap.add_argument("--augment", type=int, default=1,
                     help="1: random in-plane rotation of every training batch")
     ap.add_argument("--consensus-error", default="3,0.5", metavar="DEG,Å",
@@ -296,6 +299,9 @@ def main(argv=None):
         if not consensus or consensus["consensus_angle"] <= 0 or min(consensus.values()) < 0:
             raise InputError(f"--consensus-error {args.consensus_error}: expected DEG,Å with "
                              "an angle > 0 and a shift >= 0, e.g. 3,0.5")
+        for flag, value in (("--epochs", args.epochs), ("--pose-epochs", args.pose_epochs)):
+            if value < 1:
+                raise InputError(f"{flag} {value}: must be >= 1")
     except InputError as e:
         print(f"demo: {e}", file=sys.stderr)
         sys.exit(2)
@@ -403,7 +409,7 @@ def main(argv=None):
     pose_tr = run("train pose-aware network", project.newProtocol(
         P.DeepHEMNMAProtTrain, inputParticles=cons_labels, inputModes=nma.outputModes,
         inputReference=nma.outputReference, consensusParticles=train_in, poseInput=True,
-        trunk=P.DeepHEMNMAProtTrain.TRUNKS.index("resnet18"), epochs=args.epochs,
+        trunk=P.DeepHEMNMAProtTrain.TRUNKS.index("resnet18"), epochs=args.pose_epochs,
         batchSize=32, learningRate=3e-4, inputSize=args.input_size, dropout=0.0,
         useGpu=False))
     pose_pr = run("predict (pose-aware)", project.newProtocol(

@@ -106,6 +106,15 @@ def test_compare_networks_reports_predicted_and_landscape_pc1_and_r2():
     assert "n=200" in lines[-1] and "n=400" in lines[-1]
 
 
+def test_demo_refuses_a_bad_pose_epochs_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--pose-epochs", "0", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--pose-epochs 0" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("bad", ["3", "x,0.5", "0,0.5", "3,-1"])
 def test_demo_refuses_a_bad_consensus_error_in_one_line(bad, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:

@@ -8,19 +8,23 @@ is kept apart) -> random split -> HEMNMA alignment of the training subset
 (1500) twice: the paper's global search, and a local search from the
 consensus poses -> train the
 network on HEMNMA labels (the CPU recipe: images seen at 32 px, no dropout,
-coordinate channels, in-plane augmentation) -> predict the rest -> landscape:
+coordinate channels, in-plane augmentation) -> predict the rest; the
+consensus path continues too: the pose-aware network (train --pose-input,
+ResNet-18 trunk) on the labels of HEMNMA from the consensus poses predicts the
+rest from their consensus poses -> landscape (of the paper's path):
 the paper's combined space (network-predicted + HEMNMA-labelled particles, the
 latter drawn apart), groups along PC1, animations, group reconstructions with
 their FSC. While a stage runs, its progress lines are echoed here (read from
 the protocol's logs). Prints the errors against the ground truth (network vs
 predict-the-mean), the two alignment paths side by side (time, errors, PC1 |r|
-and cross-validated R² of the true amplitudes; the network and the landscape
-continue from the paper's path), how well each set's PC1 follows the truth,
+and cross-validated R² of the true amplitudes), the two network paths side by
+side (training time, PC1 |r| and R² of the predicted particles and of the
+landscape's particles), how well each set's PC1 follows the truth,
 each group's FSC, the time of each stage, then how to open the project in
 Scipion's GUI.
 
     python -m deephemnma.demo [--images 3000] [--train-subset 1500] [--epochs 30]
-                              [--consensus-error 3,0.5] [--out demo_output]
+                              [--pose-epochs 15] [--consensus-error 3,0.5] [--out demo_output]
 """
 import argparse
 import os
@@ -177,6 +181,33 @@ def compare_paths(paths, pixel_size, mode_numbers=(7, 8, 9)):
     return lines
 
 
+def compare_networks(paths):
+    """Lines comparing the network paths on the same particles. ``paths``:
+    {label: (training seconds, predicted Table, its truth, labelled Table, its
+    truth)}. One row per path: the network's training time, the PC1 |r| and
+    cross-validated R² (core.metrics) of the predicted particles' amplitudes
+    against the true ones, and of the landscape's particles (the predicted and
+    the labelled ones together, as the landscape combines them)."""
+    import numpy as np
+    from deephemnma.core.metrics import cv_r2, match_rows, pc1_correlation
+
+    def amplitudes(est, truth):
+        ie, it = match_rows(est, truth)
+        return est.subset(ie)["nmaDisplacements"], truth.subset(it)["nmaDisplacements"]
+    lines = ["| network path | training s | predicted PC1 \\|r\\| | predicted CV R² "
+             "| landscape PC1 \\|r\\| | landscape CV R² |", "|---|---|---|---|---|---|"]
+    for label, (seconds, pred, pred_truth, lab, lab_truth) in paths.items():
+        q, qt = amplitudes(pred, pred_truth)
+        ql, qlt = amplitudes(lab, lab_truth)
+        qa, qat = np.concatenate([q, ql]), np.concatenate([qt, qlt])
+        lines.append(f"| {label} | {seconds:.0f} | {pc1_correlation(q, qt):.3f} | "
+                     f"{cv_r2(q, qt):.3f} | {pc1_correlation(qa, qat):.3f} | "
+                     f"{cv_r2(qa, qat):.3f} |")
+    lines.append(f"(predicted: n={len(q)}; landscape: the predicted and the HEMNMA-labelled "
+                 f"particles, n={len(qa)}; PC1 |r| and CV R² against the true amplitudes)")
+    return lines
+
+
 def network_verdict(net, mean, margin=0.9):
     """One line: does the network beat predict-the-mean (its mean error below
     ``margin`` x the baseline's) on amplitudes and on angles? ``net``/``mean``:
@@ -248,6 +279,9 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--input-size", type=int, default=32,
                     help="px: the network sees the images Fourier-downscaled to this size")
+    ap.add_argument("--pose-epochs", type=int, default=15,
+                    help="epochs of the pose-aware network (benchmarks/bench_pose_net.py: 15 "
+                         "reach what 30 do, in half the time)")
     ap.add_argument("--augment", type=int, default=1,
                     help="1: random in-plane rotation of every training batch")
     ap.add_argument("--consensus-error", default="3,0.5", metavar="DEG,Å",
@@ -265,6 +299,9 @@ def main(argv=None):
         if not consensus or consensus["consensus_angle"] <= 0 or min(consensus.values()) < 0:
             raise InputError(f"--consensus-error {args.consensus_error}: expected DEG,Å with "
                              "an angle > 0 and a shift >= 0, e.g. 3,0.5")
+        for flag, value in (("--epochs", args.epochs), ("--pose-epochs", args.pose_epochs)):
+            if value < 1:
+                raise InputError(f"{flag} {value}: must be >= 1")
     except InputError as e:
         print(f"demo: {e}", file=sys.stderr)
         sys.exit(2)
@@ -365,6 +402,22 @@ def main(argv=None):
         useGpu=False))
     est, truth = _table(pr.outputParticles)
     results["inferred vs ground truth"] = evaluate(est, truth, ps, mode_numbers=[7, 8, 9])
+    # the consensus path continued: the pose-aware network (it reads the images
+    # at their consensus poses) trained on the labels of HEMNMA from those poses
+    cons_labels = cons.outputParticlesKept if hasattr(cons, "outputParticlesKept") \
+        else cons.outputParticles
+    pose_tr = run("train pose-aware network", project.newProtocol(
+        P.DeepHEMNMAProtTrain, inputParticles=cons_labels, inputModes=nma.outputModes,
+        inputReference=nma.outputReference, consensusParticles=train_in, poseInput=True,
+        trunk=P.DeepHEMNMAProtTrain.TRUNKS.index("resnet18"), epochs=args.pose_epochs,
+        batchSize=32, learningRate=3e-4, inputSize=args.input_size, dropout=0.0,
+        useGpu=False))
+    pose_pr = run("predict (pose-aware)", project.newProtocol(
+        P.DeepHEMNMAProtPredict, inputModel=pose_tr.outputModel, inputParticles=set2,
+        useGpu=False))
+    pose_est, _ = _table(pose_pr.outputParticles)
+    results["pose-aware network vs ground truth"] = evaluate(pose_est, truth, ps,
+                                                             mode_numbers=[7, 8, 9])
     hemnma_est, hemnma_truth = _table(ali.outputParticles)
     results["predict-the-mean"] = evaluate(predict_the_mean(hemnma_est, truth), truth, ps,
                                            mode_numbers=[7, 8, 9])
@@ -395,7 +448,16 @@ def main(argv=None):
           f"{start_err['angles_deg']['mean']:.2f}°, shifts "
           f"{(start_err['shift_x_A']['mean'] + start_err['shift_y_A']['mean']) / 2:.2f} Å)\n")
     print("\n".join(compare_paths(paths, ps)))
-    print("(the network, the predictions and the landscape continue from the paper's path)")
+    print("(the landscape continues from the paper's path)")
+    cons_all, cons_truth = _table(cons.outputParticles)
+    print("\nThe two paths continued: the paper's network on the global search's labels, the "
+          "pose-aware network (images read at their consensus poses) on the labels of HEMNMA "
+          "from those poses; both predict the other particles\n")
+    print("\n".join(compare_networks({
+        "paper: network on global-search labels": (
+            times["train network"], est, truth, hemnma_est, hemnma_truth),
+        "consensus: pose-aware network": (
+            times["train pose-aware network"], pose_est, truth, cons_all, cons_truth)})))
     print("\n" + "\n".join(landscape_report(land, {"network-predicted": truth,
                                                     "HEMNMA-labelled": hemnma_truth})))
     print("\n| stage | time s | CPU s |\n|---|---|---|")

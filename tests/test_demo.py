@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from deephemnma.demo import LogEcho, compare_paths, main, network_verdict, progress_fragment
+from deephemnma.demo import (LogEcho, compare_networks, compare_paths, main, network_verdict,
+                             progress_fragment)
 
 
 def test_progress_fragment_takes_the_last_count_and_ignores_paths_and_dates():
@@ -81,6 +82,37 @@ def test_compare_paths_reports_each_paths_errors_pc1_and_cv_r2():
     t, mae, angles, shifts, pc1, r2 = (float(v) for v in rows["bad"])
     assert t == 8 and mae > 50 and angles > 30 and pc1 < 0.3 and r2 < 0.1
     assert lines[0].startswith("| alignment path | time s |") and "n=200" in lines[-1]
+
+
+def test_compare_networks_reports_predicted_and_landscape_pc1_and_r2():
+    """A path whose predictions follow the truth gets PC1 |r| and R² near 1;
+    one with unrelated predictions gets ~0 for the predicted particles and
+    in between for the landscape (its labelled half follows the truth)."""
+    rng = np.random.default_rng(0)
+    r = rng.uniform(-1, 1, 400)
+    q = np.column_stack([-200 * r, 200 * np.sin(np.pi * r), 200 * np.cos(np.pi * r)])
+    truth, lab_truth = _poses(200, 1, q[:200]), _poses(200, 3, q[200:])
+    good, lab = truth.copy(), lab_truth.copy()
+    good["nmaDisplacements"] = q[:200] + rng.normal(0, 5, (200, 3))
+    bad = _poses(200, 2, rng.normal(0, 100, (200, 3)))
+    lines = compare_networks({"good": (40.2, good, truth, lab, lab_truth),
+                              "bad": (10.0, bad, truth, lab, lab_truth)})
+    rows = {ln.split("|")[1].strip(): [float(c) for c in ln.split("|")[2:-1]]
+            for ln in lines if ln.startswith("| good") or ln.startswith("| bad")}
+    t, pc1, r2, lpc1, lr2 = rows["good"]
+    assert t == 40 and pc1 > 0.99 and r2 > 0.99 and lpc1 > 0.99 and lr2 > 0.99
+    t, pc1, r2, lpc1, lr2 = rows["bad"]
+    assert t == 10 and pc1 < 0.3 and r2 < 0.1 and 0.2 < lr2 < 0.8
+    assert "n=200" in lines[-1] and "n=400" in lines[-1]
+
+
+def test_demo_refuses_a_bad_pose_epochs_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--pose-epochs", "0", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--pose-epochs 0" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("bad", ["3", "x,0.5", "0,0.5", "3,-1"])

@@ -29,8 +29,20 @@ Examples:
   deephemnma train --particles hemnma/aligned_kept.xmd --out net   # again: resumes
   torchrun --nproc_per_node 4 -m deephemnma train --particles p.xmd --out net
   deephemnma train --particles more.xmd --init-model net/model.pt --out net2
+  # the pose-aware network: images read at their consensus poses
+  deephemnma train --particles hemnma/aligned.xmd --pose-input --structure AK.pdb \\
+      --modes nma/ --consensus set1.xmd --input-size 32 --dropout 0 --out net_poses
+
+--pose-input: the network reads each image at its consensus pose (moved by its
+shifts, turned by minus its psi) beside the reference's projection there and
+its derivatives along the modes (from --structure and --modes), with the view
+direction given to the MLP; it learns the amplitudes and the correction from
+the consensus pose to the labelled one. --consensus gives the consensus poses
+(default: the particles' own). predict then reads the poses of the particles
+it is given as their consensus poses.
 """
 from ..core.config import PAPER_SCHEDULE, SCHEDULES
+from ..core.network import TRUNKS
 from . import run_and_summarize
 from ..stages import train as stage
 
@@ -85,6 +97,21 @@ def add_args(p):
     p.add_argument("--coord-channels", action="store_true",
                    help="add x/y coordinate channels to the image (CoordConv): helps the "
                         "network read shifts; default: the paper's 1-channel input")
+    p.add_argument("--pose-input", action="store_true",
+                   help="the pose-aware network: read the images at their consensus poses "
+                        "(needs --structure and --modes; predict then needs particles with "
+                        "poses)")
+    p.add_argument("--structure", default=d.structure,
+                   help="--pose-input: the reference the modes belong to")
+    p.add_argument("--modes", default=d.modes,
+                   help="--pose-input: modes folder / modes.xmd (ContinuousFlex)")
+    p.add_argument("--selection", default=d.selection,
+                   help="--pose-input: atoms of the structure")
+    p.add_argument("--consensus", default=d.consensus,
+                   help="--pose-input: .xmd/.star with the particles' consensus poses, rows "
+                        "matched by itemId or image (default: the particles' own poses)")
+    p.add_argument("--trunk", choices=list(TRUNKS), default=d.trunk,
+                   help="the network's trunk (resnet34: the paper's)")
     p.add_argument("--mahalanobis", type=float, default=d.mahalanobis,
                    help="leave label outliers out of training (paper: 3.2)")
     p.add_argument("--init-model", default=d.init_model, help="fine-tune from this model")
@@ -113,7 +140,9 @@ def config(args):
         images_flipped=args.images_flipped, input_size=args.input_size,
         dropout=args.dropout, coord_channels=args.coord_channels, mahalanobis=args.mahalanobis,
         init_model=args.init_model, restart=args.restart, absolute_paths=args.absolute_paths,
-        seed=args.seed, device=args.device, **numbers)
+        seed=args.seed, device=args.device, pose_input=args.pose_input,
+        structure=args.structure, modes=args.modes, selection=args.selection,
+        consensus=args.consensus, trunk=args.trunk, **numbers)
 
 
 def main(args):

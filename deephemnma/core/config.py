@@ -41,6 +41,9 @@ class TrainConfig:
     max_resident_gb: float = 4.0         # images kept on the device up to this many GB
     input_size: int | None = None        # px: Fourier-downscale images to this size first
     coord_channels: bool = False         # x/y coordinate channels (see core.network)
+    pose_input: bool = False             # read the images at their consensus poses
+    #                                      (core.pose_input): the pose-aware network
+    trunk: str = "resnet34"              # the network's trunk: resnet34 or resnet18
 
 
 # The paper's training (Hamitouche & Jonic 2022, Methods, Stage 2): "a batch

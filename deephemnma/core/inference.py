@@ -20,7 +20,7 @@ from ..errors import InputError
 from .ctf import phase_flip
 from .image import downscale, normalize
 from .models import model_pixel_size
-from .training import LabelCodec
+from .training import LabelCodec, PoseCodec
 
 if TYPE_CHECKING:
     from ..io.stacks import Stack
@@ -32,7 +32,8 @@ __all__ = ["Predictor", "input_scale", "COLUMNS"]
 # metadata columns (Xmipp names) that each predicted quantity fills
 COLUMNS = {"amplitudes": ("nmaDisplacements",), "angles": ("angleRot", "angleTilt", "anglePsi"),
            "shifts": ("shiftX", "shiftY")}
-_FROM_HEAD = {"amplitudes": "amplitudes", "orientation": "angles", "shifts": "shifts"}
+_FROM_HEAD = {"amplitudes": "amplitudes", "orientation": "angles", "shifts": "shifts",
+              "rotation": "angles"}
 
 
 def input_scale(box: int, pixel_size: float | None, model_box: int,
@@ -70,7 +71,13 @@ class Predictor:
             self.nets = {k: v.to(memory_format=torch.channels_last)
                          for k, v in self.nets.items()}
         self.meta = meta
-        self.codec = LabelCodec.from_meta(meta)
+        self.pose_reference = None
+        if self.reads_poses:
+            from .pose_input import PoseReference
+            self.pose_reference = PoseReference.from_payload(meta["pose_reference"])
+            self.codec = PoseCodec.from_meta(meta)
+        else:
+            self.codec = LabelCodec.from_meta(meta)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.box = int(meta["image_size"])
@@ -83,6 +90,12 @@ class Predictor:
         images that are not flipped yet."""
         return bool(self.meta.get("phase_flip", False))
 
+    @property
+    def reads_poses(self) -> bool:
+        """The pose-aware model (train --pose-input): :meth:`predict` needs the
+        images' consensus poses."""
+        return bool(self.meta.get("pose_input", False))
+
     def check(self, box: int, pixel_size: float | None = None, rescale: bool = False) -> None:
         """Refuse images the model cannot read (see :func:`input_scale`)."""
         self.scale = input_scale(box, pixel_size, self.box, model_pixel_size(self.meta), rescale)
@@ -93,16 +106,25 @@ class Predictor:
     def columns(self) -> list[str]:
         """The metadata columns the predictions fill (see COLUMNS)."""
         heads = [h for net in self.nets.values() for h in net.heads_spec]
-        return [c for h in heads if h in _FROM_HEAD for c in COLUMNS[_FROM_HEAD[h]]]
+        return list(dict.fromkeys(c for h in heads if h in _FROM_HEAD
+                                  for c in COLUMNS[_FROM_HEAD[h]]))
 
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor | Stack,
-                ctf: CTFParams | None = None) -> dict[str, np.ndarray]:
+                ctf: CTFParams | None = None, poses: tuple | None = None,
+                pose_ctf: CTFParams | None = None) -> dict[str, np.ndarray]:
         """images (B, N, N) numpy/torch -> dict angles (B, 3), shifts (B, 2) in
         pixels of these images, amplitudes (B, M) numpy. ``ctf``: the images'
         CTF (core.ctf.CTFParams, B rows) when they are not phase-flipped yet:
         flipped first if the model saw flipped images (:attr:`flips`), at the
-        images' pixel size (:meth:`check`, else the model's)."""
+        images' pixel size (:meth:`check`, else the model's). A pose-aware
+        model (:attr:`reads_poses`) needs ``poses``: the images' consensus
+        (angles (B, 3), shifts (B, 2) px), and ``pose_ctf``: their CTF (also
+        when they are flipped already; None: images without CTF)."""
+        from .pose_input import PoseData
+        if self.reads_poses and poses is None:
+            raise InputError("the model reads the particles' consensus poses (trained with "
+                             "--pose-input): give the images' poses")
         out = {}
         use_bf16 = self.device.type == "cuda"
         flip = ctf is not None and self.flips
@@ -115,14 +137,29 @@ class Predictor:
                 x = phase_flip(x, ctf.subset(np.arange(i, i + len(x))), self.pixel_size)
             if self.scale != 1:
                 x = downscale(x, self.box)
-            x = normalize(x, self.meta.get("input_size"))
+            pose = None
+            if self.reads_poses:
+                from .pose_input import pose_inputs
+                rows = np.arange(i, i + len(x))
+                pose = PoseData(self.pose_reference, np.asarray(poses[0], float)[rows],
+                                np.asarray(poses[1], float)[rows] / self.scale,
+                                self.pixel_size * self.scale if self.pixel_size else 1.0,
+                                None if pose_ctf is None else pose_ctf.subset(rows))
+                from .training import pose_view
+                xp, view, q = pose_inputs(x, pose.angles, pose.shifts, pose.reference,
+                                          pose.pixel_size, self.meta.get("input_size"), pose.ctf)
+                args = (xp, pose_view(view, q, self.codec))
+            else:
+                args = (normalize(x, self.meta.get("input_size")),)
             raw = {}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 for net in self.nets.values():
-                    for h, y in net(x).items():
+                    for h, y in net(*args).items():
                         raw[h] = y.float().cpu().numpy().astype(np.float64)
             if "orientation" in raw:
                 raw["orientation"] /= np.linalg.norm(raw["orientation"], axis=1, keepdims=True)
-            for k, v in self.codec.decode(raw).items():
+            decoded = (self.codec.decode(raw, pose, q.double().cpu().numpy())
+                       if pose is not None else self.codec.decode(raw))
+            for k, v in decoded.items():
                 out.setdefault(k, []).append(v * self.scale if k == "shifts" else v)
         return {k: np.concatenate(v) for k, v in out.items()}

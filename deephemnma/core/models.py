@@ -43,8 +43,7 @@ def save_model(path: PathLike, nets: dict[str, DeepHEMNMANet], meta: dict) -> No
     """nets: {name: DeepHEMNMANet}; meta: plain dict (see the module doc)."""
     payload = {"format": FORMAT, "format_version": 1,
                "meta": dict(meta, version=__version__),
-               "nets": {k: {"heads": dict(n.heads_spec),
-                            "coord_channels": bool(getattr(n, "coord_channels", False)),
+               "nets": {k: {**n.spec(),
                             "state_dict": {p: t.detach().cpu() for p, t in
                                            n.state_dict().items()}}
                         for k, n in nets.items()}}
@@ -93,7 +92,10 @@ def load_model(path: PathLike,
     for name, spec in specs.items():
         try:
             net = DeepHEMNMANet(spec["heads"], coord_channels=bool(spec.get("coord_channels",
-                                                                            False)))
+                                                                            False)),
+                                in_channels=int(spec.get("in_channels", 1)),
+                                n_view=int(spec.get("n_view", 0)),
+                                trunk=str(spec.get("trunk", "resnet34")))
             net.load_state_dict(spec["state_dict"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise InputError(f"{path}: damaged deephemnma model file (network '{name}': "

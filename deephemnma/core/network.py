@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "ResNet34", "DeepHEMNMANet", "load_torchvision_weights"]
+__all__ = ["TRUNKS", "BasicBlock", "ResNet34", "DeepHEMNMANet", "load_torchvision_weights"]
 
 
 class BasicBlock(nn.Module):
@@ -49,20 +49,25 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet34(nn.Module):
-    """torchvision-compatible ResNet-34 with ``in_channels`` input channels."""
+TRUNKS = {"resnet34": (3, 4, 6, 3), "resnet18": (2, 2, 2, 2)}
 
-    def __init__(self, in_channels: int = 1, num_features: int = 1000) -> None:
+
+class ResNet34(nn.Module):
+    """torchvision-compatible ResNet-34 with ``in_channels`` input channels
+    (``blocks`` (2, 2, 2, 2): the ResNet-18 of the same names)."""
+
+    def __init__(self, in_channels: int = 1, num_features: int = 1000,
+                 blocks: tuple = TRUNKS["resnet34"]) -> None:
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(64, 3)
-        self.layer2 = self._make_layer(128, 4, 2)
-        self.layer3 = self._make_layer(256, 6, 2)
-        self.layer4 = self._make_layer(512, 3, 2)
+        self.layer1 = self._make_layer(64, blocks[0])
+        self.layer2 = self._make_layer(128, blocks[1], 2)
+        self.layer3 = self._make_layer(256, blocks[2], 2)
+        self.layer4 = self._make_layer(512, blocks[3], 2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, num_features)
         for m in self.modules():
@@ -104,20 +109,35 @@ class DeepHEMNMANet(nn.Module):
 
     ``heads``: ordered dict name -> output size, e.g. {'amplitudes': 3,
     'orientation': 4, 'shifts': 2}. ``forward`` returns a dict; the
-    orientation output is normalised to a unit quaternion."""
+    orientation output is normalised to a unit quaternion.
+
+    The pose-aware form (core.pose_input) reads ``in_channels`` image channels
+    and ``n_view`` numbers given beside the trunk's features to the MLP's
+    first linear layer: ``forward(x, view)``. ``trunk``: a key of TRUNKS."""
 
     def __init__(self, heads: Mapping[str, int], dropout: float = 0.5,
-                 coord_channels: bool = False) -> None:
+                 coord_channels: bool = False, in_channels: int = 1, n_view: int = 0,
+                 trunk: str = "resnet34") -> None:
         super().__init__()
         self.heads_spec = dict(heads)
         self.coord_channels = bool(coord_channels)
-        self.trunk = ResNet34(3 if coord_channels else 1, 1000)
-        self.mlp = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(1000, 512), nn.ReLU(),
+        self.in_channels, self.n_view, self.trunk_name = int(in_channels), int(n_view), trunk
+        self.trunk = ResNet34(self.in_channels + (2 if coord_channels else 0), 1000,
+                              TRUNKS[trunk])
+        self.mlp = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(1000 + self.n_view,
+                                                                           512), nn.ReLU(),
                                  nn.Dropout(dropout), nn.Linear(512, 128), nn.ReLU(),
                                  nn.Dropout(dropout))
         self.heads = nn.ModuleDict({k: nn.Linear(128, n) for k, n in self.heads_spec.items()})
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def spec(self) -> dict:
+        """The constructor's arguments a model file stores (core.models)."""
+        return {"heads": dict(self.heads_spec), "coord_channels": self.coord_channels,
+                "in_channels": self.in_channels, "n_view": self.n_view,
+                "trunk": self.trunk_name}
+
+    def forward(self, x: torch.Tensor,
+                view: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if x.dim() == 3:
             x = x[:, None]
         if self.coord_channels:
@@ -127,7 +147,14 @@ class DeepHEMNMANet(nn.Module):
             x = torch.cat([x, xy.to(memory_format=torch.contiguous_format)], 1)
             if x.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-        f = self.mlp(self.trunk(x))
+        f = self.trunk(x)
+        if self.n_view:
+            if view is None:
+                raise ValueError("this network reads the particles' views: forward(x, view)")
+            f = torch.cat([self.mlp[:2](f), view.to(f.dtype)], 1)
+            f = self.mlp[2:](f)
+        else:
+            f = self.mlp(f)
         out = {}
         for k, head in self.heads.items():
             y = head(f)

@@ -59,6 +59,7 @@ from . import rotations
 from .config import SCHEDULES, TrainConfig
 from .image import normalize, rotate_images
 from .network import DeepHEMNMANet
+from .pose_input import PoseData
 
 if TYPE_CHECKING:
     from ..io.metadata import Table
@@ -70,7 +71,8 @@ PathLike = Union[str, os.PathLike]     # a path as str or pathlib.Path
 __all__ = ["TrainConfig", "LabelCodec", "split_indices", "prepare_split", "check_split_sizes",
            "mahalanobis_keep", "augment_batch", "transform_batch", "flip_ctf",
            "phase_flip_images", "heads_for", "Trainer", "RunState", "fit", "save_checkpoint",
-           "read_checkpoint", "CHECKPOINT", "SCHEDULES"]
+           "read_checkpoint", "CHECKPOINT", "SCHEDULES", "PoseCodec", "pose_tensors",
+           "pose_heads", "pose_view"]
 
 CHECKPOINT = "deephemnma-checkpoint"
 EVAL_BATCH = 256
@@ -118,6 +120,92 @@ class LabelCodec:
         if "shifts" in out:
             res["shifts"] = out["shifts"] * self.shift_std + self.shift_mean
         return res
+
+
+class PoseCodec(LabelCodec):
+    """The pose-aware network's targets (core.pose_input): the amplitudes'
+    difference from their estimate (core.pose_input.linear_estimate) in
+    units of the amplitudes' std, and the correction from the consensus pose to the labelled
+    one: rotation vector / ``rot_std`` (degrees) and standardised shift (px),
+    in the frame the network sees."""
+
+    def __init__(self, amp_mean, amp_std, shift_mean, shift_std, rot_std) -> None:
+        super().__init__(amp_mean, amp_std, shift_mean, shift_std)
+        self.rot_std = float(rot_std)
+
+    @classmethod
+    def fit(cls, table: Table, pose: PoseData) -> PoseCodec:
+        q = table["nmaDisplacements"]
+        rv, ds = pose.corrections(table)
+        return cls(q.mean(0), q.std(0).clip(min=1e-6), ds.mean(0), ds.std(0).clip(min=1e-3),
+                   max(float(np.sqrt((rv ** 2).mean())), 1e-3))
+
+    def to_meta(self) -> dict:
+        return dict(super().to_meta(), rotation_std=self.rot_std)
+
+    @classmethod
+    def from_meta(cls, m: dict) -> PoseCodec:
+        return cls(m["amplitude_mean"], m["amplitude_std"], m["shift_mean"], m["shift_std"],
+                   m["rotation_std"])
+
+    def encode(self, table: Table, pose: PoseData,
+               estimate: np.ndarray) -> dict[str, np.ndarray]:
+        rv, ds = pose.corrections(table)
+        return {"amplitudes": (table["nmaDisplacements"] - estimate) / self.amp_std,
+                "rotation": rv / self.rot_std,
+                "shifts": (ds - self.shift_mean) / self.shift_std}
+
+    def decode(self, out: dict[str, np.ndarray], pose: PoseData | None = None,
+               estimate: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Amplitudes (the ``estimate`` corrected), and with ``pose`` (the
+        rows' consensus poses) the predicted angles and shifts: the consensus
+        composed with the predicted correction."""
+        from .pose_input import apply_corrections
+        res = {"amplitudes": out["amplitudes"] * self.amp_std + estimate}
+        if pose is not None:
+            res["angles"], res["shifts"] = apply_corrections(
+                pose.angles, pose.shifts, out["rotation"] * self.rot_std,
+                out["shifts"] * self.shift_std + self.shift_mean)
+        return res
+
+
+def pose_heads(n_amplitudes: int) -> dict[str, dict[str, int]]:
+    """The pose-aware network's heads: amplitudes, rotation correction
+    (rotation vector), shift correction."""
+    return {"joint": {"amplitudes": int(n_amplitudes), "rotation": 3, "shifts": 2}}
+
+
+# the pose-aware network's pose corrections weigh this much in the loss (the
+# amplitudes: 1), so that they do not decide the best epoch and early stopping
+# (measured on HEMNMA-from-poses labels, bench_pose_net.py: the corrections
+# stay at the level of predicting none)
+POSE_LOSS_WEIGHT = 0.25
+
+
+def pose_tensors(images: np.ndarray | Stack, pose: PoseData, size: int | None,
+                 device: str | torch.device = "cpu",
+                 batch: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pose-aware network's inputs of every image (phase-flipped already)
+    -> (channels (n, 2 + M, s, s), views (n, 9), amplitude estimates (n, M))
+    on ``device`` (core.pose_input.pose_inputs)."""
+    from .pose_input import pose_inputs
+    xs, vs, qs = [], [], []
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    for s in range(0, len(images), batch):
+        rows = np.arange(s, min(len(images), s + batch))
+        x = torch.as_tensor(np.asarray(images[s:rows[-1] + 1]), dtype=torch.float32, device=dev)
+        p = pose.subset(rows)
+        a, b, q = pose_inputs(x, p.angles, p.shifts, p.reference, p.pixel_size, size, p.ctf)
+        xs.append(a)
+        vs.append(b)
+        qs.append(q)
+    return torch.cat(xs), torch.cat(vs), torch.cat(qs)
+
+
+def pose_view(view: torch.Tensor, estimate: torch.Tensor, codec: LabelCodec) -> torch.Tensor:
+    """The MLP's extra inputs: the view and the standardised amplitude estimate."""
+    q = (estimate.double().cpu().numpy() - codec.amp_mean) / codec.amp_std
+    return torch.cat([view, torch.as_tensor(q, dtype=view.dtype, device=view.device)], 1)
 
 
 # --------------------------------------------------------------------------
@@ -271,6 +359,10 @@ def _loss(pred, target):
                                              (p + t).abs().sum(-1)).mean()
     if "shifts" in pred:
         parts["shifts"] = (pred["shifts"] - target["shifts"]).abs().mean()
+    if "rotation" in pred:        # the pose-aware network: its pose corrections weigh less
+        parts["rotation"] = (pred["rotation"] - target["rotation"]).abs().mean()
+        parts["shifts"] = parts["shifts"] * POSE_LOSS_WEIGHT
+        parts["rotation"] = parts["rotation"] * POSE_LOSS_WEIGHT
     return sum(parts.values()), parts
 
 
@@ -294,6 +386,16 @@ class _Images:
         arr = np.empty((len(idx),) + tuple(self.src.shape[1:]), np.float32)
         arr[order] = self.src[np.asarray(idx)[order]]
         return torch.as_tensor(arr).to(self.device)
+
+
+def _as_args(x, cuda=False):
+    """The network's arguments: (images,) or the pose-aware (channels, views);
+    channels-last 4D images on CUDA."""
+    x = x if isinstance(x, tuple) else (x,)
+    if cuda:
+        img = x[0] if x[0].dim() == 4 else x[0][:, None]
+        x = (img.contiguous(memory_format=torch.channels_last),) + x[1:]
+    return x
 
 
 def _seed(*parts):
@@ -326,11 +428,14 @@ class Trainer:
     angleRot/Tilt/Psi, nmaDisplacements, optional shiftX/Y, all finite);
     ``train_rows``: the rows the label standardisation is fitted on and whose
     count sets the steps per epoch. ``init_nets``: {name: DeepHEMNMANet} whose
-    weights start the run (fine-tuning; same networks and heads)."""
+    weights start the run (fine-tuning; same networks and heads). ``pose``
+    (core.pose_input.PoseData, one row per table row): the pose-aware
+    network, reading the images at their consensus poses (``cfg.pose_input``)."""
 
     def __init__(self, images: np.ndarray | Stack, table: Table, train_rows: np.ndarray,
                  cfg: TrainConfig | None = None,
-                 init_nets: dict[str, DeepHEMNMANet] | None = None) -> None:
+                 init_nets: dict[str, DeepHEMNMANet] | None = None,
+                 pose: PoseData | None = None) -> None:
         self.cfg = cfg = cfg or TrainConfig()
         if len(images) != len(table):
             raise InputError(f"{len(images)} images but {len(table)} label rows")
@@ -338,12 +443,27 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.box = int(images.shape[-1])
         self.input_size = int(cfg.input_size or self.box)
-        self.codec = LabelCodec.fit(table.subset(train_rows))
-        self.targets = {k: torch.as_tensor(v, dtype=torch.float32, device=self.device)
-                        for k, v in self.codec.encode(table).items()}
-        self.angles, self.shifts = table.angles(), table.shifts()
-        self.images = _Images(images, self.device, cfg.max_resident_gb)
+        if cfg.pose_input and pose is None:
+            raise InputError("the pose-aware network needs the particles' consensus poses")
+        self.pose = pose if cfg.pose_input else None
         self.n_amplitudes = table["nmaDisplacements"].shape[1]
+        if self.pose is not None:
+            self.codec = PoseCodec.fit(table.subset(train_rows), pose.subset(train_rows))
+            self.pose_x, view, q = pose_tensors(images, pose, self.input_size, self.device)
+            labels = self.codec.encode(table, pose, q.double().cpu().numpy())
+            self.pose_view = pose_view(view, q, self.codec)
+            heads = pose_heads(self.n_amplitudes)
+            net_kw = dict(in_channels=self.pose_x.shape[1], n_view=self.pose_view.shape[1])
+            self.images = None
+        else:
+            self.codec = LabelCodec.fit(table.subset(train_rows))
+            labels = self.codec.encode(table)
+            self.images = _Images(images, self.device, cfg.max_resident_gb)
+            heads = heads_for(cfg.architecture, self.n_amplitudes)
+            net_kw = {}
+        self.targets = {k: torch.as_tensor(v, dtype=torch.float32, device=self.device)
+                        for k, v in labels.items()}
+        self.angles, self.shifts = table.angles(), table.shifts()
         self.n_rows = len(table)
         # the paper's augmented copies: copy c of row r is training id c * n + r,
         # rotated by copy_alpha[c - 1, r] and moved by copy_moves[c - 1, r] px
@@ -353,8 +473,9 @@ class Trainer:
         self.copy_moves = g.uniform(-cfg.augment_shift, cfg.augment_shift,
                                     (self.copies, self.n_rows, 2)) if self.copies else None
         torch.manual_seed(cfg.seed)
-        self.nets = {k: DeepHEMNMANet(h, cfg.dropout, cfg.coord_channels).to(self.device)
-                     for k, h in heads_for(cfg.architecture, self.n_amplitudes).items()}
+        self.nets = {k: DeepHEMNMANet(h, cfg.dropout, cfg.coord_channels, trunk=cfg.trunk,
+                                      **net_kw).to(self.device)
+                     for k, h in heads.items()}
         for k, net in (init_nets or {}).items():
             self.nets[k].load_state_dict(net.state_dict())
         if self.device.type == "cuda":
@@ -385,10 +506,18 @@ class Trainer:
                 "phase_flip": bool(phase_flip),
                 "train_config": {f.name: getattr(self.cfg, f.name)
                                  for f in dataclasses.fields(TrainConfig)},
+                # the pose-aware network: its reference travels with it (predict
+                # projects it at the particles' consensus poses)
+                "pose_input": self.pose is not None,
+                **({"pose_reference": self.pose.reference.to_payload()}
+                   if self.pose is not None else {}),
                 **self.codec.to_meta()}
 
     # batches --------------------------------------------------------------
     def _inputs(self, rows):
+        if self.pose is not None:             # (channels, views): computed once
+            idx = torch.as_tensor(rows, device=self.device)
+            return self.pose_x[idx], self.pose_view[idx]
         return normalize(self.images.get(rows), self.input_size)
 
     def _targets(self, rows):
@@ -403,7 +532,7 @@ class Trainer:
         ids = np.asarray(ids)
         rows, copy = ids % self.n_rows, ids // self.n_rows
         x, t = self._inputs(rows), self._targets(rows)
-        if not copy.any() and rng is None:
+        if (not copy.any() and rng is None) or self.pose is not None:
             return x, t
         ang, sh = self.angles[rows].copy(), self.shifts[rows].copy()
         if copy.any():
@@ -452,13 +581,12 @@ class Trainer:
              nets: dict[str, torch.nn.Module] | None = None) -> dict[str, torch.Tensor]:
         """One optimiser step of each network (``nets``: name -> module, default
         the networks) on images x (B, y, x) with targets t -> {name: loss}."""
-        if self.device.type == "cuda":
-            x = x[:, None].contiguous(memory_format=torch.channels_last)
+        x = _as_args(x, self.device.type == "cuda")
         losses = {}
         for k, net in (nets or self.nets).items():
             self.opts[k].zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out = net(x)
+                out = net(*x)
             loss, _ = _loss({h: y.float() for h, y in out.items()}, t)
             loss.backward()
             self.opts[k].step()
@@ -475,9 +603,9 @@ class Trainer:
             for i in range(0, len(rows), EVAL_BATCH):
                 b = rows[i:i + EVAL_BATCH]
                 t = self._targets(b)
-                x = self._inputs(b)
+                x = _as_args(self._inputs(b))
                 for v in self.nets.values():
-                    loss, parts = _loss({h: y.float() for h, y in v(x).items()}, t)
+                    loss, parts = _loss({h: y.float() for h, y in v(*x).items()}, t)
                     total += float(loss) * len(b)
                     for h, p in parts.items():
                         parts_sum[h] = parts_sum.get(h, 0.0) + float(p) * len(b)

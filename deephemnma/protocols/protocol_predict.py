@@ -98,10 +98,25 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
                             m.getSamplingRate(), self.rescale.get())
             except InputError as e:
                 errors.append(self._formMessage(str(e)))
+            if not parts.hasAlignmentProj() and _reads_poses(m):
+                errors.append("the model is a pose-aware network (trained with *Read the "
+                              "images at their consensus poses?*): the input particles need "
+                              "a projection alignment, their consensus poses")
         merge = self.mergeParticles.get()
         if merge is not None and merge.getSize():
             errors += [e for e in self._validateParticlesNma(merge) if "alignment" not in e]
         return errors
+
+
+def _reads_poses(model):
+    """The model object's file is a pose-aware network (False when unreadable:
+    the stage then says what is wrong with the file)."""
+    from ..core.models import load_model
+    from ..errors import InputError
+    try:
+        return bool(load_model(model.getFileName())[1].get("pose_input", False))
+    except (InputError, OSError):
+        return False
 
     def _summary(self):
         if not hasattr(self, "outputParticles"):

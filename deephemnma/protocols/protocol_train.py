@@ -24,7 +24,11 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         "schedule": "schedule", "augment_copies": "augmentCopies",
         "images_flipped": "the particles' phase-flipped flag", "mahalanobis": "mahalanobis",
         "init_model": "initModel", "input_size": "inputSize", "dropout": "dropout",
-        "coord_channels": "coordChannels", "patience": "patience"}
+        "coord_channels": "coordChannels", "patience": "patience", "pose_input": "poseInput",
+        "structure": "inputReference", "modes": "inputModes",
+        "consensus": "consensusParticles", "trunk": "trunk",
+        "selection": "the reference's heavy atoms"}
+    TRUNKS = ["resnet34", "resnet18"]
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
@@ -46,6 +50,27 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                            "size, pixel size, modes and architecture).")
 
         form.addSection("Network")
+        form.addParam("poseInput", params.BooleanParam, default=d.pose_input,
+                      label="Read the images at their consensus poses?",
+                      help="The pose-aware network: each image is read at its consensus pose "
+                           "(moved by its shifts, turned by minus its psi) beside the "
+                           "reference's projection there and its derivatives along the "
+                           "modes, with the view direction; it learns the amplitudes and a "
+                           "correction of the consensus pose. Prediction then needs "
+                           "particles with an alignment (their consensus poses).")
+        form.addParam("inputReference", params.PointerParam, pointerClass="AtomStruct",
+                      condition="poseInput", allowsNull=True, label="Reference",
+                      help="The structure the normal modes were computed on.")
+        form.addParam("consensusParticles", params.PointerParam,
+                      pointerClass="SetOfParticles", condition="poseInput", allowsNull=True,
+                      label="Particles with the consensus poses",
+                      help="The same particles with their consensus alignment (e.g. the "
+                           "input of HEMNMA alignment), matched by id; empty: the labelled "
+                           "particles' own poses.")
+        form.addParam("trunk", params.EnumParam, choices=self.TRUNKS,
+                      default=self.TRUNKS.index(d.trunk), label="Trunk",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="resnet34: the paper's; resnet18: half the layers, faster.")
         form.addParam("architecture", params.EnumParam, choices=self.ARCHITECTURES,
                       default=self.ARCHITECTURES.index(d.architecture), label="Architecture",
                       help="joint: one network with three heads; separate: the paper's three "
@@ -122,10 +147,13 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         """The output folder's files (:class:`deephemnma.stages.train.Outputs`)."""
         return stage.Outputs(self._extra("model"))
 
-    def _config(self, particles_file=None, device="auto", mode_list=None):
+    def _config(self, particles_file=None, device="auto", mode_list=None, modes_folder=None,
+                consensus_file=None):
         """The train stage's Config from the form (particles_file: the input
-        set written by trainStep)."""
+        set written by trainStep; modes_folder, consensus_file: the pose-aware
+        network's modes and consensus poses written by trainStep)."""
         parts, init = self.inputParticles.get(), self.initModel.get()
+        pose, ref = bool(self.poseInput.get()), self.inputReference.get()
         return stage.Config(
             particles=particles_file, out=self.trainOutputs().folder,
             pixel_size=parts.getSamplingRate() if parts is not None else None,
@@ -140,16 +168,25 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
             init_model=init.getFileName() if init is not None else None,
             input_size=self.inputSize.get() or None, dropout=self.dropout.get(),
             coord_channels=bool(self.coordChannels.get()), patience=self.patience.get(),
-            device=device)
+            pose_input=bool(self.poseInput.get()), trunk=self.TRUNKS[self.trunk.get()],
+            structure=ref.getFileName() if pose and ref is not None else None,
+            modes=modes_folder, consensus=consensus_file, device=device)
 
     # --------------------------- STEPS functions -----------------------------
     def trainStep(self):
         parts = self.inputParticles.get()
         self._logCtf(parts, "training", parts.isPhaseFlipped())
         self._writeParticles(parts, "train.xmd", need_alignment=True)
+        modes_folder = consensus = None
+        if self.poseInput.get():
+            modes_folder = self._modesFolder(self.inputModes.get(),
+                                             self.inputReference.get().getFileName())
+            if self.consensusParticles.get() is not None:
+                consensus = self._writeParticles(self.consensusParticles.get(),
+                                                 "consensus.xmd", need_alignment=True)
         # several GPUs: one process per GPU under torchrun (DeepHEMNMABase._runStage)
         self._runStage(stage, self._config(self._extra("train.xmd"), self._device(),
-                                           self._modeNumbers()))
+                                           self._modeNumbers(), modes_folder, consensus))
 
     def createOutputStep(self):
         from ..objects import DeepHEMNMAModel
@@ -163,6 +200,7 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         from ..errors import InputError
         parts, init = self.inputParticles.get(), self.initModel.get()
         errors = self._validateParticlesNma(parts, self.inputModes.get())
+        errors += self._poseErrors()
         errors += self._configErrors(self._config)
         if errors or parts is None:
             return errors
@@ -180,6 +218,21 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                     architecture=cfg.architecture, name="the model to fine-tune")
         except InputError as e:
             errors.append(self._formMessage(str(e)))
+        return errors
+
+    def _poseErrors(self):
+        """Errors of the pose-aware network's fields (the stage's own checks
+        need the files trainStep writes)."""
+        if not self.poseInput.get():
+            return []
+        errors = []
+        if self.inputModes.get() is None or self.inputReference.get() is None:
+            errors.append("*Read the images at their consensus poses?* needs *Normal modes* "
+                          "and *Reference*: the network projects the reference at the poses")
+        cons = self.consensusParticles.get()
+        if cons is not None and not cons.hasAlignmentProj():
+            errors.append("*Particles with the consensus poses* have no projection "
+                          "alignment: give particles carrying their consensus poses")
         return errors
 
     def _summary(self):

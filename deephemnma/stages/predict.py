@@ -185,7 +185,11 @@ def _predict_chunk(store, k, t, imgs, pred, ref_dir, absolute, ctf=None):
     finite; written first, so that a part never exists without it). ``ctf``:
     phase-flip the images with it first (the model's rule)."""
     from ..io.metadata import write_xmd
-    res = pred.predict(imgs) if ctf is None else pred.predict(imgs, ctf)
+    if pred.reads_poses:
+        from ..core.ctf import CTFParams
+        res = pred.predict(imgs, ctf, (t.angles(), t.shifts()), CTFParams.from_table(t))
+    else:
+        res = pred.predict(imgs) if ctf is None else pred.predict(imgs, ctf)
     ok = np.ones(len(t), bool)
     for v in res.values():
         ok &= np.isfinite(np.asarray(v).reshape(len(t), -1)).all(1)
@@ -242,8 +246,17 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
     from ..core.training import flip_ctf
     flip = pred.flips and not cfg.images_flipped
     stamp = _stamp(cfg, files, out, device)
-    # columns the predictions replace need not be finite in the input
-    columns = [c for c in base.ROW_NUMBERS if c not in pred.columns]
+    # columns the predictions replace need not be finite in the input (the
+    # pose-aware model reads the poses: they must be)
+    replaced = [] if pred.reads_poses else pred.columns
+    columns = [c for c in base.ROW_NUMBERS if c not in replaced]
+    if pred.reads_poses:
+        from ..core.pose_input import POSE_COLUMNS
+        head = next(iter_metadata(cfg.particles, 1))
+        missing = [c for c in POSE_COLUMNS if c not in head]
+        need(not missing, f"{cfg.particles}: no {', '.join(missing)}: {cfg.model} is a "
+                          "pose-aware model (train --pose-input), it reads the particles' "
+                          "consensus poses")
     ref_dir = os.path.dirname(os.path.abspath(cfg.out))
     new_folder = ref_dir                   # the outermost folder this run creates, if any
     while not os.path.exists(os.path.dirname(new_folder)):

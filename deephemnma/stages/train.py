@@ -53,7 +53,7 @@ import numpy as np
 
 from ..core.config import TrainConfig
 from . import base
-from .base import need
+from .base import InputError, need
 
 __all__ = ["Config", "Outputs", "run", "summary", "check_init_meta", "plot_curves", "read_curves"]
 
@@ -68,10 +68,25 @@ class Config(base.StageConfig, TrainConfig):
     init_model: str = None           # fine-tune from this model file
     restart: bool = False            # start afresh even when OUT holds a resumable run
     absolute_paths: bool = False     # image references in rejected.xmd absolute
+    # the pose-aware network (pose_input, core.pose_input): the reference its
+    # channels are projected from, and the particles' consensus poses
+    structure: str = None            # the reference the modes belong to
+    modes: str = None                # modes folder / modes.xmd (ContinuousFlex)
+    selection: str = "heavy"         # atoms of the structure
+    consensus: str = None            # .xmd/.star with the consensus poses (rows matched by
+    #                                  itemId, else image); None: the particles' own poses
 
     def validate(self):
         """Every check that needs no data read (files exist, options)."""
         base.existing("--particles", self.particles)
+        if self.pose_input:
+            need(self.structure not in (None, "") and self.modes not in (None, ""),
+                 "--pose-input needs --structure and --modes (the reference the network "
+                 "projects at the consensus poses)")
+            base.existing("--structure", self.structure)
+            base.existing("--modes", self.modes, "path")
+            if self.consensus not in (None, ""):
+                base.existing("--consensus", self.consensus)
         base.output_path("--out", self.out, [self.particles, self.init_model], folder=True)
         outputs = Outputs(self.out)
         if self.init_model not in (None, ""):
@@ -95,6 +110,18 @@ class Config(base.StageConfig, TrainConfig):
         also :meth:`check_box`."""
         need(self.architecture in ("joint", "separate"),
              f"--architecture {self.architecture}: joint or separate")
+        from ..core.network import TRUNKS
+        need(self.trunk in TRUNKS, f"--trunk {self.trunk}: {' or '.join(TRUNKS)}")
+        if self.pose_input:
+            for flag, bad in (("--augment", self.augment), ("--augment-copies",
+                                                            self.augment_copies),
+                              ("--coord-channels", self.coord_channels)):
+                need(not bad, f"--pose-input reads the images at their consensus poses: "
+                              f"leave out {flag}")
+            need(self.architecture == "joint", "--pose-input trains one network: "
+                                               "--architecture joint")
+        else:
+            need(self.consensus in (None, ""), "--consensus: only with --pose-input")
         from ..core.config import SCHEDULES
         need(self.schedule in SCHEDULES,
              f"--schedule {self.schedule}: {' or '.join(SCHEDULES)}")
@@ -229,6 +256,7 @@ class _Data:
     n_outliers: int
     init_nets: dict = None
     n_flipped: int = 0               # rows phase-flipped from their CTF columns
+    pose: object = None              # core.pose_input.PoseData (--pose-input)
 
 
 def check_init_meta(meta, box, input_size=None, pixel_size=None, mode_numbers=None,
@@ -296,8 +324,53 @@ def _prepare(cfg):
         need(coord == {bool(cfg.coord_channels)},
              f"--init-model {'has' if True in coord else 'has no'} coordinate channels: "
              f"{'add' if True in coord else 'leave out'} --coord-channels")
+        shapes = {(n.in_channels, n.n_view, n.trunk_name) for n in init_nets.values()}
+        need(len(shapes) == 1 and (next(iter(shapes))[1] > 0) == bool(cfg.pose_input),
+             f"--init-model {'is' if not cfg.pose_input else 'is not'} a pose-aware model: "
+             f"{'leave out' if not cfg.pose_input else 'add'} --pose-input")
+        trunk = next(iter(shapes))[2]
+        need(trunk == cfg.trunk, f"--init-model has a {trunk} trunk: give --trunk {trunk}")
+    pose = _pose_data(cfg, t, modes, float(stacks.pixel_size)) if cfg.pose_input else None
     return _Data(t, images, rejected, float(stacks.pixel_size), int(stacks.box), modes,
-                 (tr, va, te), n_out, init_nets, 0 if ctf is None else len(t))
+                 (tr, va, te), n_out, init_nets, 0 if ctf is None else len(t), pose)
+
+
+def consensus_poses(table, path):
+    """(angles (n, 3), shifts (n, 2)) of ``table``'s rows from the particle
+    file ``path`` (rows matched by itemId, else by image); InputError when a
+    row has none."""
+    from ..io.metadata import read_metadata
+    c = read_metadata(path)
+    c.require(["angleRot", "angleTilt", "anglePsi"], "consensus pose", path)
+    for key in ("itemId", "image"):
+        if key in table and key in c:
+            pos = {v: i for i, v in enumerate(c[key].tolist())}
+            missing = [v for v in table[key].tolist() if v not in pos]
+            if missing:
+                raise InputError(f"--consensus {path}: no row for {len(missing)} of the "
+                                 f"particles (e.g. {key} {missing[0]}), matched by {key}")
+            idx = np.array([pos[v] for v in table[key].tolist()])
+            sub = c.subset(idx)
+            return sub.angles(), sub.shifts()
+    raise InputError(f"--consensus {path}: its rows cannot be matched to the particles "
+                     "(neither itemId nor image in both)")
+
+
+def _pose_data(cfg, t, mode_numbers, pixel_size):
+    """The pose-aware network's PoseData of the usable rows ``t``."""
+    from ..core.ctf import CTFParams
+    from ..core.pose_input import PoseData, PoseReference
+    from .reference import load_reference
+    s, modes = load_reference(cfg.structure, cfg.selection, cfg.modes,
+                              [int(m) for m in mode_numbers])
+    ref = PoseReference(s.coords, s.weights, modes.vectors)
+    if cfg.consensus not in (None, ""):
+        angles, shifts = consensus_poses(t, cfg.consensus)
+    else:
+        angles, shifts = t.angles(), t.shifts()
+    need(np.isfinite(angles).all() and np.isfinite(shifts).all(),
+         f"--consensus {cfg.consensus}: non-finite poses")
+    return PoseData(ref, angles, shifts, pixel_size, CTFParams.from_table(t))
 
 
 def _stamp(cfg, data):
@@ -308,8 +381,24 @@ def _stamp(cfg, data):
     return {"rows": base.table_digest(base.public(data.table)),
             "images": base.array_digest(data.images),
             "init_model": base.file_digest(cfg.init_model) if cfg.init_model else None,
+            **({"pose_reference": [base.file_digest(cfg.structure), _modes_digest(cfg.modes),
+                                   cfg.selection],
+                "consensus": base.file_digest(cfg.consensus) if cfg.consensus else None}
+               if cfg.pose_input else {}),
             "mode_numbers": [int(m) for m in data.mode_numbers],
             "pixel_size": data.pixel_size, "options": opts}
+
+
+def _modes_digest(path):
+    """Digest of a modes folder's files (or of a modes file)."""
+    if os.path.isdir(path):
+        import hashlib
+        h = hashlib.sha256()
+        for root, _, files in sorted(os.walk(path)):
+            for f in sorted(files):
+                h.update(f.encode() + base.file_digest(os.path.join(root, f)).encode())
+        return h.hexdigest()[:16]
+    return base.file_digest(path)
 
 
 def _stamp_text(stamp):
@@ -395,7 +484,8 @@ def _train(cfg, out, data, ck, state, stamp, progress, rank):
     from ..core.models import save_model
     from ..core.training import Trainer, fit, save_checkpoint
     tr, va, _ = data.split
-    trainer = Trainer(data.images, data.table, tr, cfg.training_options(), data.init_nets)
+    trainer = Trainer(data.images, data.table, tr, cfg.training_options(), data.init_nets,
+                      data.pose)
     if ck is not None:
         trainer.load_state_dict(ck)
     meta = trainer.meta(data.mode_numbers, data.pixel_size, phase_flip=True)

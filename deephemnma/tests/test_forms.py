@@ -218,6 +218,32 @@ class TestFormMessages(BaseTest):
         stage_messages = prot._configErrors(prot._config)
         self.assertEqual(len(stage_messages), 3, stage_messages)
 
+    def test_train_form_pose_aware_network(self):
+        """The pose-aware network's fields: missing reference and modes,
+        options it cannot use, consensus particles without alignment; each
+        message names form fields."""
+        import pwem.objects as emobj
+        prot = self._protocol(P.DeepHEMNMAProtTrain, poseInput=True, augment=True)
+        messages = self._messages(prot)
+        self.assertTrue(any("*Normal modes*" in m and "*Reference*" in m for m in messages),
+                        messages)
+        self.assertTrue(any("*In-plane rotation augmentation*" in m for m in messages),
+                        messages)
+        for m in messages:
+            self.assertIsNone(OPTION.search(m), m)
+        bare = emobj.SetOfParticles(filename=os.path.join(self.folder, "bare.sqlite"))
+        bare.setSamplingRate(2.0)
+        bare.append(emobj.Particle(location=(1, os.path.join(self.folder, "stack.mrcs"))))
+        bare.write()
+        prot = self._protocol(P.DeepHEMNMAProtTrain, poseInput=True)
+        prot.consensusParticles.set(bare)
+        self.assertTrue(any("*Particles with the consensus poses*" in m and "alignment" in m
+                            for m in self._messages(prot)))
+        # off: none of these
+        prot = self._protocol(P.DeepHEMNMAProtTrain, poseInput=False)
+        self.assertFalse(any("consensus" in m for m in self._messages(prot)))
+        self.assertFalse(prot._config().pose_input)
+
     def test_command_line_stops_at_the_first_problem(self):
         from deephemnma.errors import InputError
         from deephemnma.stages import train

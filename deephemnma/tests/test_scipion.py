@@ -161,6 +161,25 @@ class TestDeepHEMNMAWorkflow(BaseTest):
         self.assertTrue(np.isfinite(q).all())
         self.assertLess(np.abs(q).max(), 1000)
 
+        # the pose-aware network: the images read at their poses (here the
+        # particles' own, as the consensus ones), the reference projected there
+        ptr = self.newProtocol(P.DeepHEMNMAProtTrain, inputParticles=out,
+                               inputModes=nma.outputModes, inputReference=nma.outputReference,
+                               consensusParticles=split.outputParticles01, poseInput=True,
+                               trunk=P.DeepHEMNMAProtTrain.TRUNKS.index("resnet18"), epochs=1,
+                               batchSize=16, inputSize=32, dropout=0.0, useGpu=False)
+        self.launchProtocol(ptr)
+        pmeta = load_model(ptr.outputModel.getFileName())[1]
+        self.assertTrue(pmeta["pose_input"])
+        self.assertEqual(pmeta["train_config"]["trunk"], "resnet18")
+        ppr = self.newProtocol(P.DeepHEMNMAProtPredict, inputModel=ptr.outputModel,
+                               inputParticles=split.outputParticles02, useGpu=False)
+        self.launchProtocol(ppr)
+        self.assertEqual(ppr.outputParticles.getSize(), 60)
+        pq = np.array([[float(v) for v in x._xmipp_nmaDisplacements]
+                       for x in ppr.outputParticles])
+        self.assertTrue(np.isfinite(pq).all())
+
         land = self.newProtocol(P.DeepHEMNMAProtLandscape, inputParticles=pr.outputParticles,
                                 inputModes=nma.outputModes, inputReference=nma.outputReference,
                                 grouping=1, minGroupSize=10, reconstruct=True, useGpu=False)

@@ -25,8 +25,9 @@ subprocesses, timed from the first to the last):
   seen at 32 px, no dropout, coordinate channels, in-plane augmentation) ->
   ``predict`` set 2; scored on set 2;
 - ``pose-network``: the pose-aware network: ``align --from-poses`` set 1 ->
-  ``train --pose-input`` (consensus poses of set 1) -> ``predict`` set 2 from
-  its consensus poses; scored on set 2 ("n/a" when train has no --pose-input);
+  ``train --pose-input`` (consensus poses of set 1; the same recipe with
+  ``--pose-epochs`` 15 and a ResNet-18 trunk, ``--pose-trunk``, the demo's)
+  -> ``predict`` set 2 from its consensus poses; scored on set 2;
 - ``network-refine``: ``deephemnma refine`` of the network's predictions of
   set 2 (its time includes the network's).
 
@@ -42,7 +43,7 @@ results present for the data key.
 
     python benchmarks/bench_peer.py [-n 3000] [--only cryodrgn,hemnma,...] [--rerun]
         [--work bench_output/peer] [--peer-venv WORK/peer-venv] [--threads 2]
-        [--epochs 30] [--peer-epochs 12] [--table]
+        [--epochs 30] [--pose-epochs 15] [--peer-epochs 12] [--table]
 
 The cryoDRGN venv: ``make peer-venv`` (tools/peer_venv.sh: CPU torch, then
 cryodrgn==4.3.1); this script builds it when a cryoDRGN path needs it.
@@ -129,17 +130,29 @@ def format_table(results, unavailable=None):
     in PATHS order; ``unavailable``: {path: cell text} for paths that could
     not run."""
     unavailable = unavailable or {}
-    lines = ["| path | method | poses given? | images scored | wall time | PC1 \\|r\\| | R² |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| path | method | poses given? | images scored | wall time | of which training "
+             "| PC1 \\|r\\| | R² |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in PATHS:
         if p in results:
             r = results[p]
             lines.append(f"| {p} | {r['method']} | {r['poses']} | {r['n_scored']}/{r['n_input']}"
-                         f" | {r['wall_s']:.0f} s | {r['pc1_r']:.2f} | {r['r2']:.3f} |")
+                         f" | {r['wall_s']:.0f} s | {training_cell(r)} | {r['pc1_r']:.2f}"
+                         f" | {r['r2']:.3f} |")
         elif p in unavailable:
             method, poses = METHODS[p]
-            lines.append(f"| {p} | {method} | {poses} | | {unavailable[p]} | | |")
+            lines.append(f"| {p} | {method} | {poses} | | {unavailable[p]} | | | |")
     return "\n".join(lines)
+
+
+#: the steps that train a network (the peer's or ours)
+TRAINING_STEPS = ("train_vae", "train", "train --pose-input")
+
+
+def training_cell(result):
+    """The seconds of a path's training step ('' for the paths without one)."""
+    t = [v for k, v in result.get("steps", {}).items() if k in TRAINING_STEPS]
+    return f"{sum(t):.0f} s" if t else ""
 
 
 # --------------------------------------------------------------------------
@@ -249,9 +262,9 @@ class Bench:
                 "--pixel-size", self.ps, "--mode-list", "7-9", "--threads", self.a.threads,
                 "--device", "cpu"]
 
-    def train_recipe(self):
+    def train_recipe(self, epochs):
         # the demo's CPU recipe
-        return ["--pixel-size", self.ps, "--mode-list", "7-9", "--epochs", self.a.epochs,
+        return ["--pixel-size", self.ps, "--mode-list", "7-9", "--epochs", epochs,
                 "--batch-size", 32, "--lr", 3e-4, "--input-size", 32, "--dropout", 0,
                 "--device", "cpu"]
 
@@ -277,7 +290,7 @@ class Bench:
         net = os.path.join(out, "net")
         steps["train"] = run(deephemnma(
             "train", "--particles", os.path.join(out, "set1_aligned_kept.xmd"),
-            *self.train_recipe(), "--coord-channels", "--augment", "--out", net),
+            *self.train_recipe(self.a.epochs), "--coord-channels", "--augment", "--out", net),
             log, self.a.threads)
         pred = os.path.join(out, "set2_predicted.xmd")
         steps["predict set 2"] = run(deephemnma(
@@ -299,7 +312,8 @@ class Bench:
         net = os.path.join(out, "net")
         steps["train --pose-input"] = run(deephemnma(
             "train", "--particles", os.path.join(out, "set1_aligned_kept.xmd"),
-            *self.train_recipe(), "--pose-input", "--consensus", set1,
+            *self.train_recipe(self.a.pose_epochs), "--pose-input", "--consensus", set1,
+            "--trunk", self.a.pose_trunk,
             "--structure", os.path.join(self.data, "reference.pdb"),
             "--modes", os.path.join(self.data, "modes.xmd"), "--out", net),
             log, self.a.threads)
@@ -427,6 +441,9 @@ class Bench:
         if path.startswith("cryodrgn"):
             return {"epochs": self.a.peer_epochs, "zdim": 8, "enc": "256x3", "dec": "256x3",
                     "threads": self.a.threads}
+        if path == "pose-network":
+            return {"epochs": self.a.pose_epochs, "trunk": self.a.pose_trunk,
+                    "threads": self.a.threads}
         if "network" in path:
             return {"epochs": self.a.epochs, "threads": self.a.threads}
         return {"threads": self.a.threads}
@@ -448,6 +465,10 @@ def main(argv=None):
                     help="the cryoDRGN venv (default: WORK/peer-venv; built when absent)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of every command")
     ap.add_argument("--epochs", type=int, default=30, help="the networks' training epochs")
+    ap.add_argument("--pose-epochs", type=int, default=15,
+                    help="the pose-aware network's training epochs (the demo's)")
+    ap.add_argument("--pose-trunk", default="resnet18", choices=("resnet18", "resnet34"),
+                    help="the pose-aware network's trunk")
     ap.add_argument("--peer-epochs", type=int, default=12, help="cryoDRGN's epochs")
     args = ap.parse_args(argv)
     only = [p for p in args.only.split(",") if p]

@@ -68,13 +68,15 @@ def test_scores_of_a_perfect_and_a_useless_output():
 
 def test_table_lists_present_paths_in_order_and_the_unavailable_one():
     row = dict(method="m", poses="no", n_scored=10, n_input=12, wall_s=12.4, pc1_r=0.987,
-               r2=0.91234)
+               r2=0.91234, steps={"align set 1": 3.0, "train": 8.6, "predict set 2": 0.8})
     text = bench_peer.format_table({"network": dict(row), "hemnma": dict(row, wall_s=3.0)},
                                    {"pose-network": bench_peer.NO_POSE_INPUT})
     lines = text.splitlines()
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["hemnma", "network",
                                                               "pose-network"]
-    assert "| 10/12 | 12 s | 0.99 | 0.912 |" in lines[3]
+    assert "| 10/12 | 12 s | 9 s | 0.99 | 0.912 |" in lines[3]
+    assert "| 10/12 | 3 s | 9 s |" in lines[2]
+    assert bench_peer.training_cell(dict(steps={"align": 3.0})) == ""
     assert "n/a (train has no --pose-input)" in lines[4]
 
 

@@ -62,6 +62,12 @@ def test_align_and_refine_downscaled_write_shifts_in_image_pixels(folder, tmp_pa
                       "--refine-fine-iters", "10", "--downscale", str(SMALL))) == 0
     r = read_metadata(tmp_path / "r.xmd")
     assert _shift_error(r, truth) < 0.5, (r.shifts(), truth.shifts())
+    # one step from the truth (it moves them by under a pixel): the shifts read
+    # are scaled too (read in 48-px units they would start up to 4.4 px off)
+    assert main(_args("refine", folder, folder / "particles.xmd", tmp_path / "t.xmd",
+                      "--refine-coarse-iters", "0", "--refine-fine-iters", "1",
+                      "--downscale", str(SMALL))) == 0
+    assert _shift_error(read_metadata(tmp_path / "t.xmd"), truth) < 1.5
     # the same start refined at full size: the same shifts within a fraction of a pixel
     assert main(_args("refine", folder, tmp_path / "a.xmd", tmp_path / "f.xmd",
                       "--refine-fine-iters", "10")) == 0

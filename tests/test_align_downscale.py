@@ -55,6 +55,7 @@ def test_align_and_refine_downscaled_write_shifts_in_image_pixels(folder, tmp_pa
     assert np.abs(truth.shifts()).max() > 3.0 and _shift_error(start, truth) > 1.4
     assert main(_args("align", folder, folder / "start.xmd", tmp_path / "a.xmd",
                       "--from-poses", "--cone", "6", "--downscale", str(SMALL))) == 0
+    assert "downscaled to 48 px" in capsys.readouterr().out
     a = read_metadata(tmp_path / "a.xmd")
     assert _shift_error(a, truth) < 0.5, (a.shifts(), truth.shifts())
     assert np.median(angular_errors(a.angles(), truth.angles())) < 1.5

@@ -5,9 +5,9 @@ For every usable particle: the normal-mode amplitudes, Xmipp ZYZ Euler angles
 in input order with Xmipp/ContinuousFlex names (``nmaDisplacements``,
 ``angleRot``..., ``cost``). With ``downscale`` (px) the images are aligned
 Fourier-downscaled to that box (the pixel size grows by box / downscale);
-the shifts read and written stay in the original images' pixels. Rows with a non-finite value or an unusable image
-are left out alone and listed in ``OUT.rejected.xmd``; the others' results are
-those of a run without them.
+the shifts read and written stay in the original images' pixels. Rows with a
+non-finite value or an unusable image are left out alone and listed in
+``OUT.rejected.xmd``; the others' results are those of a run without them.
 
 Work is done in chunks of usable rows kept in ``OUT.parts/`` under a run stamp
 (input rows, reference, modes, options, chunk size): running the same command
@@ -355,6 +355,9 @@ def summary(out: Outputs, cfg: Config, verb: str = "aligned") -> list[str]:
     lines = [f"{verb} {out.n_aligned} images in {out.seconds:.1f} s -> {out.particles}"]
     if out.search:
         lines.append(out.search)
+    if cfg.downscale:
+        lines.append(f"images aligned Fourier-downscaled to {cfg.downscale} px; shifts in the "
+                     "images' pixels")
     if out.b_factor is not None:
         lines.append(f"atoms' B-factor estimated from the particles: {out.b_factor:.0f} Å²")
     if out.n_rejected:

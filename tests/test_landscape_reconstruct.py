@@ -644,9 +644,11 @@ def test_reconstruct_half_maps_files(lr_data, tmp_path, capsys):
     k = int(np.argmin(np.abs(f - 1 / r["phase_randomised_from"])))
     from deephemnma.core.reconstruct import RANDOMISE_FALLBACK
     u = np.array(r["fsc"])
-    assert (u[k] < 0.8 and np.all(u[1:k] >= 0.8)) or (
-        np.all(u[1:] >= 0.8) and k == round(RANDOMISE_FALLBACK * (len(u) - 1)))  # never below
-    assert 1 <= k and np.array_equal(cor[:k], raw[:k])
+    below = np.flatnonzero(u[1:] < 0.8)
+    first = below[0] + 1 if below.size else round(RANDOMISE_FALLBACK * (len(u) - 1))
+    floor = int(BOX * PS / r["mask"]["lowpass_A"])     # not below the mask's resolution
+    assert k == min(max(first, floor, 1), len(u) - 1), (k, first, floor)
+    assert np.array_equal(cor[:k], raw[:k])
     assert np.allclose(cor[k:], (raw[k:] - rnd[k:]) / (1 - rnd[k:]))
     assert r["res_0.143_masked"] == resolution_at(f, cor, 0.143)
     assert r["res_0.143_masked_uncorrected"] == resolution_at(f, raw, 0.143)

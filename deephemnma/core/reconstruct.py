@@ -26,8 +26,10 @@ shape follows their common noise): :func:`masked_fsc` corrects the masked FSC
 by phase randomisation (Chen et al. 2013): the phases of both half maps are
 randomised, independently, beyond the shell where their unmasked FSC first
 drops below :data:`RANDOMISE_FSC` (or beyond :data:`RANDOMISE_FALLBACK` of
-Nyquist if it never does); the masked FSC of the randomised halves, FSC_n, is
-then what the mask alone gives, and beyond that shell
+Nyquist if it never does), but not below ``min_shell`` (the stage: the
+resolution the mask is made at, below which the masked FSC of any two maps
+is mostly the mask's own spectrum); the masked FSC of the randomised halves,
+FSC_n, is then what the mask alone gives, and beyond that shell
 
     FSC_true = (FSC_masked - FSC_n) / (1 - FSC_n).
 """
@@ -327,7 +329,7 @@ def randomise_phases(vol: np.ndarray, beyond: int, seed: int = RANDOMISE_SEED) -
 
 
 def masked_fsc(half1: np.ndarray, half2: np.ndarray, mask: np.ndarray, pixel_size: float,
-               randomise_fsc: float = RANDOMISE_FSC,
+               randomise_fsc: float = RANDOMISE_FSC, min_shell: int = 1,
                seed: int = RANDOMISE_SEED) -> dict[str, Any]:
     """The half maps' FSC unmasked and within ``mask``, corrected for the mask
     by phase randomisation (see the module's doc) -> dict of arrays over the
@@ -339,7 +341,8 @@ def masked_fsc(half1: np.ndarray, half2: np.ndarray, mask: np.ndarray, pixel_siz
     _, masked = fsc(half1 * mask, half2 * mask, pixel_size)
     S = len(freq)
     below = np.flatnonzero(unmasked[1:] < randomise_fsc)
-    k = int(below[0]) + 1 if below.size else max(1, int(round(RANDOMISE_FALLBACK * (S - 1))))
+    k = int(below[0]) + 1 if below.size else int(round(RANDOMISE_FALLBACK * (S - 1)))
+    k = min(max(k, int(min_shell), 1), S - 1)
     r1 = randomise_phases(half1, k, seed)
     r2 = randomise_phases(half2, k, seed + 1)
     _, rand = fsc(r1 * mask, r2 * mask, pixel_size)

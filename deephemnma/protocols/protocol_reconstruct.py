@@ -201,7 +201,7 @@ def add_half_map_params(form, d, condition=None):
                        "the FSC between them (gold standard): the resolution at FSC 0.143, "
                        "unmasked and within a soft mask made from the map (corrected for "
                        "the mask by phase randomisation beyond the resolution where the "
-                       "unmasked FSC drops below 0.8); the map is also written low-pass "
+                       "unmasked FSC drops below 0.8, or 15 Å if finer); the map is also written low-pass "
                        "filtered at that resolution (masked, corrected). Needs no "
                        "reference.")
     cond = "halfMaps" if condition is None else f"({condition}) and halfMaps"

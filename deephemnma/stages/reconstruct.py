@@ -28,6 +28,7 @@ against the others. A map with a non-finite voxel is never written.
 """
 from __future__ import annotations
 import dataclasses
+import math
 import os
 import time
 
@@ -132,7 +133,8 @@ class Outputs:
         phase randomisation); res_0.143_masked_uncorrected,
         fsc_masked_uncorrected; fsc_phase_randomised (the masked FSC of the
         halves with their phases randomised beyond phase_randomised_from Å,
-        where the unmasked FSC first drops below phase_randomised_at_fsc);
+        where the unmasked FSC first drops below phase_randomised_at_fsc, or
+        the mask's lowpass_A if finer);
         pixel_size (Å), n_half1, n_half2, mask (its options: threshold,
         dilate_px, soft_edge_px, lowpass_A) and filtered_at (Å)."""
         return self._beside("_fsc_halves.json")
@@ -251,7 +253,8 @@ def _half_map_results(cfg, maps, halves):
     full, h1, h2 = maps
     ps = cfg.pixel_size
     mask = soft_mask(full, ps, cfg.mask_threshold, cfg.mask_dilate, cfg.soft_edge)
-    c = masked_fsc(h1, h2, mask, ps)
+    lowpass_at = max(MASK_LOWPASS, 4 * ps)           # the mask's resolution (Å)
+    c = masked_fsc(h1, h2, mask, ps, min_shell=math.floor(h1.shape[-1] * ps / lowpass_at))
     freq = c["freq"]
 
     def curve(x):
@@ -270,7 +273,7 @@ def _half_map_results(cfg, maps, halves):
          "n_half1": int((halves == 0).sum()), "n_half2": int((halves == 1).sum()),
          "mask": {"threshold": float(cfg.mask_threshold), "dilate_px": float(cfg.mask_dilate),
                   "soft_edge_px": float(cfg.soft_edge),
-                  "lowpass_A": float(max(MASK_LOWPASS, 4 * ps))}}
+                  "lowpass_A": float(lowpass_at)}}
     r["filtered_at"] = r["res_0.143_masked"]
     return r, {"mask": mask, "filtered": lowpass(full, ps, r["filtered_at"])}
 

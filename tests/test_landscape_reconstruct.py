@@ -638,6 +638,20 @@ def test_reconstruct_half_maps_files(lr_data, tmp_path, capsys):
     assert len(r["freq"]) == len(r["fsc"]) == len(r["fsc_masked"]) == BOX // 2 + 1
     assert 2 * PS <= r["res_0.143_masked"] <= r["res_0.5_masked"]
     assert r["filtered_at"] == r["res_0.143_masked"]
+    # the reported masked FSC: corrected by phase randomisation beyond its shell
+    f, raw, rnd, cor = (np.array(r[k]) for k in ("freq", "fsc_masked_uncorrected",
+                                                  "fsc_phase_randomised", "fsc_masked"))
+    k = int(np.argmin(np.abs(f - 1 / r["phase_randomised_from"])))
+    from deephemnma.core.reconstruct import RANDOMISE_FALLBACK
+    u = np.array(r["fsc"])
+    below = np.flatnonzero(u[1:] < 0.8)
+    first = below[0] + 1 if below.size else round(RANDOMISE_FALLBACK * (len(u) - 1))
+    floor = int(BOX * PS / r["mask"]["lowpass_A"])     # not below the mask's resolution
+    assert k == min(max(first, floor, 1), len(u) - 1), (k, first, floor)
+    assert np.array_equal(cor[:k], raw[:k])
+    assert np.allclose(cor[k:], (raw[k:] - rnd[k:]) / (1 - rnd[k:]))
+    assert r["res_0.143_masked"] == resolution_at(f, cor, 0.143)
+    assert r["res_0.143_masked_uncorrected"] == resolution_at(f, raw, 0.143)
     full, h1 = read_volume(out)[0], read_volume(o.half(1))[0]
     sub = t.subset(h == 0)
     from deephemnma.io.stacks import load_images
@@ -717,12 +731,43 @@ def test_landscape_group_half_maps_listed(lr_data, tmp_path, capsys):
     assert not any(os.path.exists(f) for f in [rec.map] + rec.half_map_files())
 
 
-def test_masked_resolution_much_finer_than_unmasked_is_doubted():
-    """A masked half-map resolution under half the unmasked one is reported as
-    doubtful (a mask from a noisy map can correlate the halves); ordinary
-    masked gains, and missing values, are not."""
-    from deephemnma.stages.reconstruct import MASK_DOUBT_RATIO, mask_doubt
-    assert mask_doubt(7.2, 20.0) and "unmasked" in mask_doubt(7.2, 20.0)
-    assert mask_doubt(3.7, 4.4) is None           # the synthetic benchmark's gain
-    assert mask_doubt(MASK_DOUBT_RATIO * 10.0 + 0.01, 10.0) is None
-    assert mask_doubt(None, 10.0) is None and mask_doubt(5.0, None) is None
+def test_phase_randomisation_corrects_a_mask_made_from_the_noisy_halves():
+    """Two halves: a common signal band-limited at 16 Å plus independent
+    noise, and a tight mask made from their noisy average. Beyond the
+    randomisation shell the true correlation is 0: the uncorrected masked FSC
+    is inflated there, the corrected one is ~0 and its 0.143 resolution is the
+    unmasked one's (within a Fourier shell); below that shell it is the
+    masked FSC; the randomised maps keep the amplitudes of every shell and
+    the phases below it."""
+    from deephemnma.core.reconstruct import lowpass, masked_fsc, randomise_phases, soft_mask
+    N, ps = 48, 2.0
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:N, :N, :N] - N / 2
+    sig = sum(np.exp(-((z - a) ** 2 + (y - b) ** 2 + (x - c) ** 2) / 18.0)
+              for a, b, c in rng.uniform(-8, 8, (6, 3)))
+    sig = lowpass(sig, ps, 16.0)
+    h1, h2 = (sig + 0.25 * sig.std() * rng.standard_normal(sig.shape) for _ in range(2))
+    for edge in (0.0, 4.0):                       # a hard and a soft mask edge
+        mask = soft_mask((h1 + h2) / 2, ps, 0.1, 0.0, edge)
+        r = masked_fsc(h1, h2, mask, ps)
+        k = r["randomised_from"]
+        f = r["freq"]
+        assert 3 <= k <= 8 and r["unmasked"][k] < 0.8 <= r["unmasked"][k - 1]
+        beyond = np.arange(len(f)) >= k + 2
+        assert r["masked"][beyond].mean() > 0.1                  # inflated by the mask
+        assert abs(r["corrected"][beyond].mean()) < 0.03
+        assert abs(r["unmasked"][beyond].mean()) < 0.03
+        assert np.array_equal(r["corrected"][:k], r["masked"][:k])
+        assert abs(1 / resolution_at(f, r["corrected"], 0.143)
+                   - 1 / resolution_at(f, r["unmasked"], 0.143)) <= 1 / (N * ps)
+        assert 1 / resolution_at(f, r["masked"], 0.143) > 2 / 16.0   # much finer than true
+    # the randomised map: same amplitude per shell, same phases below the shell
+    rnd = randomise_phases(h1, 5)
+    A, B = np.fft.fftn(h1), np.fft.fftn(rnd)
+    k3 = np.fft.fftfreq(N) * N
+    shell = np.rint(np.sqrt(k3[:, None, None] ** 2 + k3[None, :, None] ** 2
+                            + k3[None, None, :] ** 2))
+    assert np.allclose(np.abs(A), np.abs(B), rtol=1e-6, atol=1e-9 * np.abs(A).max())
+    assert np.allclose(A[shell < 5], B[shell < 5], atol=1e-9 * np.abs(A).max())
+    assert abs(fsc(h1, rnd)[1][8:].mean()) < 0.05
+    assert not np.array_equal(randomise_phases(h1, 5, seed=1), rnd)

@@ -558,8 +558,9 @@ def test_map_viewer_volumes_fsc_and_chimerax(two_set_landscape, tmp_path, monkey
 
 def test_map_viewer_half_map_fsc(two_set_landscape):
     """Where the reconstruct stage wrote the half-map FSC beside a map, the
-    map viewer adds its panel (unmasked and masked curves, resolutions at
-    0.143) after the centroid FSC, which stays as it was."""
+    map viewer adds its panel (unmasked, masked corrected and uncorrected,
+    phase-randomised curves, resolutions at 0.143) after the centroid FSC,
+    which stays as it was."""
     from deephemnma.stages import reconstruct
     from deephemnma.viewers import DeepHEMNMAMapViewer
     from deephemnma.viewers.viewer_map import halves_beside
@@ -583,8 +584,20 @@ def test_map_viewer_half_map_fsc(two_set_landscape):
         assert len(axes) == 6                                   # 3 slices, 2 FSC, button
         assert [a.get_title() for a in axes[3:5]] == ["FSC", "half-map FSC"]
         assert _legend(axes[3]) == ["0.5: 9.00 Å", "0.143: 6.00 Å"]
-        assert _legend(axes[4]) == [f"unmasked: {r['res_0.143']:.2f} Å",
-                                    f"masked: {r['res_0.143_masked']:.2f} Å"]
+        assert _legend(axes[4]) == [
+            f"unmasked: {r['res_0.143']:.2f} Å",
+            f"masked, corrected: {r['res_0.143_masked']:.2f} Å",
+            f"masked, uncorrected: {r['res_0.143_masked_uncorrected']:.2f} Å",
+            f"phase-randomised beyond {r['phase_randomised_from']:.2f} Å"]
+        # a JSON without the correction's curves: unmasked and masked
+        old = {k: v for k, v in r.items() if k in ("freq", "fsc", "fsc_masked", "res_0.143",
+                                                   "res_0.143_masked")}
+        with open(rec.fsc_halves_json, "w") as f:
+            json.dump(old, f)
+        shown = DeepHEMNMAMapViewer(project=project)._visualize(
+            emobj.Volume(location=files.group_map(1)))
+        assert _legend(shown[0].fig.axes[4]) == [f"unmasked: {r['res_0.143']:.2f} Å",
+                                                 f"masked: {r['res_0.143_masked']:.2f} Å"]
     finally:
         os.remove(rec.fsc_halves_json)
 

@@ -84,6 +84,10 @@ def add_run_args(p, d):
     p.add_argument("--outlier-threshold", type=float, default=d.outlier_threshold,
                    help="also write OUT minus Mahalanobis outliers (paper: 3.2) as OUT_kept.xmd")
     p.add_argument("--chunk", type=int, default=d.chunk)
+    p.add_argument("--downscale", type=int, default=d.downscale, metavar="BOX",
+                   help="align the images Fourier-downscaled to BOX px (even, >= "
+                        f"{stage.MIN_DOWNSCALE}; 0: full size); --pyramid sizes are of the "
+                        "downscaled images; shifts are read and written in the images' pixels")
     p.add_argument("--absolute-paths", action="store_true",
                    help="absolute image references in the outputs")
     p.add_argument("--threads", type=int, default=d.threads,
@@ -115,7 +119,7 @@ def shared_config(args):
         selection=args.selection, mode_list=args.mode_list, pixel_size=args.pixel_size,
         out=args.out, pyramid=pyramid, threads=args.threads,
         images_flipped=args.images_flipped, use_ctf=not args.no_ctf,
-        outlier_threshold=args.outlier_threshold, chunk=args.chunk,
+        outlier_threshold=args.outlier_threshold, chunk=args.chunk, downscale=args.downscale,
         absolute_paths=args.absolute_paths, device=args.device, atom_model=args.atom_model,
         sigma=args.sigma, b_factor=args.b_factor)
 

@@ -13,9 +13,12 @@ two random halves fixed by particle id (itemId, else the row number), the same
 in every run. Besides OUT.mrc: OUT_half1.mrc, OUT_half2.mrc, OUT_mask.mrc (a
 soft mask: the map low-passed at 15 Å, thresholded at --mask-threshold times
 its maximum, dilated by --mask-dilate px, a cosine edge --soft-edge px wide),
-OUT_fsc_halves.json/.png (the FSC between the halves, unmasked and masked;
-resolutions at 0.143 in Å) and OUT_filtered.mrc (the map low-pass filtered at
-the masked 0.143 resolution). None of this needs --reference.
+OUT_fsc_halves.json/.png (the FSC between the halves, unmasked and masked, the
+masked one corrected for the mask by phase randomisation beyond the resolution
+where the unmasked FSC drops below 0.8, or the mask's 15 Å if finer (Chen et
+al. 2013); resolutions at
+0.143 in Å) and OUT_filtered.mrc (the map low-pass filtered at the corrected
+masked 0.143 resolution). None of this needs --reference.
 
 Examples:
   deephemnma reconstruct --particles land/group_01.xmd --pixel-size 2.6 \\

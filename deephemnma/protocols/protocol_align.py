@@ -30,7 +30,7 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         "atom_model": "atomModel", "b_factor": "bFactor", "from_poses": "fromPoses",
         "cone": "cone", "shift_window": "shiftWindow", "local_candidates": "localCandidates",
         "search_pairs": "searchPairs", "amplitude_candidates": "amplitudeCandidates",
-        "fine_candidates": "fineCandidates"}
+        "fine_candidates": "fineCandidates", "downscale": "downscale"}
     _flagNames = {"n_candidates": "--candidates", "use_ctf": "--no-ctf"}
 
     # --------------------------- DEFINE param functions ----------------------
@@ -137,6 +137,12 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       label="B-factor (Å²)", expertLevel=params.LEVEL_ADVANCED,
                       help="Widens every atom by exp(-B s²): a number >= 0, or auto (estimated "
                            "from the particles).")
+        form.addParam("downscale", params.IntParam, default=d.downscale,
+                      label="Downscale images to (px)",
+                      help="Align the images Fourier-downscaled to this box (even, at least "
+                           f"{stage.MIN_DOWNSCALE} px, not larger than the images; 0: full "
+                           "size), e.g. 64-128 px for 256 px particles: much faster. The "
+                           "output shifts are in the original images' pixels.")
 
     def _addOutlierAndComputeParams(self, form, d):
         form.addParam("outlierThreshold", params.FloatParam, default=d.outlier_threshold,
@@ -185,6 +191,7 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             # the CTF is used when the particles have one
             use_ctf=bool(parts is not None and parts.hasCTF()),
             outlier_threshold=self.outlierThreshold.get(), device=device,
+            downscale=self.downscale.get(),
             # CPU worker threads: the form's Threads
             threads=max(1, int(self.numberOfThreads.get() or 1)),
             atom_model=self.getEnumText("atomModel"),
@@ -243,6 +250,12 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             errors.append("the input particle set is empty")
         errors += self._poseErrors(parts)
         errors += self._configErrors(self._config)
+        if not errors and parts.getXDim():
+            from ..errors import InputError
+            try:                     # the images' box is known from the set
+                stage.check_downscale(self.downscale.get(), parts.getXDim())
+            except InputError as e:
+                errors.append(self._formMessage(str(e)))
         if errors:
             return errors
         from ..core.nma import mode_number, parse_mode_list

@@ -19,8 +19,8 @@ class DeepHEMNMAProtReconstruct(DeepHEMNMABase):
     paper: poses estimated at 128 px, maps at 256 px): their images are used
     with the subset's angles and the shifts scaled by the ratio of the pixel
     sizes. Gold-standard half maps (random halves fixed by particle id), their
-    FSC unmasked and within a soft mask made from the map, and the map
-    filtered at its resolution; optionally the FSC against a map or an atomic
+    FSC unmasked and within a soft mask made from the map (corrected for the
+    mask by phase randomisation), and the map filtered at its resolution; optionally the FSC against a map or an atomic
     model's map."""
     _label = "reconstruct"
     _possibleOutputs = {"outputVolume": Volume}
@@ -199,8 +199,10 @@ def add_half_map_params(form, d, condition=None):
                   help="Split the particles in two random halves fixed by particle id "
                        "(the same halves in every run), reconstruct each half, and compute "
                        "the FSC between them (gold standard): the resolution at FSC 0.143, "
-                       "unmasked and within a soft mask made from the map; the map is also "
-                       "written low-pass filtered at that resolution (masked). Needs no "
+                       "unmasked and within a soft mask made from the map (corrected for "
+                       "the mask by phase randomisation beyond the resolution where the "
+                       "unmasked FSC drops below 0.8, or 15 Å if finer); the map is also written low-pass "
+                       "filtered at that resolution (masked, corrected). Needs no "
                        "reference.")
     cond = "halfMaps" if condition is None else f"({condition}) and halfMaps"
     form.addParam("maskThreshold", params.FloatParam, default=d.mask_threshold,

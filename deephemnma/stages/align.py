@@ -3,9 +3,11 @@
 For every usable particle: the normal-mode amplitudes, Xmipp ZYZ Euler angles
 (degrees), shifts (pixels of the images) and a cost (lower is better), written
 in input order with Xmipp/ContinuousFlex names (``nmaDisplacements``,
-``angleRot``..., ``cost``). Rows with a non-finite value or an unusable image
-are left out alone and listed in ``OUT.rejected.xmd``; the others' results are
-those of a run without them.
+``angleRot``..., ``cost``). With ``downscale`` (px) the images are aligned
+Fourier-downscaled to that box (the pixel size grows by box / downscale);
+the shifts read and written stay in the original images' pixels. Rows with a
+non-finite value or an unusable image are left out alone and listed in
+``OUT.rejected.xmd``; the others' results are those of a run without them.
 
 Work is done in chunks of usable rows kept in ``OUT.parts/`` under a run stamp
 (input rows, reference, modes, options, chunk size): running the same command
@@ -41,6 +43,7 @@ class Config(base.StageConfig, AlignOptions):
     use_ctf: bool = True             # use the CTF columns (phase flip, |CTF| on projections)
     outlier_threshold: float = 3.2   # > 0: also write OUT_kept.xmd without Mahalanobis outliers (paper: 3.2; 0: no filter)
     chunk: int = 256
+    downscale: int = 0               # > 0: align the images Fourier-downscaled to this box (px)
     absolute_paths: bool = False     # image references in the outputs absolute
     device: str = "auto"
 
@@ -82,6 +85,7 @@ class Config(base.StageConfig, AlignOptions):
         base.at_least("--batch-size", self.batch_size, 1)
         base.at_least("--outlier-threshold", self.outlier_threshold, 0)
         base.at_least("--threads", self.threads, 0)
+        check_downscale(self.downscale)
         self.validate_atom_model()
         if self.pyramid is not None:
             need(len(self.pyramid) >= 1 and all(int(b) >= 8 for b in self.pyramid),
@@ -104,6 +108,21 @@ class Config(base.StageConfig, AlignOptions):
         """The core AlignOptions of this config, on ``device``."""
         return AlignOptions(**{f.name: getattr(self, f.name)
                                for f in dataclasses.fields(AlignOptions)} | {"device": device})
+
+
+#: the smallest --downscale box (px): the default pyramid's coarse level is half of it
+MIN_DOWNSCALE = 16
+
+
+def check_downscale(downscale, box=None):
+    """--downscale: 0 (none) or an even box of at least :data:`MIN_DOWNSCALE`
+    px, not larger than the images' ``box`` (when known)."""
+    ok = isinstance(downscale, (int, np.integer)) and not isinstance(downscale, bool)
+    need(ok and (downscale == 0 or (downscale >= MIN_DOWNSCALE and downscale % 2 == 0)),
+         f"--downscale {downscale}: 0 (no downscaling) or an even box of at least "
+         f"{MIN_DOWNSCALE} px")
+    need(box is None or downscale <= box, f"--downscale {downscale}: larger than the images "
+                                          f"({box} px)")
 
 
 def parse_b_factor(value):
@@ -202,22 +221,27 @@ def run_alignment(cfg: Config, label: str, compute: Callable, check: Callable = 
     s, modes = load_reference(cfg.structure, cfg.selection, cfg.modes, cfg.mode_list)
     if check is not None:
         check(table, modes)
-    check_fits(s, stacks.box, cfg.pixel_size)
+    check_downscale(cfg.downscale, stacks.box)
+    box = cfg.downscale or stacks.box
+    scale = stacks.box / box              # original px per aligned px
+    ps = cfg.pixel_size * scale
+    check_fits(s, box, ps)
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":
         import torch
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}")
     opt = cfg.options(str(device))
-    aligner = Aligner(s.coords, s.weights, modes.vectors, stacks.box, cfg.pixel_size, opt,
+    aligner = Aligner(s.coords, s.weights, modes.vectors, box, ps, opt,
                       elements=s.elements, names=s.names, pseudo_sigma=s.sigma)
+    load, compute = _scaled(load_images, compute, box, scale)
     if cfg.b_factor == "auto":
-        out.b_factor = auto_b_factor(aligner, table, cfg, compute)
+        out.b_factor = auto_b_factor(aligner, table, cfg, compute, load)
     stamp = {"rows": base.table_digest(table), "structure": base.file_digest(cfg.structure),
              "modes": [int(n) for n in modes.numbers],
              "vectors": base.array_digest(modes.vectors), "chunk": cfg.chunk,
              "options": result_options(opt, label),
              "selection": cfg.selection, "use_ctf": cfg.use_ctf, "pixel_size": cfg.pixel_size,
-             "b_factor_used": aligner.b_factor}
+             "downscale": cfg.downscale, "b_factor_used": aligner.b_factor}
     t0 = time.perf_counter()
     base.remove_stale_temporaries(out.particles, out.rejected, out.kept)   # of a killed run
     with base.cleanup_on_error(out.particles, out.rejected, out.kept, out.parts):
@@ -227,8 +251,8 @@ def run_alignment(cfg: Config, label: str, compute: Callable, check: Callable = 
         prog = Progress(len(table), f"{label}[{rank}]" if world > 1 else label,
                         quiet=None if progress else True)
         n_chunks = 0
-        for k, t, imgs in base.accepted_chunks([base.numbered(table)], cfg.chunk,
-                                               lambda t: load_images(t), rejected):
+        for k, t, imgs in base.accepted_chunks([base.numbered(table)], cfg.chunk, load,
+                                               rejected):
             n_chunks = k + 1
             if k % world != rank:
                 continue
@@ -262,7 +286,7 @@ def run_alignment(cfg: Config, label: str, compute: Callable, check: Callable = 
                for key in ("rows", "angles", "shifts", "amplitudes", "cost")}
         t = table.subset(res["rows"])
         t["angleRot"], t["angleTilt"], t["anglePsi"] = res["angles"].T
-        t["shiftX"], t["shiftY"] = res["shifts"].T
+        t["shiftX"], t["shiftY"] = (res["shifts"] * scale).T     # the images' pixels
         t["nmaDisplacements"] = res["amplitudes"]
         t["cost"] = res["cost"]
         if "itemId" not in t:
@@ -287,19 +311,38 @@ def run_alignment(cfg: Config, label: str, compute: Callable, check: Callable = 
 AUTO_B_PARTICLES = 48
 
 
-def auto_b_factor(aligner, table, cfg, compute):
+def _scaled(load_images, compute, box, scale):
+    """(load, compute) on images downscaled to ``box`` px (``scale``
+    original px per px): ``compute`` gets rows whose shifts are in those
+    pixels (and returns shifts in them)."""
+    if scale == 1:
+        return (lambda t: load_images(t)), compute
+
+    def load(t):
+        import torch
+        from ..core.image import downscale
+        return downscale(torch.from_numpy(np.asarray(load_images(t))), box).numpy()
+
+    def scaled_compute(aligner, imgs, ctf, t):
+        if "shiftX" in t:
+            t = t.copy()
+            t["shiftX"], t["shiftY"] = (t.shifts() / scale).T
+        return compute(aligner, imgs, ctf, t)
+    return load, scaled_compute
+
+
+def auto_b_factor(aligner, table, cfg, compute, load):
     """Estimate the atoms' B-factor from :data:`AUTO_B_PARTICLES` usable
     particles spread over ``table``: their poses by ``compute`` (the stage's
     own work, with the aligner's starting B), then the B maximising the mean
     correlation of projections with the images at those poses
-    (core.align.Aligner.estimate_b_factor). Sets it on the aligner and
-    returns it."""
+    (core.align.Aligner.estimate_b_factor); ``load(rows) -> images``. Sets
+    it on the aligner and returns it."""
     from ..core.ctf import CTFParams
-    from ..io.stacks import load_images
     n = min(len(table), 4 * AUTO_B_PARTICLES)
     pick = np.unique(np.linspace(0, len(table) - 1, n).round().astype(int))
-    got = next(base.accepted_chunks([table.subset(pick)], AUTO_B_PARTICLES,
-                                    lambda t: load_images(t), base.Rejected()), None)
+    got = next(base.accepted_chunks([table.subset(pick)], AUTO_B_PARTICLES, load,
+                                    base.Rejected()), None)
     need(got is not None, f"{cfg.particles}: no usable particle to estimate --b-factor auto")
     _, t, imgs = got
     ctf = CTFParams.from_table(t) if cfg.use_ctf else None
@@ -314,6 +357,9 @@ def summary(out: Outputs, cfg: Config, verb: str = "aligned") -> list[str]:
     lines = [f"{verb} {out.n_aligned} images in {out.seconds:.1f} s -> {out.particles}"]
     if out.search:
         lines.append(out.search)
+    if cfg.downscale:
+        lines.append(f"images aligned Fourier-downscaled to {cfg.downscale} px; shifts in the "
+                     "images' pixels")
     if out.b_factor is not None:
         lines.append(f"atoms' B-factor estimated from the particles: {out.b_factor:.0f} Å²")
     if out.n_rejected:

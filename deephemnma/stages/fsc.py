@@ -18,7 +18,8 @@ import numpy as np
 from . import base
 from .base import InputError, need
 
-__all__ = ["Config", "Outputs", "run", "summary", "plot_fsc", "plot_fsc_halves"]
+__all__ = ["Config", "Outputs", "run", "summary", "plot_fsc", "plot_fsc_halves",
+           "half_map_curves"]
 
 
 @dataclasses.dataclass
@@ -117,16 +118,37 @@ def plot_fsc(out, path, title=None):
         fig.savefig(tmp, dpi=100, format=os.path.splitext(path)[1][1:].lower() or "png")
 
 
+def half_map_curves(r):
+    """The curves of the half-map FSC ``r`` (``OUT_fsc_halves.json``'s
+    content) to draw: [(values, matplotlib style, label)]: unmasked, masked
+    corrected by phase randomisation, and (when ``r`` has them) the masked
+    uncorrected one and that of the phase-randomised halves."""
+    def a(x):
+        return "-" if x is None else f"{x:.2f} Å"
+    out = [(r["fsc"], dict(color="C0"), f"unmasked: {a(r['res_0.143'])}")]
+    if "fsc_masked_uncorrected" in r:
+        out += [(r["fsc_masked"], dict(color="C3"), f"masked, corrected: "
+                 f"{a(r['res_0.143_masked'])}"),
+                (r["fsc_masked_uncorrected"], dict(color="C1", lw=0.8, ls=":"),
+                 f"masked, uncorrected: {a(r.get('res_0.143_masked_uncorrected'))}"),
+                (r["fsc_phase_randomised"], dict(color="C4", lw=0.8),
+                 f"phase-randomised beyond {a(r.get('phase_randomised_from'))}")]
+    else:
+        out.append((r["fsc_masked"], dict(color="C3"), f"masked: {a(r['res_0.143_masked'])}"))
+    return out
+
+
 def plot_fsc_halves(r, path, title=None):
     """Draw the half-map FSC ``r`` (the reconstruct stage's
-    ``OUT_fsc_halves.json`` content), unmasked and masked, with the 0.143
-    line and both resolutions, into ``path`` (format from the extension)."""
+    ``OUT_fsc_halves.json`` content): unmasked, masked, that of the
+    phase-randomised halves and the corrected masked one, with the 0.143
+    line and the resolutions, into ``path`` (format from the extension)."""
     from matplotlib.figure import Figure
     from ..utils import atomic_path
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
-    ax.plot(r["freq"], r["fsc"], label=f"unmasked: {r['res_0.143']:.2f} Å")
-    ax.plot(r["freq"], r["fsc_masked"], label=f"masked: {r['res_0.143_masked']:.2f} Å")
+    for y, style, label in half_map_curves(r):
+        ax.plot(r["freq"], y, label=label, **style)
     ax.axhline(0.143, ls="--", lw=0.8, color="gray")
     ax.set_xlabel("spatial frequency (1/Å)")
     ax.set_ylabel("FSC between half maps")

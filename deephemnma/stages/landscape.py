@@ -532,15 +532,10 @@ def resolution_lines(out: Outputs) -> list[str]:
     """One line per group with a map: its half-map (gold-standard) resolution
     at FSC 0.143, masked and unmasked, beside its FSC with its centroid
     model's map (not an independent check: the model is the one fitted)."""
-    from .reconstruct import mask_doubt
-
     def a(x):
         return "-" if x is None else f"{x:.2f} Å"
     lines = []
     for k, (m, u, c) in out.group_resolutions().items():
         lines.append(f"group {k:02d}: half maps FSC 0.143 {a(m)} masked, {a(u)} unmasked; "
                      f"vs its centroid model's map FSC 0.143 {a(c)}")
-        doubt = mask_doubt(m, u)
-        if doubt:
-            lines.append(f"  warning: {doubt}")
     return lines

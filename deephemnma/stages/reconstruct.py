@@ -12,10 +12,13 @@ and ``OUT_half2.mrc``; ``OUT_mask.mrc``, a soft mask made from the map (the
 map low-passed at 15 Å, or 4 px when the pixels are larger than 3.75 Å,
 thresholded at ``mask_threshold`` times its maximum, dilated by
 ``mask_dilate`` px, with a raised-cosine edge ``soft_edge`` px wide); the FSC
-between the halves, unmasked and within the mask, as ``OUT_fsc_halves.json``
-(resolutions in Å at 0.143 and 0.5, frequencies in 1/Å) and
-``OUT_fsc_halves.png``; and ``OUT_filtered.mrc``, the map low-pass filtered
-at its masked 0.143 resolution (the map ``OUT.mrc`` itself is not filtered).
+between the halves, unmasked and within the mask, the masked one corrected for
+the mask by phase randomisation
+(:func:`deephemnma.core.reconstruct.masked_fsc`, Chen et al. 2013), as
+``OUT_fsc_halves.json`` (resolutions in Å at 0.143 and 0.5, frequencies in
+1/Å) and ``OUT_fsc_halves.png``; and ``OUT_filtered.mrc``, the map low-pass
+filtered at its corrected masked 0.143 resolution (the map ``OUT.mrc`` itself
+is not filtered).
 
 Rows with a non-finite angle, shift or CTF value, or an unusable image (NaN,
 infinite or constant), are left out alone and listed in ``OUT.rejected.xmd``;
@@ -25,6 +28,7 @@ against the others. A map with a non-finite voxel is never written.
 """
 from __future__ import annotations
 import dataclasses
+import math
 import os
 import time
 
@@ -33,7 +37,7 @@ import numpy as np
 from . import base
 from .base import need
 
-__all__ = ["Config", "Outputs", "run", "summary", "mask_doubt"]
+__all__ = ["Config", "Outputs", "run", "summary"]
 
 # the numbers of a row that the reconstruction uses (CTF ones only with CTF)
 POSE_COLUMNS = ("angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY")
@@ -118,20 +122,27 @@ class Outputs:
 
     @property
     def filtered(self):
-        """The map low-pass filtered at its masked half-map 0.143 resolution."""
+        """The map low-pass filtered at its corrected masked half-map 0.143
+        resolution."""
         return self._beside("_filtered.mrc")
 
     @property
     def fsc_halves_json(self):
         """The half-map FSC: res_0.143, res_0.5 (Å, unmasked), freq (1/Å), fsc;
-        res_0.143_masked, res_0.5_masked, fsc_masked; pixel_size (Å),
-        n_half1, n_half2, mask (its options: threshold, dilate_px,
-        soft_edge_px, lowpass_A) and filtered_at (Å)."""
+        res_0.143_masked, res_0.5_masked, fsc_masked (masked, corrected by
+        phase randomisation); res_0.143_masked_uncorrected,
+        fsc_masked_uncorrected; fsc_phase_randomised (the masked FSC of the
+        halves with their phases randomised beyond phase_randomised_from Å,
+        where the unmasked FSC first drops below phase_randomised_at_fsc, or
+        the mask's lowpass_A if finer);
+        pixel_size (Å), n_half1, n_half2, mask (its options: threshold,
+        dilate_px, soft_edge_px, lowpass_A) and filtered_at (Å)."""
         return self._beside("_fsc_halves.json")
 
     @property
     def fsc_halves_png(self):
-        """The half-map FSC curves, unmasked and masked (PNG)."""
+        """The half-map FSC curves: unmasked, masked (uncorrected and
+        corrected) and of the phase-randomised halves (PNG)."""
         return self._beside("_fsc_halves.png")
 
     def half_map_files(self):
@@ -234,24 +245,35 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
 
 
 def _half_map_results(cfg, maps, halves):
-    """The half-map FSC (unmasked and masked), the mask and the filtered map
-    -> (the JSON's dict, {"mask", "filtered"} arrays)."""
-    from ..core.reconstruct import MASK_LOWPASS, fsc, lowpass, resolution_at, soft_mask
+    """The half-map FSC (unmasked, and masked corrected by phase
+    randomisation), the mask and the filtered map -> (the JSON's dict,
+    {"mask", "filtered"} arrays)."""
+    from ..core.reconstruct import MASK_LOWPASS, RANDOMISE_FSC, lowpass, masked_fsc, \
+        resolution_at, soft_mask
     full, h1, h2 = maps
     ps = cfg.pixel_size
     mask = soft_mask(full, ps, cfg.mask_threshold, cfg.mask_dilate, cfg.soft_edge)
-    freq, curve = fsc(h1, h2, ps)
-    _, masked = fsc(h1 * mask, h2 * mask, ps)
-    r = {"res_0.143": resolution_at(freq, curve, 0.143),
-         "res_0.5": resolution_at(freq, curve, 0.5),
-         "res_0.143_masked": resolution_at(freq, masked, 0.143),
-         "res_0.5_masked": resolution_at(freq, masked, 0.5),
-         "freq": np.asarray(freq, float).tolist(), "fsc": np.asarray(curve, float).tolist(),
-         "fsc_masked": np.asarray(masked, float).tolist(), "pixel_size": float(ps),
+    lowpass_at = max(MASK_LOWPASS, 4 * ps)           # the mask's resolution (Å)
+    c = masked_fsc(h1, h2, mask, ps, min_shell=math.floor(h1.shape[-1] * ps / lowpass_at))
+    freq = c["freq"]
+
+    def curve(x):
+        return np.asarray(x, float).tolist()
+    k = c["randomised_from"]
+    r = {"res_0.143": resolution_at(freq, c["unmasked"], 0.143),
+         "res_0.5": resolution_at(freq, c["unmasked"], 0.5),
+         "res_0.143_masked": resolution_at(freq, c["corrected"], 0.143),
+         "res_0.5_masked": resolution_at(freq, c["corrected"], 0.5),
+         "res_0.143_masked_uncorrected": resolution_at(freq, c["masked"], 0.143),
+         "freq": curve(freq), "fsc": curve(c["unmasked"]), "fsc_masked": curve(c["corrected"]),
+         "fsc_masked_uncorrected": curve(c["masked"]),
+         "fsc_phase_randomised": curve(c["randomised"]),
+         "phase_randomised_from": float(1 / freq[k]),
+         "phase_randomised_at_fsc": float(RANDOMISE_FSC), "pixel_size": float(ps),
          "n_half1": int((halves == 0).sum()), "n_half2": int((halves == 1).sum()),
          "mask": {"threshold": float(cfg.mask_threshold), "dilate_px": float(cfg.mask_dilate),
                   "soft_edge_px": float(cfg.soft_edge),
-                  "lowpass_A": float(max(MASK_LOWPASS, 4 * ps))}}
+                  "lowpass_A": float(lowpass_at)}}
     r["filtered_at"] = r["res_0.143_masked"]
     return r, {"mask": mask, "filtered": lowpass(full, ps, r["filtered_at"])}
 
@@ -266,24 +288,6 @@ def _write_halves_fsc(out):
                     title=f"half maps of {os.path.basename(out.map)}")
 
 
-#: a masked half-map resolution finer than this fraction of the unmasked one is
-#: reported as doubtful: a mask made from a noisy map can correlate the halves'
-#: noise, and no phase-randomisation correction is applied
-MASK_DOUBT_RATIO = 0.5
-
-
-def mask_doubt(masked: float | None, unmasked: float | None) -> str | None:
-    """A warning when the masked half-map resolution (Å) is much finer than the
-    unmasked one (:data:`MASK_DOUBT_RATIO`), else None."""
-    if masked is None or unmasked is None or not masked > 0 or not unmasked > 0:
-        return None
-    if masked < MASK_DOUBT_RATIO * unmasked:
-        return (f"the masked resolution ({masked:.2f} Å) is much finer than the unmasked one "
-                f"({unmasked:.2f} Å): the mask may inflate it (no phase-randomisation "
-                "correction); trust the unmasked value")
-    return None
-
-
 def summary(out: Outputs, cfg: Config) -> list[str]:
     """Lines for the user after :func:`run`."""
     lines = [f"reconstructed {out.n_images} images in {out.seconds:.1f} s -> {out.map}"]
@@ -292,12 +296,12 @@ def summary(out: Outputs, cfg: Config) -> list[str]:
     if out.halves is not None:
         h = out.halves
         lines.append(f"half maps ({h['n_half1']} + {h['n_half2']} images): FSC 0.143 "
-                     f"{h['res_0.143_masked']:.2f} Å masked, {h['res_0.143']:.2f} Å unmasked "
-                     f"-> {out.half(1)}, {out.half(2)}; curve {out.fsc_halves_png}")
+                     f"{h['res_0.143_masked']:.2f} Å masked (corrected by phase randomisation "
+                     f"beyond {h['phase_randomised_from']:.1f} Å; "
+                     f"{h['res_0.143_masked_uncorrected']:.2f} Å uncorrected), "
+                     f"{h['res_0.143']:.2f} Å unmasked -> {out.half(1)}, {out.half(2)}; "
+                     f"curve {out.fsc_halves_png}")
         lines.append(f"map filtered at {h['filtered_at']:.2f} Å -> {out.filtered}")
-        doubt = mask_doubt(h['res_0.143_masked'], h['res_0.143'])
-        if doubt:
-            lines.append("warning: " + doubt)
     if out.fsc is not None:
         lines.append(f"FSC vs {cfg.reference}: {out.fsc['res_0.5']:.2f} Å at 0.5, "
                      f"{out.fsc['res_0.143']:.2f} Å at 0.143")

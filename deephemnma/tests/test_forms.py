@@ -203,6 +203,22 @@ class TestFormMessages(BaseTest):
             self.assertFalse(config(prot).half_maps)
             self.assertTrue(config(self._protocol(cls)).half_maps)       # on by default
 
+    def test_downscale_field(self):
+        """The align and refine forms' downscaling: a bad box is one message
+        naming the field (odd, too small, larger than the particles); 0 and
+        a box of the particles' size or smaller are accepted."""
+        box = self.parts.getXDim()
+        for cls in (P.DeepHEMNMAProtAlign, P.DeepHEMNMAProtRefine):
+            for value, text in ((box - 1, "an even box"), (8, "at least 16"),
+                                (box + 2, f"larger than the images ({box} px)")):
+                messages = self._messages(self._protocol(cls, downscale=value))
+                self.assertEqual(sum(f"*Downscale images to (px)* {value}: " in m and text in m
+                                     for m in messages), 1, (cls.__name__, value, messages))
+            for value in (0, box, 16):
+                messages = self._messages(self._protocol(cls, downscale=value))
+                self.assertFalse(any("Downscale" in m for m in messages), messages)
+            self.assertEqual(self._protocol(cls, downscale=16)._config().downscale, 16)
+
     def test_train_form_reports_every_problem(self):
         prot = self._protocol(P.DeepHEMNMAProtTrain, epochs=0, batchSize=0, dropout=1.0,
                               valFraction=1.5, inputSize=47)

@@ -40,14 +40,14 @@ TINY = {"images": 120, "box": 32, "pixel_size": 2.6, "snr": 0, "angular_step": 1
         "epochs": 2, "group_size": 20}
 #: the real-data template's fields but the files (values for loading only)
 REAL_VALUES = {"pixel_size": 1.0, "voltage": 300, "cs": 2.7, "amp_contrast": 0.1,
-               "modes": "7-9", "angular_step": 12, "max_shift": 10, "epochs": 30,
-               "net_size": 128, "group_size": 900}
+               "modes": "7-9", "angular_step": 12, "max_shift": 10, "align_box": 128,
+               "epochs": 30, "net_size": 128, "group_size": 900}
 #: the stand-in for real particles of the scheduled real-data run (reduced
 #: size: the paper's 166 Å field of view at 128 px instead of 256 px)
 REAL_STANDIN = {"n": 300, "box": 128, "pixel_size": 1.3, "seed": 5}
-#: the real-data template's fields for that run (the network on 64 px images)
-REAL_FIELDS = {"angular_step": 20, "max_shift": 4, "epochs": 3, "net_size": 64,
-               "group_size": 40}
+#: the real-data template's fields for that run (HEMNMA and the network on 64 px images)
+REAL_FIELDS = {"angular_step": 20, "max_shift": 4, "align_box": 64, "epochs": 3,
+               "net_size": 64, "group_size": 40}
 #: keys of a workflow entry that are not form parameters
 NOT_PARAMS = {"filesPath", "filesPattern"}
 
@@ -291,7 +291,8 @@ class TestTemplates(BaseTest):
         sqlite = os.path.abspath(syn.outputParticles.getFileName())
 
         values = dict(REAL_VALUES, particles=sqlite, structure=ak_pdb(), pixel_size=2.6,
-                      angular_step=20, max_shift=3, epochs=2, net_size=0, group_size=20)
+                      angular_step=20, max_shift=3, align_box=0, epochs=2, net_size=0,
+                      group_size=20)
         workflow = fill(plugin_templates()[REAL], values)
         loaded = self.proj.loadProtocols(jsonStr=json.dumps(workflow))
         for e in workflow:

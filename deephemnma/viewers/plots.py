@@ -169,11 +169,12 @@ def draw_fsc(ax, fsc):
 
 def draw_fsc_halves(ax, r):
     """The half-map FSC ``r`` (the reconstruct stage's OUT_fsc_halves.json),
-    unmasked and masked, on the axes ``ax``, with the 0.143 threshold and
-    both resolutions."""
-    ax.plot(r["freq"], r["fsc"], color="C0", label=f"unmasked: {r['res_0.143']:.2f} Å")
-    ax.plot(r["freq"], r["fsc_masked"], color="C3",
-            label=f"masked: {r['res_0.143_masked']:.2f} Å")
+    unmasked, masked (corrected by phase randomisation, and uncorrected) and
+    that of the phase-randomised halves, on the axes ``ax``, with the 0.143
+    threshold and the resolutions."""
+    from ..stages.fsc import half_map_curves
+    for y, style, label in half_map_curves(r):
+        ax.plot(r["freq"], y, label=label, **style)
     ax.axhline(0.143, ls="--", lw=0.8, color="C2")
     ax.set_xlabel("spatial frequency (1/Å)")
     ax.set_ylabel("FSC")

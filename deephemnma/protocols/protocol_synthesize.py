@@ -131,10 +131,10 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
         out.setIsPhaseFlipped(bool(cfg.phase_flip and has_ctf))
         out.setAlignmentProj()
         ang, sh, q = t.angles(), t.shifts(), t["nmaDisplacements"]
-        pose = (ang, sh)
-        if cfg.consensus():
+        pose, amplitudes = (ang, sh), q
+        if cfg.consensus():          # a consensus refinement's poses, no amplitudes
             c = read_metadata(data.consensus)
-            pose = (c.angles(), c.shifts())
+            pose, amplitudes = (c.angles(), c.shifts()), [None] * len(t)
         for k in range(len(t)):
             p = emobj.Particle(location=(k + 1, data.stack))
             p.setObjId(int(t["itemId"][k]))
@@ -145,7 +145,7 @@ class DeepHEMNMAProtSynthesize(DeepHEMNMABase):
                                      defocusAngle=float(t["ctfDefocusAngle"][k]))
                 ctf.standardize()
                 p.setCTF(ctf)
-            set_particle_values(p, pose[0][k], pose[1][k], q[k])
+            set_particle_values(p, pose[0][k], pose[1][k], amplitudes[k])
             for name, val in zip(GT_ATTRS, (ang[k], sh[k], q[k])):
                 setattr(p, name, pwobj.CsvList(pType=float))
                 getattr(p, name).set([float(x) for x in val])

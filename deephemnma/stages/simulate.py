@@ -25,8 +25,8 @@ shifts in output pixels, ``nmaDisplacements``, CTF), ``particles.star``
 consensus pose error (``consensus_angle`` degrees, ``consensus_shift`` Å, RMS
 over the particles: ``--consensus-error DEG,Å``) also ``consensus.xmd``: the
 same particles with poses that far off the true ones
-(:func:`deephemnma.core.simulate.consensus_poses`), as a consensus refinement
-would give them (e.g. to align them from their poses). A folder
+(:func:`deephemnma.core.simulate.consensus_poses`) and no amplitudes, as a
+consensus refinement would give them (e.g. to align them from their poses). A folder
 that already holds particles is refused. An interrupted run (Ctrl-C, kill)
 continues when the same command is run again; a partial stack left by a run
 with other inputs or options is discarded (one line says so).
@@ -271,7 +271,8 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
 
 def _write_consensus(out, cfg):
     """consensus.xmd: particles.xmd with poses off by the consensus pose error
-    (a random stream of its own, from the seed)."""
+    (a random stream of its own, from the seed) and no amplitudes: what a
+    consensus refinement gives."""
     from ..core.simulate import consensus_poses
     from ..io.metadata import read_metadata, write_xmd
     t = read_metadata(out.particles)
@@ -279,6 +280,8 @@ def _write_consensus(out, cfg):
                               cfg.consensus_shift / cfg.pixel_size, rng=[cfg.seed, 1])
     t["angleRot"], t["angleTilt"], t["anglePsi"] = ang[:, 0], ang[:, 1], ang[:, 2]
     t["shiftX"], t["shiftY"] = sh[:, 0], sh[:, 1]
+    if "nmaDisplacements" in t:
+        del t["nmaDisplacements"]
     write_xmd(out.consensus, t)
 
 

@@ -485,6 +485,120 @@ class Aligner:
         q = params[2] * qs if self.M else torch.zeros(len(A0), 0, device=self.device)
         return A, params[1], q, c
 
+    def _lm(self, images, absctf, A0, shifts, amps, level, iters, fd=False, blur=0.0):
+        """Levenberg-Marquardt on 1 - NCC = |n(model) - n(image)|^2 / 2 (n:
+        masked zero mean, unit norm) in the rotation vector, shifts and
+        amplitudes. The Jacobian of the |CTF|-filtered model: for the shifts
+        and the in-plane angle from the model's own image gradient (spectral
+        derivatives), for the two tilts and the amplitudes by forward
+        differences (one batched projection of every image at each step);
+        then through the normalisation. The step solves (J^T J + lambda
+        diag(J^T J)) d = -J^T r per image and is kept where it lowers the
+        cost (lambda / 3), else the image stays (lambda x 4). Arguments and
+        returns as :meth:`_refine`."""
+        mask = self.masks[level]
+        P = self.proj[level]
+        B, M = len(A0), self.M
+        dev = self.device
+        b = images.shape[-1]
+        if blur > 0:
+            k2 = torch.fft.fftfreq(b, device=dev)[:, None] ** 2 + \
+                torch.fft.rfftfreq(b, device=dev)[None, :] ** 2
+            G = torch.exp(-2 * math.pi ** 2 * blur ** 2 * k2)
+            images = torch.fft.irfft2(torch.fft.rfft2(images) * G, s=(b, b))
+            absctf = G if absctf is None else absctf * G
+        target = _normalize_masked(images, mask).flatten(1)             # (B, n)
+        mw = (mask / mask.sum()).flatten()
+        mflat = mask.flatten()
+        ky = torch.fft.fftfreq(b, device=dev)[:, None] * (2j * math.pi)
+        kx = torch.fft.rfftfreq(b, device=dev)[None, :] * (2j * math.pi)
+        ky[b // 2] = 0                                                   # Nyquist
+        kx[:, -1] = 0
+        grid = torch.arange(b, dtype=torch.float32, device=dev) - b // 2
+        # forward-difference steps: rotation vector (radians), shifts (px), amplitudes; without
+        # ``fd`` only the tilts and the amplitudes (the rest from the image gradient)
+        h = torch.tensor([0.01] * 3 + [0.1] * 2 + [2.0] * M, device=dev)
+        cols = torch.arange(5 + M, device=dev) if fd else \
+            torch.tensor([0, 1] + list(range(5, 5 + M)), device=dev)
+        h = h[cols]
+        nfd = len(cols)
+        steps = torch.zeros(nfd, 5 + M, device=dev)
+        steps[torch.arange(nfd), cols] = h
+
+        def spectrum(A, s, q, ctf):
+            F = torch.fft.rfft2(P(q if M else None, A, s))
+            return F if ctf is None else F * ctf
+
+        def normalized(m):
+            y = (m - (m * mw).sum(1, keepdim=True)) * mflat
+            return y, y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+        def state(A, s, q):
+            F = spectrum(A, s, q, absctf)
+            m = torch.fft.irfft2(F, s=(b, b)).flatten(1)
+            y, ny = normalized(m)
+            return F, y / ny, ny
+
+        A, s, q = A0.clone(), shifts.clone(), amps.clone()
+        F, cur, ny = state(A, s, q)
+        cost = 0.5 * (cur - target).square().sum(1)
+        lam = torch.full((B,), getattr(self, "_lm_lam0", 1e-2), device=dev)
+        mu = torch.ones(B, device=dev)
+        rep = lambda t: None if t is None else t.repeat_interleave(nfd, 0)  # noqa: E731
+        for _ in range(iters):
+            m = torch.fft.irfft2(F, s=(b, b)).flatten(1)
+            d = steps.repeat(B, 1)                                       # (B nfd, 5 + M)
+            Ap = torch.linalg.matrix_exp(_skew(d[:, :3])) @ A.repeat_interleave(nfd, 0)
+            mp = torch.fft.irfft2(spectrum(Ap, s.repeat_interleave(nfd, 0) + d[:, 3:5],
+                                           q.repeat_interleave(nfd, 0) + d[:, 5:],
+                                           rep(absctf)), s=(b, b))
+            Jfd = (mp.view(B, nfd, -1) - m[:, None]) / h[:, None]
+            if fd:
+                Jr = Jfd                                                 # (B, P, n) raw
+            else:
+                # image-space columns: d/ds = the model's gradient; in-plane angle
+                dx = torch.fft.irfft2(F * kx, s=(b, b))
+                dy = torch.fft.irfft2(F * ky, s=(b, b))
+                xr = grid[None, None, :] + s[:, 0, None, None]
+                yr = grid[None, :, None] + s[:, 1, None, None]
+                rot = yr * dx - xr * dy
+                Jr = torch.cat([Jfd[:, :2], rot.flatten(1)[:, None], dx.flatten(1)[:, None],
+                                dy.flatten(1)[:, None], Jfd[:, 2:]], 1)
+            # through the normalisation: dn = (dy - n (n . dy)) / |y|
+            Jy = (Jr - (Jr * mw).sum(2, keepdim=True)) * mflat
+            J = (Jy - cur[:, None] * (Jy @ cur[:, :, None])) / ny[:, None]
+            r = cur - target
+            H = J @ J.transpose(1, 2)
+            g = (J @ r[:, :, None])[..., 0]
+            Hd = torch.diagonal(H, dim1=1, dim2=2)
+            won = torch.zeros(B, device=dev)
+            factors = getattr(self, "_lm_trials", (1.0,))
+            A_, s_, q_ = A, s, q
+            base = -torch.linalg.solve(H + torch.diag_embed(lam[:, None] * Hd + 1e-9), g)
+            for f in factors:
+                step = base * (f * mu)[:, None]
+                At = torch.linalg.matrix_exp(_skew(step[:, :3])) @ A_
+                st, qt = s_ + step[:, 3:5], q_ + step[:, 5:]
+                Ft, mt, nt = state(At, st, qt)
+                ct = 0.5 * (mt - target).square().sum(1)
+                ok = ct < cost
+                A = torch.where(ok[:, None, None], At, A)
+                s = torch.where(ok[:, None], st, s)
+                q = torch.where(ok[:, None], qt, q)
+                F = torch.where(ok[:, None, None], Ft, F)
+                cur = torch.where(ok[:, None], mt, cur)
+                ny = torch.where(ok[:, None], nt, ny)
+                cost = torch.where(ok, ct, cost)
+                won = torch.where(ok, f, won)
+            okany = won > 0
+            lam = torch.where(okany, lam / 3, lam * 4)
+            if getattr(self, "_lm_adapt", False):
+                mu = torch.where(won == max(factors), mu * max(factors),
+                                 torch.where(okany, mu, (mu / 2).clamp_min(1.0)))
+            if getattr(self, "_trace", None) is not None:
+                self._trace.append((level, cost.mean().item(), ok.float().mean().item(), lam.log10().mean().item()))
+        return A, s, q, cost
+
     # ------------------------------------------------------------------
     def _workers(self, n):
         """Worker threads for n images on CPU (``threads``; 0: the CPUs this

@@ -55,6 +55,12 @@ def add_args(p):
     p.add_argument("--local-candidates", type=int, default=d.local_candidates,
                    help="--from-poses: best amplitudes of the local search refined at the "
                         "coarse level")
+    p.add_argument("--local-coarse-iters", type=int, default=d.local_coarse_iters,
+                   help="--from-poses: Levenberg-Marquardt iterations at the coarse level "
+                        "(the first two thirds on low-passed images); --coarse-iters and "
+                        "--fine-iters are the global search's")
+    p.add_argument("--local-fine-iters", type=int, default=d.local_fine_iters,
+                   help="--from-poses: Levenberg-Marquardt iterations at each finer level")
     add_run_args(p, d)
 
 
@@ -89,7 +95,8 @@ def config(args):
         search_amplitude=args.search_amplitude, max_shift=args.max_shift,
         n_candidates=args.candidates, search_corners=args.search_corners,
         coarse_iters=args.coarse_iters, fine_iters=args.fine_iters, from_poses=args.from_poses,
-        cone=args.cone, shift_window=args.shift_window, local_candidates=args.local_candidates)
+        cone=args.cone, shift_window=args.shift_window, local_candidates=args.local_candidates,
+        local_coarse_iters=args.local_coarse_iters, local_fine_iters=args.local_fine_iters)
 
 
 def shared_config(args):

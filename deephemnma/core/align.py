@@ -63,6 +63,11 @@ __all__ = ["AlignOptions", "Aligner", "fibonacci_orientations", "AUTO_START_B"]
 #: images (B, box, box) as the Aligner takes them
 ImagesT = Union[np.ndarray, torch.Tensor]
 
+#: Å: std of the Gaussian low-pass of the first Levenberg-Marquardt iterations of
+#: align_from_poses (benchmarks/bench_from_poses.py: 2 px at 64 px / 1.3 Å/px;
+#: without it, images far from the search's amplitudes stalled)
+LOCAL_BLUR = 5.2
+
 #: B-factor (Å^2) of the atoms while an 'auto' B-factor is being estimated
 AUTO_START_B = {"gaussian": 0.0, "scattering": 50.0, "scattering5": 50.0}
 
@@ -485,100 +490,90 @@ class Aligner:
         q = params[2] * qs if self.M else torch.zeros(len(A0), 0, device=self.device)
         return A, params[1], q, c
 
-    def _lm(self, images, absctf, A0, shifts, amps, level, iters, fd=False, blur=0.0):
+    def _lm(self, images, absctf, A0, shifts, amps, level, iters, blur=0.0):
         """Levenberg-Marquardt on 1 - NCC = |n(model) - n(image)|^2 / 2 (n:
-        masked zero mean, unit norm) in the rotation vector, shifts and
-        amplitudes. The Jacobian of the |CTF|-filtered model: for the shifts
-        and the in-plane angle from the model's own image gradient (spectral
+        zero mean and unit norm inside the mask) in the rotation vector
+        (composed with A0), the shifts and the amplitudes; images (B, b, b),
+        A0 (B, 3, 3), shifts (B, 2) px of this level, amps (B, M). Returns
+        refined A, shifts, amps and cost, as :meth:`_refine`.
+
+        The Jacobian of the |CTF|-filtered model: for the shifts and the
+        in-plane angle from the model's own image gradient (spectral
         derivatives), for the two tilts and the amplitudes by forward
         differences (one batched projection of every image at each step);
-        then through the normalisation. The step solves (J^T J + lambda
-        diag(J^T J)) d = -J^T r per image and is kept where it lowers the
-        cost (lambda / 3), else the image stays (lambda x 4). Arguments and
-        returns as :meth:`_refine`."""
+        then through the normalisation. The step d solves (J^T J + lambda
+        diag(J^T J)) d = -J^T r per image; d and 2d are tried and the better
+        is kept where it lowers the cost (lambda / 3), else the image stays
+        (lambda x 4). ``blur`` (px): images and model low-passed by a Gaussian
+        of this std (a wider basin for large moves)."""
         mask = self.masks[level]
         P = self.proj[level]
         B, M = len(A0), self.M
         dev = self.device
         b = images.shape[-1]
+        fy = torch.fft.fftfreq(b, device=dev)[:, None]
+        fx = torch.fft.rfftfreq(b, device=dev)[None, :]
         if blur > 0:
-            k2 = torch.fft.fftfreq(b, device=dev)[:, None] ** 2 + \
-                torch.fft.rfftfreq(b, device=dev)[None, :] ** 2
-            G = torch.exp(-2 * math.pi ** 2 * blur ** 2 * k2)
+            G = torch.exp(-2 * math.pi ** 2 * blur ** 2 * (fx ** 2 + fy ** 2))
             images = torch.fft.irfft2(torch.fft.rfft2(images) * G, s=(b, b))
             absctf = G if absctf is None else absctf * G
         target = _normalize_masked(images, mask).flatten(1)             # (B, n)
-        mw = (mask / mask.sum()).flatten()
-        mflat = mask.flatten()
-        ky = torch.fft.fftfreq(b, device=dev)[:, None] * (2j * math.pi)
-        kx = torch.fft.rfftfreq(b, device=dev)[None, :] * (2j * math.pi)
-        ky[b // 2] = 0                                                   # Nyquist
-        kx[:, -1] = 0
+        mw, mflat = (mask / mask.sum()).flatten(), mask.flatten()
+        kx, ky = fx * (2j * math.pi), fy * (2j * math.pi)
+        kx[:, -1] = 0                                                    # Nyquist
+        ky[b // 2] = 0
         grid = torch.arange(b, dtype=torch.float32, device=dev) - b // 2
-        # forward-difference steps: rotation vector (radians), shifts (px), amplitudes; without
-        # ``fd`` only the tilts and the amplitudes (the rest from the image gradient)
-        h = torch.tensor([0.01] * 3 + [0.1] * 2 + [2.0] * M, device=dev)
-        cols = torch.arange(5 + M, device=dev) if fd else \
-            torch.tensor([0, 1] + list(range(5, 5 + M)), device=dev)
-        h = h[cols]
-        nfd = len(cols)
-        steps = torch.zeros(nfd, 5 + M, device=dev)
-        steps[torch.arange(nfd), cols] = h
+        # forward differences: the two tilts (radians) and the amplitudes
+        h = torch.tensor([0.01, 0.01] + [2.0] * M, device=dev)
+        nfd = len(h)
+        steps = torch.zeros(nfd, 3 + M, device=dev)
+        steps[0, 0], steps[1, 1] = h[0], h[1]
+        steps[2:, 3:] = torch.diag(h[2:])
 
         def spectrum(A, s, q, ctf):
             F = torch.fft.rfft2(P(q if M else None, A, s))
             return F if ctf is None else F * ctf
 
-        def normalized(m):
-            y = (m - (m * mw).sum(1, keepdim=True)) * mflat
-            return y, y.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
         def state(A, s, q):
+            """Spectrum, normalised model (B, n) and the norm before."""
             F = spectrum(A, s, q, absctf)
             m = torch.fft.irfft2(F, s=(b, b)).flatten(1)
-            y, ny = normalized(m)
+            y = (m - (m * mw).sum(1, keepdim=True)) * mflat
+            ny = y.norm(dim=1, keepdim=True).clamp_min(1e-12)
             return F, y / ny, ny
 
-        A, s, q = A0.clone(), shifts.clone(), amps.clone()
+        A, s, q = A0, shifts, amps
         F, cur, ny = state(A, s, q)
         cost = 0.5 * (cur - target).square().sum(1)
-        lam = torch.full((B,), getattr(self, "_lm_lam0", 1e-2), device=dev)
-        mu = torch.ones(B, device=dev)
+        lam = torch.full((B,), 1e-2, device=dev)
         rep = lambda t: None if t is None else t.repeat_interleave(nfd, 0)  # noqa: E731
         for _ in range(iters):
             m = torch.fft.irfft2(F, s=(b, b)).flatten(1)
-            d = steps.repeat(B, 1)                                       # (B nfd, 5 + M)
-            Ap = torch.linalg.matrix_exp(_skew(d[:, :3])) @ A.repeat_interleave(nfd, 0)
-            mp = torch.fft.irfft2(spectrum(Ap, s.repeat_interleave(nfd, 0) + d[:, 3:5],
-                                           q.repeat_interleave(nfd, 0) + d[:, 5:],
-                                           rep(absctf)), s=(b, b))
+            d = steps.repeat(B, 1)                                       # (B nfd, 3 + M)
+            Ap = torch.linalg.matrix_exp(_skew(d[:, :3])) @ rep(A)
+            mp = torch.fft.irfft2(spectrum(Ap, rep(s), rep(q) + d[:, 3:], rep(absctf)),
+                                  s=(b, b))
             Jfd = (mp.view(B, nfd, -1) - m[:, None]) / h[:, None]
-            if fd:
-                Jr = Jfd                                                 # (B, P, n) raw
-            else:
-                # image-space columns: d/ds = the model's gradient; in-plane angle
-                dx = torch.fft.irfft2(F * kx, s=(b, b))
-                dy = torch.fft.irfft2(F * ky, s=(b, b))
-                xr = grid[None, None, :] + s[:, 0, None, None]
-                yr = grid[None, :, None] + s[:, 1, None, None]
-                rot = yr * dx - xr * dy
-                Jr = torch.cat([Jfd[:, :2], rot.flatten(1)[:, None], dx.flatten(1)[:, None],
-                                dy.flatten(1)[:, None], Jfd[:, 2:]], 1)
+            # d/d shift: the model's gradient; in-plane angle: (y, -x) . gradient about
+            # the centre the rotation turns around
+            dx = torch.fft.irfft2(F * kx, s=(b, b))
+            dy = torch.fft.irfft2(F * ky, s=(b, b))
+            rot = (grid[None, :, None] + s[:, 1, None, None]) * dx - \
+                (grid[None, None, :] + s[:, 0, None, None]) * dy
+            Jm = torch.cat([Jfd[:, :2], rot.flatten(1)[:, None], dx.flatten(1)[:, None],
+                            dy.flatten(1)[:, None], Jfd[:, 2:]], 1)      # (B, 5 + M, n)
             # through the normalisation: dn = (dy - n (n . dy)) / |y|
-            Jy = (Jr - (Jr * mw).sum(2, keepdim=True)) * mflat
+            Jy = (Jm - (Jm * mw).sum(2, keepdim=True)) * mflat
             J = (Jy - cur[:, None] * (Jy @ cur[:, :, None])) / ny[:, None]
-            r = cur - target
             H = J @ J.transpose(1, 2)
-            g = (J @ r[:, :, None])[..., 0]
+            g = (J @ (cur - target)[:, :, None])[..., 0]
             Hd = torch.diagonal(H, dim1=1, dim2=2)
-            won = torch.zeros(B, device=dev)
-            factors = getattr(self, "_lm_trials", (1.0,))
+            step = -torch.linalg.solve(H + torch.diag_embed(lam[:, None] * Hd + 1e-9), g)
             A_, s_, q_ = A, s, q
-            base = -torch.linalg.solve(H + torch.diag_embed(lam[:, None] * Hd + 1e-9), g)
-            for f in factors:
-                step = base * (f * mu)[:, None]
-                At = torch.linalg.matrix_exp(_skew(step[:, :3])) @ A_
-                st, qt = s_ + step[:, 3:5], q_ + step[:, 5:]
+            better = torch.zeros(B, dtype=torch.bool, device=dev)
+            for f in (1.0, 2.0):
+                At = torch.linalg.matrix_exp(_skew(f * step[:, :3])) @ A_
+                st, qt = s_ + f * step[:, 3:5], q_ + f * step[:, 5:]
                 Ft, mt, nt = state(At, st, qt)
                 ct = 0.5 * (mt - target).square().sum(1)
                 ok = ct < cost
@@ -589,14 +584,8 @@ class Aligner:
                 cur = torch.where(ok[:, None], mt, cur)
                 ny = torch.where(ok[:, None], nt, ny)
                 cost = torch.where(ok, ct, cost)
-                won = torch.where(ok, f, won)
-            okany = won > 0
-            lam = torch.where(okany, lam / 3, lam * 4)
-            if getattr(self, "_lm_adapt", False):
-                mu = torch.where(won == max(factors), mu * max(factors),
-                                 torch.where(okany, mu, (mu / 2).clamp_min(1.0)))
-            if getattr(self, "_trace", None) is not None:
-                self._trace.append((level, cost.mean().item(), ok.float().mean().item(), lam.log10().mean().item()))
+                better |= ok
+            lam = torch.where(better, lam / 3, lam * 4)
         return A, s, q, cost
 
     # ------------------------------------------------------------------
@@ -747,11 +736,29 @@ class Aligner:
         o = self.opt
         levels, absctf = self._prepare(x, ctf)
         c0 = self.pyramid[0]
-        A = torch.as_tensor(rotations.euler_to_matrix(angles), dtype=torch.float32,
-                            device=self.device)
-        sh = torch.as_tensor(shifts * (c0 / self.box), dtype=torch.float32, device=self.device)
-        cand = self._local_search(levels[c0], absctf[c0], A, sh)
-        return self._refine_candidates(levels, absctf, *cand, o.coarse_iters, 1)
+        t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
+        A = t(rotations.euler_to_matrix(angles))
+        cand_ang, cand_sh, cand_amp = self._local_search(levels[c0], absctf[c0], A,
+                                                         t(shifts * (c0 / self.box)))
+        B, K = cand_ang.shape[:2]
+        rep = lambda a: None if a is None else a.repeat_interleave(K, 0)  # noqa: E731
+        A, sh = t(rotations.euler_to_matrix(cand_ang.reshape(-1, 3))), t(cand_sh.reshape(-1, 2))
+        am = t(cand_amp.reshape(B * K, self.M))
+        blurred = 2 * o.local_coarse_iters // 3
+        blur = LOCAL_BLUR / (self.pixel_size * self.box / c0)           # px of the level
+        if blurred:
+            A, sh, am, _ = self._lm(rep(levels[c0]), rep(absctf[c0]), A, sh, am, c0, blurred,
+                                    blur=blur)
+        A, sh, am, cost = self._lm(rep(levels[c0]), rep(absctf[c0]), A, sh, am, c0,
+                                   o.local_coarse_iters - blurred)
+        pick = torch.arange(B, device=self.device) * K + cost.view(B, K).argmin(1)
+        A, sh, am, cost = A[pick], sh[pick], am[pick], cost[pick]
+        prev = c0
+        for b in self.pyramid[1:]:
+            sh = sh * (b / prev)
+            A, sh, am, cost = self._lm(levels[b], absctf[b], A, sh, am, b, o.local_fine_iters)
+            prev = b
+        return self._result(A, sh * (self.box / prev), am, cost, B)
 
     def _refine_candidates(self, levels, absctf, cand_ang, cand_sh, cand_amp, coarse_iters,
                            fine_candidates):

@@ -589,7 +589,9 @@ class Aligner:
             # through the normalisation: dn = (dy - n (n . dy)) / |y|
             Jy = (Jm - (Jm * mw).sum(2, keepdim=True)) * mflat
             J = (Jy - cur[:, None] * (Jy * cur[:, None]).sum(2, keepdim=True)) / ny[:, None]
-            H = J @ J.transpose(1, 2)
+            # the curvature of 1 - n . t on the unit sphere: NCC J^T J (Gauss-Newton's
+            # J^T J overestimates it by 1 / NCC: steps too short on noisy images)
+            H = (J @ J.transpose(1, 2)) * (1 - cost).clamp_min(0.05)[:, None, None]
             g = (J * (cur - target)[:, None]).sum(2)
             Hd = torch.diagonal(H, dim1=1, dim2=2)
             step = -torch.linalg.solve(H + torch.diag_embed(lam[:, None] * Hd + 1e-9), g)

@@ -96,7 +96,7 @@ class AlignOptions:
     # of its own, the global search's amplitudes; the best local_candidates refined by
     # local_coarse_iters Levenberg-Marquardt iterations at the coarse level (the first two
     # thirds on low-passed images), the best of them local_fine_iters at each finer level.
-    # 200 images at 64 px from 2-10 deg starts: 3.4-5x the global search's speed, no misses,
+    # 200 images at 64 px from 2-10 deg starts: 4.3-5.5x the global search's speed, no misses,
     # amplitude MAE 0.8x its. On 60 images: 5 coarse iterations (3 low-passed) or 2
     # candidates were as accurate; 4 (2 low-passed) left 2-3 % of the amplitudes far off,
     # no amplitude search (search_amplitude 0) 10-25 %; without the low-pass 1-2 %.

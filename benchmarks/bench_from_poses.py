@@ -13,7 +13,8 @@ no amplitudes. Three methods, each the stage as a user runs it (in this
 process: reading the images, the work, writing the outputs):
 
 - align (global search; it does not read the poses),
-- align --from-poses (local search within the cone, full amplitude search),
+- align --from-poses (local search within the cone, full amplitude search,
+  Levenberg-Marquardt refinement),
 - refine (local continuous refinement from the poses, amplitudes from zero).
 
 ``--rounds`` rounds, the methods alternating (the order reversed every other
@@ -116,7 +117,8 @@ def main():
           f"CTF; starting poses: the truth rotated by the start error about random axes, "
           f"shifts moved by {args.shift_error:g} Å, no amplitudes; --from-poses with cone "
           f"{local.get('cone', d.cone):g} deg, shift window {d.shift_window:g} Å, "
-          f"{local.get('local_candidates', d.local_candidates)} local candidates; "
+          f"{local.get('local_candidates', d.local_candidates)} local candidates, "
+          f"{d.local_coarse_iters} + {d.local_fine_iters} Levenberg-Marquardt iterations; "
           f"{args.threads} worker threads, best of {args.rounds} alternating runs\n")
     print("| start error | method | images/s | angle median deg | misses > 5 deg | "
           "amplitude MAE | MAE / align's | speed / align's |")

@@ -232,7 +232,9 @@ def test_every_align_option_says_which_stamps_hold_it(monkeypatch):
     """Every AlignOptions field declares the stages whose results it changes
     (a new field without it fails here and in result_options): align's stamp
     holds the global search's options, refine's its own steps, both the
-    shared ones; neither holds the device or the threads."""
+    shared ones; neither holds the device or the threads; the options of
+    align --from-poses alone count in align's stamp only with it (a changed
+    cone does not restart a global run)."""
     import dataclasses
     from deephemnma.core.config import ALIGN_STAGES, AlignOptions, result_options
     fields = dataclasses.fields(AlignOptions)
@@ -250,6 +252,20 @@ def test_every_align_option_says_which_stamps_hold_it(monkeypatch):
     changed = dataclasses.replace(opt, angular_step=20.0, threads=2)
     assert result_options(changed, "align") != align
     assert result_options(changed, "refine") == refine
+
+    # the options of --from-poses alone count only with it
+    local = {"cone", "shift_window", "local_candidates", "local_coarse_iters",
+             "local_fine_iters"}
+    assert not local & set(align)
+    other = dataclasses.replace(opt, cone=5.0, shift_window=1.0, local_candidates=3,
+                                local_coarse_iters=2, local_fine_iters=4)
+    assert result_options(other, "align") == align
+    poses = dataclasses.replace(opt, from_poses=True)
+    assert local <= set(result_options(poses, "align"))
+    for name, value in (("cone", 5.0), ("local_coarse_iters", 2)):
+        assert result_options(dataclasses.replace(poses, **{name: value}), "align") != \
+            result_options(poses, "align"), name
+    assert {f.name for f in fields if f.metadata.get("from_poses_only")} == local
 
     @dataclasses.dataclass
     class Forgotten(AlignOptions):

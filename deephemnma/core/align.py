@@ -35,7 +35,17 @@ within ``cone`` degrees (a small Fibonacci set ~``angular_step`` apart) x the
 same search amplitudes, projected for that image and scored as the bank (every
 in-plane angle by one inverse FFT, kept where the whole rotation stays in the
 cone), at the shifts within ``shift_window`` Å of its own; the
-``local_candidates`` best amplitudes go to step 3.
+``local_candidates`` best amplitudes go to step 3, done there by
+Levenberg-Marquardt on the same cost and parameters (:meth:`Aligner._lm`):
+the Jacobian of the normalised model from the model's image gradient (shifts,
+in-plane angle) and forward differences (tilts, amplitudes), a damped
+Gauss-Newton step per image, tried at its length and at twice it;
+``local_coarse_iters`` iterations at the coarse level, the first two thirds
+on images and model low-passed by a Gaussian of :data:`LOCAL_BLUR` Å (the
+search's amplitudes are up to ~100 units off, and the sharp images' basin is
+narrower than that), then ``local_fine_iters`` at each finer level for the
+best candidate. Each iteration costs about as much as 2-3 Adam steps and
+converges in a few where Adam needs dozens.
 
 Every image's result depends on that image alone. On CPU, worker threads
 (``threads``) align parts of a batch, each running torch on one thread.
@@ -62,6 +72,11 @@ __all__ = ["AlignOptions", "Aligner", "fibonacci_orientations", "AUTO_START_B"]
 
 #: images (B, box, box) as the Aligner takes them
 ImagesT = Union[np.ndarray, torch.Tensor]
+
+#: Å: std of the Gaussian low-pass of the first Levenberg-Marquardt iterations of
+#: align_from_poses (benchmarks/bench_from_poses.py: 2 px at 64 px / 1.3 Å/px;
+#: without it, images far from the search's amplitudes stalled)
+LOCAL_BLUR = 5.2
 
 #: B-factor (Å^2) of the atoms while an 'auto' B-factor is being estimated
 AUTO_START_B = {"gaussian": 0.0, "scattering": 50.0, "scattering5": 50.0}
@@ -90,6 +105,20 @@ def _skew(w):
     return torch.stack([torch.stack([z, -w[..., 2], w[..., 1]], -1),
                         torch.stack([w[..., 2], z, -w[..., 0]], -1),
                         torch.stack([-w[..., 1], w[..., 0], z], -1)], -2)
+
+
+def _rotvec_matrix(w):
+    """Rotation matrices (..., 3, 3) of rotation vectors w (..., 3) (radians),
+    by Rodrigues' formula: elementwise, so a matrix does not depend on the
+    others in the batch (torch.linalg.matrix_exp's rounding does)."""
+    t2 = w.square().sum(-1)[..., None, None]
+    t = t2.sqrt()
+    small = t2 < 1e-8
+    ts = torch.where(small, torch.ones_like(t), t)
+    a = torch.where(small, 1 - t2 / 6, torch.sin(ts) / ts)
+    b = torch.where(small, 0.5 - t2 / 24, (1 - torch.cos(ts)) / ts.square())
+    K = _skew(w)
+    return torch.eye(3, dtype=w.dtype, device=w.device) + a * K + b * (K @ K)
 
 
 def _normalize_masked(x, mask):
@@ -517,6 +546,106 @@ class Aligner:
         q = params[2] * qs if self.M else torch.zeros(len(A0), 0, device=self.device)
         return A, params[1], q, c
 
+    def _lm(self, images, absctf, A0, shifts, amps, level, iters, blur=0.0):
+        """Levenberg-Marquardt on 1 - NCC = |n(model) - n(image)|^2 / 2 (n:
+        zero mean and unit norm inside the mask) in the rotation vector
+        (composed with A0), the shifts and the amplitudes; images (B, b, b),
+        A0 (B, 3, 3), shifts (B, 2) px of this level, amps (B, M). Returns
+        refined A, shifts, amps and cost, as :meth:`_refine`.
+
+        The Jacobian of the |CTF|-filtered model: for the shifts and the
+        in-plane angle from the model's own image gradient (spectral
+        derivatives), for the two tilts and the amplitudes by forward
+        differences (one batched projection of every image at each step);
+        then through the normalisation. The step d solves (J^T J + lambda
+        diag(J^T J)) d = -J^T r per image; d and 2d are tried and the better
+        is kept where it lowers the cost (lambda / 3), else the image stays
+        (lambda x 4). ``blur`` (px): images and model low-passed by a Gaussian
+        of this std (a wider basin for large moves)."""
+        mask = self.masks[level]
+        P = self.proj[level]
+        B, M = len(A0), self.M
+        dev = self.device
+        b = images.shape[-1]
+        fy = torch.fft.fftfreq(b, device=dev)[:, None]
+        fx = torch.fft.rfftfreq(b, device=dev)[None, :]
+        if blur > 0:
+            G = torch.exp(-2 * math.pi ** 2 * blur ** 2 * (fx ** 2 + fy ** 2))
+            images = torch.fft.irfft2(torch.fft.rfft2(images) * G, s=(b, b))
+            absctf = G if absctf is None else absctf * G
+        target = _normalize_masked(images, mask).flatten(1)             # (B, n)
+        mw, mflat = (mask / mask.sum()).flatten(), mask.flatten()
+        kx, ky = fx * (2j * math.pi), fy * (2j * math.pi)
+        kx[:, -1] = 0                                                    # Nyquist
+        ky[b // 2] = 0
+        grid = torch.arange(b, dtype=torch.float32, device=dev) - b // 2
+        # forward differences: the two tilts (radians) and the amplitudes
+        h = torch.tensor([0.01, 0.01] + [2.0] * M, device=dev)
+        nfd = len(h)
+        steps = torch.zeros(nfd, 3 + M, device=dev)
+        steps[0, 0], steps[1, 1] = h[0], h[1]
+        steps[2:, 3:] = torch.diag(h[2:])
+
+        def spectrum(A, s, q, ctf):
+            F = torch.fft.rfft2(P(q if M else None, A, s))
+            return F if ctf is None else F * ctf
+
+        def state(A, s, q):
+            """Spectrum, normalised model (B, n) and the norm before."""
+            F = spectrum(A, s, q, absctf)
+            m = torch.fft.irfft2(F, s=(b, b)).flatten(1)
+            y = (m - (m * mw).sum(1, keepdim=True)) * mflat
+            ny = y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return F, y / ny, ny
+
+        A, s, q = A0, shifts, amps
+        F, cur, ny = state(A, s, q)
+        cost = 0.5 * (cur - target).square().sum(1)
+        lam = torch.full((B,), 1e-2, device=dev)
+        rep = lambda t: None if t is None else t.repeat_interleave(nfd, 0)  # noqa: E731
+        for _ in range(iters):
+            m = torch.fft.irfft2(F, s=(b, b)).flatten(1)
+            d = steps.repeat(B, 1)                                       # (B nfd, 3 + M)
+            Ap = _rotvec_matrix(d[:, :3]) @ rep(A)
+            mp = torch.fft.irfft2(spectrum(Ap, rep(s), rep(q) + d[:, 3:], rep(absctf)),
+                                  s=(b, b))
+            Jfd = (mp.view(B, nfd, -1) - m[:, None]) / h[:, None]
+            # d/d shift: the model's gradient; in-plane angle: (y, -x) . gradient about
+            # the centre the rotation turns around
+            dx = torch.fft.irfft2(F * kx, s=(b, b))
+            dy = torch.fft.irfft2(F * ky, s=(b, b))
+            rot = (grid[None, :, None] + s[:, 1, None, None]) * dx - \
+                (grid[None, None, :] + s[:, 0, None, None]) * dy
+            Jm = torch.cat([Jfd[:, :2], rot.flatten(1)[:, None], dx.flatten(1)[:, None],
+                            dy.flatten(1)[:, None], Jfd[:, 2:]], 1)      # (B, 5 + M, n)
+            # through the normalisation: dn = (dy - n (n . dy)) / |y|
+            Jy = (Jm - (Jm * mw).sum(2, keepdim=True)) * mflat
+            J = (Jy - cur[:, None] * (Jy * cur[:, None]).sum(2, keepdim=True)) / ny[:, None]
+            # the curvature of 1 - n . t on the unit sphere: NCC J^T J (Gauss-Newton's
+            # J^T J overestimates it by 1 / NCC: steps too short on noisy images)
+            H = (J @ J.transpose(1, 2)) * (1 - cost).clamp_min(0.05)[:, None, None]
+            g = (J * (cur - target)[:, None]).sum(2)
+            Hd = torch.diagonal(H, dim1=1, dim2=2)
+            step = -torch.linalg.solve(H + torch.diag_embed(lam[:, None] * Hd + 1e-9), g)
+            A_, s_, q_ = A, s, q
+            better = torch.zeros(B, dtype=torch.bool, device=dev)
+            for f in (1.0, 2.0):
+                At = _rotvec_matrix(f * step[:, :3]) @ A_
+                st, qt = s_ + f * step[:, 3:5], q_ + f * step[:, 5:]
+                Ft, mt, nt = state(At, st, qt)
+                ct = 0.5 * (mt - target).square().sum(1)
+                ok = ct < cost
+                A = torch.where(ok[:, None, None], At, A)
+                s = torch.where(ok[:, None], st, s)
+                q = torch.where(ok[:, None], qt, q)
+                F = torch.where(ok[:, None, None], Ft, F)
+                cur = torch.where(ok[:, None], mt, cur)
+                ny = torch.where(ok[:, None], nt, ny)
+                cost = torch.where(ok, ct, cost)
+                better |= ok
+            lam = torch.where(better, lam / 3, lam * 4)
+        return A, s, q, cost
+
     # ------------------------------------------------------------------
     def _workers(self, n):
         """Worker threads for n images on CPU (``threads``; 0: the CPUs this
@@ -585,10 +714,11 @@ class Aligner:
         (angles (B, 3) Xmipp ZYZ degrees, shifts (B, 2) px of the images):
         orientations within ``cone`` degrees of it, shifts within
         ``shift_window`` Å of its own, and all the amplitudes of the global
-        search; the ``local_candidates`` best are refined ``coarse_iters``
-        steps at the coarse level, the best of them ``fine_iters`` steps at
-        each finer level. Returns the dict of :meth:`align`; no reference
-        bank is built."""
+        search; the ``local_candidates`` best are refined by
+        ``local_coarse_iters`` Levenberg-Marquardt iterations at the coarse
+        level (:meth:`_lm`; the first two thirds low-passed), the best of them
+        by ``local_fine_iters`` at each finer level. Returns the dict of
+        :meth:`align`; no reference bank is built."""
         x = self._images(images)
         B = x.shape[0]
         angles = np.asarray(angles, np.float64).reshape(B, 3)
@@ -665,11 +795,29 @@ class Aligner:
         o = self.opt
         levels, absctf = self._prepare(x, ctf)
         c0 = self.pyramid[0]
-        A = torch.as_tensor(rotations.euler_to_matrix(angles), dtype=torch.float32,
-                            device=self.device)
-        sh = torch.as_tensor(shifts * (c0 / self.box), dtype=torch.float32, device=self.device)
-        cand = self._local_search(levels[c0], absctf[c0], A, sh)
-        return self._refine_candidates(levels, absctf, *cand, o.coarse_iters, 1)
+        t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
+        A = t(rotations.euler_to_matrix(angles))
+        cand_ang, cand_sh, cand_amp = self._local_search(levels[c0], absctf[c0], A,
+                                                         t(shifts * (c0 / self.box)))
+        B, K = cand_ang.shape[:2]
+        rep = lambda a: None if a is None else a.repeat_interleave(K, 0)  # noqa: E731
+        A, sh = t(rotations.euler_to_matrix(cand_ang.reshape(-1, 3))), t(cand_sh.reshape(-1, 2))
+        am = t(cand_amp.reshape(B * K, self.M))
+        blurred = 2 * o.local_coarse_iters // 3
+        blur = LOCAL_BLUR / (self.pixel_size * self.box / c0)           # px of the level
+        if blurred:
+            A, sh, am, _ = self._lm(rep(levels[c0]), rep(absctf[c0]), A, sh, am, c0, blurred,
+                                    blur=blur)
+        A, sh, am, cost = self._lm(rep(levels[c0]), rep(absctf[c0]), A, sh, am, c0,
+                                   o.local_coarse_iters - blurred)
+        pick = torch.arange(B, device=self.device) * K + cost.view(B, K).argmin(1)
+        A, sh, am, cost = A[pick], sh[pick], am[pick], cost[pick]
+        prev = c0
+        for b in self.pyramid[1:]:
+            sh = sh * (b / prev)
+            A, sh, am, cost = self._lm(levels[b], absctf[b], A, sh, am, b, o.local_fine_iters)
+            prev = b
+        return self._result(A, sh * (self.box / prev), am, cost, B)
 
     def _refine_candidates(self, levels, absctf, cand_ang, cand_sh, cand_amp, coarse_iters,
                            fine_candidates):

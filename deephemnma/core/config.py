@@ -62,16 +62,19 @@ ALIGN_STAGES = ("align", "refine")
 BOTH = ALIGN_STAGES
 
 
-def _option(default, affects: tuple) -> dataclasses.Field:
+def _option(default, affects: tuple, from_poses_only: bool = False) -> dataclasses.Field:
     """An AlignOptions field and the stages whose results it changes
     (``affects``: some of ALIGN_STAGES; () for an option of speed alone, such
-    as the device). :func:`result_options` reads it: a stage's run stamp holds
-    the options that change its results, and a field without this metadata is
-    an error there (tests/test_align_resume.py checks every field has it)."""
+    as the device); ``from_poses_only``: it changes them only when
+    ``from_poses`` is on (an option of align --from-poses alone).
+    :func:`result_options` reads it: a stage's run stamp holds the options
+    that change its results, and a field without this metadata is an error
+    there (tests/test_align_resume.py checks every field has it)."""
     unknown = set(affects) - set(ALIGN_STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}")
-    return dataclasses.field(default=default, metadata={"affects": tuple(affects)})
+    return dataclasses.field(default=default, metadata={"affects": tuple(affects),
+                                                        "from_poses_only": from_poses_only})
 
 
 @dataclasses.dataclass
@@ -100,15 +103,20 @@ class AlignOptions:
     fine_iters: int = _option(25, ("align",))
     # align from the particles' poses (Aligner.align_from_poses; benchmarks/bench_from_poses.py):
     # orientations within this cone (degrees) of each particle's, shifts within this window (Å)
-    # of its own, the global search's amplitudes; the best local_candidates amplitudes refined
-    # coarse_iters steps at the coarse level, the best of them fine_iters at full size.
-    # 200 images at 64 px from 2-10 deg starts: 1.3-1.7x the global search's speed, misses
-    # <= 1 %, amplitude MAE 1.25-1.4x its; 1 candidate, or 15-30 coarse steps, were faster
-    # but up to 2-4x its amplitude error (measured on 20 images)
+    # of its own, the global search's amplitudes; the best local_candidates refined by
+    # local_coarse_iters Levenberg-Marquardt iterations at the coarse level (the first two
+    # thirds on low-passed images), the best of them local_fine_iters at each finer level.
+    # 200 images at 64 px from 2-10 deg starts: 4.3-5.5x the global search's speed, no misses,
+    # amplitude MAE 0.8x its. On 60 images: 5 coarse iterations (3 low-passed) or 2
+    # candidates were as accurate; 4 (2 low-passed) left 2-3 % of the amplitudes far off,
+    # no amplitude search (search_amplitude 0) 10-25 %; without the low-pass 1-2 %.
+    # These change align's results only with from_poses (from_poses_only).
     from_poses: bool = _option(False, ("align",))
-    cone: float = _option(12.0, ("align",))
-    shift_window: float = _option(3.0, ("align",))
-    local_candidates: int = _option(2, ("align",))
+    cone: float = _option(12.0, ("align",), from_poses_only=True)
+    shift_window: float = _option(3.0, ("align",), from_poses_only=True)
+    local_candidates: int = _option(1, ("align",), from_poses_only=True)
+    local_coarse_iters: int = _option(6, ("align",), from_poses_only=True)
+    local_fine_iters: int = _option(2, ("align",), from_poses_only=True)
     # Aligner.refine (local only, no global search; benchmarks/bench_refine.py): steps at
     # the coarse level (0: none), then at each finer level. From the paper's network
     # errors (2.5 deg), 10 + 25 matched full HEMNMA; 0 + 25: ~15 % faster, a little less
@@ -138,7 +146,8 @@ class AlignOptions:
 
 def result_options(options: AlignOptions, stage: str) -> dict[str, Any]:
     """{name: value} of the AlignOptions ``options`` that change the results
-    of ``stage`` ('align' or 'refine'): what its run stamp holds."""
+    of ``stage`` ('align' or 'refine'): what its run stamp holds (the options
+    of align --from-poses alone only when ``from_poses`` is on)."""
     if stage not in ALIGN_STAGES:
         raise ValueError(f"unknown stage {stage!r}: {' or '.join(ALIGN_STAGES)}")
     out = {}
@@ -146,6 +155,8 @@ def result_options(options: AlignOptions, stage: str) -> dict[str, Any]:
         if "affects" not in f.metadata:
             raise TypeError(f"AlignOptions.{f.name} does not say which stages' results it "
                             "changes: declare it with _option(default, affects)")
+        if f.metadata.get("from_poses_only") and not options.from_poses:
+            continue
         if stage in f.metadata["affects"]:
             out[f.name] = getattr(options, f.name)
     return out

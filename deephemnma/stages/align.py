@@ -73,6 +73,8 @@ class Config(base.StageConfig, AlignOptions):
                                        f"degrees")
             base.at_least("--shift-window", self.shift_window, 0)
             base.at_least("--local-candidates", self.local_candidates, 1)
+            base.at_least("--local-coarse-iters", self.local_coarse_iters, 1)
+            base.at_least("--local-fine-iters", self.local_fine_iters, 1)
         return self
 
     def validate_run_options(self):

@@ -29,6 +29,7 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         "coarse_iters": "coarseIters", "fine_iters": "fineIters", "threads": "numberOfThreads",
         "atom_model": "atomModel", "b_factor": "bFactor", "from_poses": "fromPoses",
         "cone": "cone", "shift_window": "shiftWindow", "local_candidates": "localCandidates",
+        "local_coarse_iters": "localCoarseIters", "local_fine_iters": "localFineIters",
         "search_pairs": "searchPairs", "amplitude_candidates": "amplitudeCandidates",
         "fine_candidates": "fineCandidates", "downscale": "downscale"}
     _flagNames = {"n_candidates": "--candidates", "use_ctf": "--no-ctf"}
@@ -67,6 +68,16 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       help="Best amplitudes of the local search (each at its best orientation "
                            "and shift) refined continuously at the coarse level; the best one "
                            "is then refined at full size.")
+        form.addParam("localCoarseIters", params.IntParam, default=d.local_coarse_iters,
+                      condition=f"fromPoses != {FROM_POSES_NO}", validators=[params.Positive],
+                      expertLevel=params.LEVEL_ADVANCED, label="Local coarse iterations",
+                      help="Levenberg-Marquardt iterations of the local candidates at the "
+                           "coarse level (the first two thirds on low-passed images).")
+        form.addParam("localFineIters", params.IntParam, default=d.local_fine_iters,
+                      condition=f"fromPoses != {FROM_POSES_NO}", validators=[params.Positive],
+                      expertLevel=params.LEVEL_ADVANCED, label="Local fine iterations",
+                      help="Levenberg-Marquardt iterations of the best local candidate at each "
+                           "finer level (full size last).")
         form.addParam("angularStep", params.FloatParam, default=d.angular_step,
                       validators=[params.Positive], label="Global angular step (deg)",
                       help="Orientation sampling of the global search (degrees, at most 90): "
@@ -164,7 +175,9 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             n_candidates=self.candidates.get(), coarse_iters=self.coarseIters.get(),
             fine_iters=self.fineIters.get(), from_poses=self._fromPoses(),
             cone=self.cone.get(), shift_window=self.shiftWindow.get(),
-            local_candidates=self.localCandidates.get(), search_pairs=self.searchPairs.get(),
+            local_candidates=self.localCandidates.get(),
+            local_coarse_iters=self.localCoarseIters.get(),
+            local_fine_iters=self.localFineIters.get(), search_pairs=self.searchPairs.get(),
             amplitude_candidates=self.amplitudeCandidates.get(),
             fine_candidates=self.fineCandidates.get())
 

@@ -12,7 +12,7 @@ and rank 0 merges.
 orientations are searched within --cone degrees of each particle's, the shifts
 within --shift-window Å of its own, the amplitudes as in the global search, then
 a Levenberg-Marquardt refinement (--local-coarse-iters, --local-fine-iters)
-(benchmarks/bench_from_poses.py, 64 px, starting errors of 2-10 degrees: 4.3-5.5x
+(benchmarks/bench_from_poses.py, 64 px, starting errors of 2-10 degrees: 3.5-4.2x
 faster than the global search, no misses, amplitude error 0.8x its).
 
 Example:

@@ -50,7 +50,7 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                            "orientations are then searched within the cone below around each "
                            "particle's, the shifts within the shift window around its own, "
                            "the amplitudes as in the global search (measured from starting "
-                           "errors of 2-10 deg: 4.3-5.5x faster than the global search, "
+                           "errors of 2-10 deg: 3.5-4.2x faster than the global search, "
                            "amplitudes as accurate). "
                            "Default: when the particles carry a projection alignment; no: "
                            "the global search.")

@@ -108,16 +108,6 @@ class DeepHEMNMAProtPredict(DeepHEMNMABase):
         return errors
 
 
-def _reads_poses(model):
-    """The model object's file is a pose-aware network (False when unreadable:
-    the stage then says what is wrong with the file)."""
-    from ..core.models import load_model
-    from ..errors import InputError
-    try:
-        return bool(load_model(model.getFileName())[1].get("pose_input", False))
-    except (InputError, OSError):
-        return False
-
     def _summary(self):
         if not hasattr(self, "outputParticles"):
             return ["Not run yet."]
@@ -136,3 +126,14 @@ def _reads_poses(model):
 
     def _citations(self):
         return ["Hamitouche2022", "He2016"]
+
+
+def _reads_poses(model):
+    """The model object's file is a pose-aware network (False when unreadable:
+    the stage then says what is wrong with the file)."""
+    from ..core.models import load_model
+    from ..errors import InputError
+    try:
+        return bool(load_model(model.getFileName())[1].get("pose_input", False))
+    except (InputError, OSError):
+        return False

@@ -52,11 +52,12 @@ Wall times hold for the machine and the load of the run that made each row
 measured while other jobs shared the cores are slower than on an idle
 machine.
 
-Measured (2 CPU cores shared with other jobs, load averages 11-19: every wall
-time is several times an idle machine's), ``-n 600 --epochs 3 --peer-epochs
-2``, a check that every path runs end to end (too few epochs for the networks
-and cryoDRGN to learn: they score near 0 there): hemnma and from-poses PC1 |r|
-1.00, R² 0.998; the pose check r = 0.87 (mirror 0.37).
+Measured (2 CPU cores, each row in its own run; docs/BENCHMARKS.md has the
+table): cryoDRGN given the consensus poses PC1 |r| 0.96, R² 0.945, 3,283 s of
+training (beside other jobs); the pose-aware network 0.97, 0.940, 384 s of
+training (15 epochs, beside other jobs); HEMNMA from the poses 1.00, 0.999 in
+87 s, its global search 1.00, 0.997 in 278 s (idle machine); the paper's
+network 0.66, 0.379.
 """
 import argparse
 import json

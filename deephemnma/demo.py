@@ -163,7 +163,7 @@ def compare_paths(paths, pixel_size, mode_numbers=(7, 8, 9)):
     and the PC1 of the true amplitudes, and the cross-validated R² (5 folds)
     of a linear regression of the true amplitudes on its amplitudes."""
     from deephemnma.core.metrics import cv_r2, evaluate, match_rows, pc1_correlation
-    lines = ["| alignment path | time s | amplitude MAE | angles ° | shifts Å | PC1 |r| "
+    lines = ["| alignment path | time s | amplitude MAE | angles ° | shifts Å | PC1 \\|r\\| "
              "| CV R² |", "|---|---|---|---|---|---|---|"]
     for label, (seconds, est, truth) in paths.items():
         r = evaluate(est, truth, pixel_size, mode_numbers=list(mode_numbers))

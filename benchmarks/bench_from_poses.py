@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="the stages' worker threads")
     ap.add_argument("--cone", type=float, default=None, help="align --from-poses --cone")
     ap.add_argument("--local-candidates", type=int, default=None)
+    ap.add_argument("--pose-sigma", default="0",
+                    help="align --from-poses --pose-sigma, one row per value (comma list)")
     ap.add_argument("--work", default=None, help="folder for the data (default: temporary)")
     ap.add_argument("--seed", type=int, default=100)
     args = ap.parse_args()
@@ -97,17 +99,20 @@ def main():
         local["cone"] = args.cone
     if args.local_candidates is not None:
         local["local_candidates"] = args.local_candidates
+    sigmas = [float(v) for v in args.pose_sigma.split(",")]
+    local_names = [f"align --from-poses --pose-sigma {v:g}" if v else "align --from-poses"
+                   for v in sigmas]
     runs = [("align", None, align, {})]
     for deg in errors:
-        runs += [("align --from-poses", deg, align, local),
-                 ("refine from zero amplitudes", deg, refine, {})]
+        runs += [(n, deg, align, dict(local, pose_sigma=v)) for n, v in zip(local_names, sigmas)]
+        runs += [("refine from zero amplitudes", deg, refine, {})]
     times, est = {}, {}
     for r in range(args.rounds):
         for name, deg, module, options in (runs if r % 2 == 0 else runs[::-1]):
             src = particles if deg is None else starts[deg]
             out = os.path.join(work, f"{name.split()[0]}{deg}_{r}.xmd".replace(" ", ""))
             if name.startswith("align --"):
-                out = os.path.join(work, f"local{deg}_{r}.xmd")
+                out = os.path.join(work, f"local{deg}_{options['pose_sigma']:g}_{r}.xmd")
             t, dt = stage_run(module, out, src, data, ps, args.threads,
                               outlier_threshold=0, **options)
             times.setdefault((name, deg), []).append(dt)
@@ -128,7 +133,7 @@ def main():
     for deg in errors:
         print(f"| {deg:g} deg | align (global search) | {args.n / a_best:.2f} | {a_med:.2f} | "
               f"{a_miss} ({100 * a_miss / args.n:.1f} %) | {a_mae:.2f} | 1.00 | 1.0x |")
-        for name in ("align --from-poses", "refine from zero amplitudes"):
+        for name in local_names + ["refine from zero amplitudes"]:
             best = min(times[(name, deg)])
             med, miss, mae = scores(est[(name, deg)], truth, ps, ref)
             print(f"| {deg:g} deg | {name} | {args.n / best:.2f} | {med:.2f} | "

@@ -10,11 +10,13 @@ Prints each run's time (the scheduler's waits between runs are not in
 them), HEMNMA's errors on the training half and the network's on the
 predicted half against the truth (median angular error, median shift error,
 deformation RMSD: the RMS over atoms of the difference between the estimated
-and true displacements by the modes, free of the modes' sign and scale) and
+and true displacements by the modes, free of the modes' sign and scale; the
+landscape's PC1 |r| and the cross-validated R² of the true amplitudes on the
+estimated ones) and
 the half-map resolution (FSC 0.143, masked) of each landscape group's map.
 
     python benchmarks/bench_real_workflow.py [-n 3000] [--box 256] [--pixel-size 0.65] \\
-        [--align-box 128] [--epochs 30] [--net-size 128] [--group-size 900]
+        [--align-box 128] [--epochs 30] [--net-size 128] [--group-size 900] [--paper-network]
 
 HEMNMA aligns the images Fourier-downscaled to ``--align-box`` px (the
 template's HEMNMA image size; 0: their own size), the network works at
@@ -64,7 +66,8 @@ def wait(project, deadline_s):
 
 def errors(est, truth, ref_vectors, mode_vectors, pixel_size):
     """(median angular error deg, median shift error Å, median deformation
-    RMSD Å) of the Table ``est`` against ``truth``."""
+    RMSD Å, PC1 |r|, cross-validated R² of the true amplitudes on the
+    estimated ones) of the Table ``est`` against ``truth``."""
     from deephemnma.core.metrics import angular_errors, match_rows
     from deephemnma.io.metadata import parse_image_ref
     est = est.copy()        # the rows by their image (a merged set renumbers its ids)
@@ -73,12 +76,15 @@ def errors(est, truth, ref_vectors, mode_vectors, pixel_size):
     e, t = est.subset(ie), truth.subset(it)
     ang = np.median(angular_errors(e.angles(), t.angles()))
     sh = np.median(np.linalg.norm(e.shifts() - t.shifts(), axis=1)) * pixel_size
-    rmsd = float("nan")
+    rmsd = r = r2 = float("nan")
     if "nmaDisplacements" in e and mode_vectors.shape[1:] == ref_vectors.shape[1:]:
         d = (np.tensordot(e["nmaDisplacements"], mode_vectors, 1)
              - np.tensordot(t["nmaDisplacements"], ref_vectors, 1))
         rmsd = np.median(np.sqrt((d ** 2).sum(-1).mean(-1)))
-    return ang, sh, rmsd
+        from deephemnma.core.metrics import cv_r2, pc1_correlation
+        r = pc1_correlation(e["nmaDisplacements"], t["nmaDisplacements"])
+        r2 = cv_r2(e["nmaDisplacements"], t["nmaDisplacements"])
+    return ang, sh, rmsd, r, r2
 
 
 def main(argv=None):
@@ -89,6 +95,9 @@ def main(argv=None):
     ap.add_argument("--align-box", type=int, default=128,
                     help="HEMNMA image size (px; 0: the particles' box)")
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--paper-network", action="store_true",
+                    help="the template's pose_network=false: the paper's network on the "
+                         "images alone (default: the pose-aware network)")
     ap.add_argument("--net-size", type=int, default=128)
     ap.add_argument("--group-size", type=int, default=900)
     ap.add_argument("--seed", type=int, default=0)
@@ -103,11 +112,12 @@ def main(argv=None):
     data = make_standin(os.path.join(out, "standin"), a.n, a.box, a.pixel_size, a.seed)
     print(f"stand-in: {a.n} particles, {a.box} px at {a.pixel_size} Å/px "
           f"({time.time() - t0:.0f} s); HEMNMA at {a.align_box or a.box} px, network at "
-          f"{a.net_size or a.box} px")
+          f"{a.net_size or a.box} px ({'the paper' if a.paper_network else 'pose-aware'})")
     name = f"bench_real_workflow_{os.getpid()}"
     values = dict(particles=data["sqlite"], pixel_size=a.pixel_size, voltage=300, cs=2.7,
                   amp_contrast=0.1, structure=data_file("AK.pdb"), modes="7-9",
-                  angular_step=12, max_shift=4, align_box=a.align_box, epochs=a.epochs,
+                  angular_step=12, max_shift=4, align_box=a.align_box,
+                  pose_network=str(not a.paper_network).lower(), epochs=a.epochs,
                   net_size=a.net_size,
                   group_size=a.group_size, project_name=name)
     log = os.path.join(out, name + ".log")
@@ -157,12 +167,14 @@ def report(runs, data, pixel_size):
     hemnma = particles_to_table(align.outputParticles)
     merged = particles_to_table(pred.outputParticles)
     predicted = merged.subset(np.flatnonzero(~np.isin(merged["image"], hemnma["image"])))
-    rows = [("HEMNMA (training half)", hemnma), ("network (the other half)", predicted)]
+    rows = [("HEMNMA (training half)", hemnma), ("network (the other half)", predicted),
+            ("landscape (all)", merged)]
     print(f"{'':28s} {'n':>5s} {'angle med deg':>14s} {'shift med Å':>12s} "
-          f"{'deformation RMSD med Å':>23s}")
+          f"{'deformation RMSD med Å':>23s} {'PC1 |r|':>8s} {'CV R²':>6s}")
     for label, parts in rows:
-        ang, sh, rmsd = errors(parts, truth, modes.vectors, vecs, pixel_size)
-        print(f"{label:28s} {len(parts):5d} {ang:14.2f} {sh:12.2f} {rmsd:23.2f}")
+        ang, sh, rmsd, r, r2 = errors(parts, truth, modes.vectors, vecs, pixel_size)
+        print(f"{label:28s} {len(parts):5d} {ang:14.2f} {sh:12.2f} {rmsd:23.2f} {r:8.3f} "
+              f"{r2:6.3f}")
     land = by["DeepHEMNMAProtLandscape"]
     for key in sorted(k for k, _ in land.iterOutputAttributes() if k.startswith("outputVolume")):
         vol = getattr(land, key)

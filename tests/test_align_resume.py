@@ -255,14 +255,14 @@ def test_every_align_option_says_which_stamps_hold_it(monkeypatch):
 
     # the options of --from-poses alone count only with it
     local = {"cone", "shift_window", "local_candidates", "local_coarse_iters",
-             "local_fine_iters"}
+             "local_fine_iters", "pose_sigma"}
     assert not local & set(align)
     other = dataclasses.replace(opt, cone=5.0, shift_window=1.0, local_candidates=3,
-                                local_coarse_iters=2, local_fine_iters=4)
+                                local_coarse_iters=2, local_fine_iters=4, pose_sigma=1.0)
     assert result_options(other, "align") == align
     poses = dataclasses.replace(opt, from_poses=True)
     assert local <= set(result_options(poses, "align"))
-    for name, value in (("cone", 5.0), ("local_coarse_iters", 2)):
+    for name, value in (("cone", 5.0), ("local_coarse_iters", 2), ("pose_sigma", 1.0)):
         assert result_options(dataclasses.replace(poses, **{name: value}), "align") != \
             result_options(poses, "align"), name
     assert {f.name for f in fields if f.metadata.get("from_poses_only")} == local

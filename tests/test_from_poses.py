@@ -129,6 +129,56 @@ def test_from_poses_recovers_noiseless_truth_from_10_degrees(ref):
         (r["amplitudes"], t["nmaDisplacements"])
 
 
+def test_rotation_vector_inverts_rodrigues():
+    """_matrix_rotvec(_rotvec_matrix(w)) == w for angles up to 170 deg, and
+    the angle of the rotation is its norm."""
+    import torch
+    from deephemnma.core.align import _matrix_rotvec, _rotvec_matrix
+    rng = np.random.default_rng(3)
+    axis = rng.normal(size=(200, 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    w = torch.as_tensor(axis * rng.uniform(0, np.radians(170), (200, 1)))
+    w[:3] = torch.as_tensor([[0, 0, 0], [1e-9, 0, 0], [0, 2e-4, -1e-4]])
+    back = _matrix_rotvec(_rotvec_matrix(w))
+    assert torch.allclose(back, w, atol=1e-7)
+    tr = np.trace(_rotvec_matrix(w).numpy(), axis1=1, axis2=2)
+    assert np.allclose(np.arccos(np.clip((tr - 1) / 2, -1, 1))[3:], w.norm(dim=1).numpy()[3:])
+
+
+def test_pose_prior_weight_follows_the_likelihood():
+    """The prior's weight against 1 - NCC: smaller for a clearer image
+    (higher NCC) and for more pixels (a finer level), larger for a tighter
+    prior; zero pose_sigma is no prior (align_from_poses then never builds
+    one)."""
+    import torch
+    def weight(sigma, ncc, level):
+        al = Aligner(np.zeros((2, 3)), np.ones(2), None, 64, 2.0,
+                     AlignOptions(pose_sigma=sigma, pyramid=(32, 64)))
+        return float(al._prior_weight(torch.tensor([ncc]), level)[0])
+    assert weight(3.0, 0.1, 32) > weight(3.0, 0.5, 32) > 0
+    assert weight(3.0, 0.1, 32) > 3 * weight(3.0, 0.1, 64)
+    assert np.isclose(weight(1.5, 0.2, 64), 4 * weight(3.0, 0.2, 64))
+
+
+def test_pose_prior_keeps_pure_noise_at_the_given_poses(ref):
+    """Images of pure noise carry no pose: without a prior the local search
+    and refinement wander within the cone; with a 1 deg prior the
+    orientations stay at the given ones (the posterior is the prior)."""
+    s, modes = ref
+    _, t = _data(ref, 8, None, seed=46)
+    noise = np.random.default_rng(7).normal(size=(8, BOX, BOX)).astype(np.float32)
+    angles, shifts = _perturb(t, 4.0, 0.5, seed=8)
+    ctf = CTFParams.from_table(t)
+    moved = {}
+    for sigma in (0.0, 1.0):
+        al = Aligner(s.coords, s.weights, modes.vectors, BOX, PS,
+                     AlignOptions(pose_sigma=sigma, threads=1))
+        r = al.align_from_poses(noise, ctf, angles, shifts)
+        moved[sigma] = angular_errors(r["angles"], angles)
+    assert np.median(moved[0.0]) > 4.0, moved
+    assert np.median(moved[1.0]) < 1.0 and moved[1.0].max() < 2.5, moved
+
+
 def test_local_result_of_an_image_does_not_depend_on_its_batch(ref):
     s, modes = ref
     imgs, t = _data(ref, 4, 0.5, seed=42)
@@ -205,7 +255,8 @@ def test_cli_from_poses_and_refine_from_zero_amplitudes(folder, tmp_path, capsys
     (("--shift-window", "-1"), "--shift-window"), (("--local-candidates", "0"),
                                                    "--local-candidates"),
     (("--local-coarse-iters", "0"), "--local-coarse-iters"),
-    (("--local-fine-iters", "0"), "--local-fine-iters")])
+    (("--local-fine-iters", "0"), "--local-fine-iters"),
+    (("--pose-sigma", "-1"), "--pose-sigma")])
 def test_cli_bad_local_options(folder, tmp_path, capsys, extra, word):
     """A bad local-search option: exit 2, one line naming it, nothing written;
     the same value without --from-poses is not checked (not used)."""

@@ -70,6 +70,10 @@ def add_args(p):
                         "--fine-iters are the global search's")
     p.add_argument("--local-fine-iters", type=int, default=d.local_fine_iters,
                    help="--from-poses: Levenberg-Marquardt iterations at each finer level")
+    p.add_argument("--pose-sigma", type=float, default=d.pose_sigma,
+                   help="degrees: --from-poses keeps each orientation near the particle's by "
+                        "a Gaussian prior of this std, weighed against the image (0: none; "
+                        "e.g. the consensus refinement's angular accuracy)")
     add_run_args(p, d)
 
 
@@ -111,7 +115,8 @@ def config(args):
         fine_candidates=args.fine_candidates, coarse_iters=args.coarse_iters,
         fine_iters=args.fine_iters, from_poses=args.from_poses,
         cone=args.cone, shift_window=args.shift_window, local_candidates=args.local_candidates,
-        local_coarse_iters=args.local_coarse_iters, local_fine_iters=args.local_fine_iters)
+        local_coarse_iters=args.local_coarse_iters, local_fine_iters=args.local_fine_iters,
+        pose_sigma=args.pose_sigma)
 
 
 def shared_config(args):

@@ -121,6 +121,18 @@ def _rotvec_matrix(w):
     return torch.eye(3, dtype=w.dtype, device=w.device) + a * K + b * (K @ K)
 
 
+def _matrix_rotvec(R):
+    """Rotation vectors (..., 3) (radians) of rotation matrices (..., 3, 3),
+    the inverse of :func:`_rotvec_matrix` for angles below 180 degrees."""
+    v = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0],
+                     R[..., 1, 0] - R[..., 0, 1]], -1)
+    s = v.norm(dim=-1) / 2                                          # sin(angle)
+    c = (torch.diagonal(R, dim1=-2, dim2=-1).sum(-1) - 1) / 2       # cos(angle)
+    t = torch.atan2(s, c)
+    f = torch.where(s < 1e-6, torch.full_like(s, 0.5), t / (2 * s.clamp_min(1e-6)))
+    return v * f[..., None]
+
+
 def _normalize_masked(x, mask):
     """Zero mean, unit norm inside the mask (x: (..., N, N))."""
     m = mask / mask.sum()
@@ -479,11 +491,18 @@ class Aligner:
         tr = np.einsum("kij,dji->dk", Rpsi, tilts)                    # trace (D, n)
         inside = np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1))) <= o.cone + 1e-6
         inside = torch.as_tensor(np.repeat(inside, S, 0), device=self.device)   # (J, n)
-        c = c.masked_fill(~inside, -float("inf"))
+        c = c.masked_fill(~inside, -float("inf")) / norm.clamp_min(1e-20)[:, None, :, None]
+        if o.pose_sigma > 0:
+            # the prior of _lm on the rotation from the given pose, weighted by each
+            # image's best score
+            ang2 = np.arccos(np.clip((tr - 1) / 2, -1, 1)) ** 2                  # (D, n)
+            ang2 = torch.as_tensor(np.repeat(ang2, S, 0), dtype=c.dtype, device=self.device)
+            w = self._prior_weight(c.amax((1, 2, 3)), b)
+            c = c - 0.5 * w[:, None, None, None] * ang2
         best, arg = c.max(-1)                                        # (B, G, J) over psi
         score, gi = best.max(1)                                      # (B, J) over shifts
         psi_i = arg.gather(1, gi[:, None]).squeeze(1)                # (B, J)
-        score = (score / norm.clamp_min(1e-20)).view(B, D, S)
+        score = score.view(B, D, S)
         # the best orientation of each amplitude, then the best amplitudes
         score, dbest = score.max(1)                                  # (B, S)
         K = max(1, min(o.local_candidates, S))
@@ -546,7 +565,23 @@ class Aligner:
         q = params[2] * qs if self.M else torch.zeros(len(A0), 0, device=self.device)
         return A, params[1], q, c
 
-    def _lm(self, images, absctf, A0, shifts, amps, level, iters, blur=0.0):
+    def _prior_weight(self, ncc, level):
+        """The pose prior's weight (B,) in units of 1 - NCC per rad^2 at
+        pyramid ``level``, for images whose best NCC is ``ncc`` (B,).
+
+        With white Gaussian noise, the likelihood of an image, profiled over
+        the model's scale and offset and the noise's variance, is
+        -(N / 2) log(1 - NCC^2) nats (N: pixels in the mask), so near the
+        optimum one unit of 1 - NCC is worth N NCC / (1 - NCC^2) nats; the
+        prior, a Gaussian of std ``pose_sigma`` on the angle of the rotation
+        from the given pose, costs angle^2 / (2 pose_sigma^2) nats. Noisy
+        images (small NCC) lean on the given pose, clear ones on themselves;
+        a coarse level (fewer pixels) leans more than a fine one."""
+        n = self.masks[level].sum()
+        r = ncc.clamp(0.02, 0.95)
+        return (1 - r.square()) / (n * r * math.radians(self.opt.pose_sigma) ** 2)
+
+    def _lm(self, images, absctf, A0, shifts, amps, level, iters, blur=0.0, prior=None):
         """Levenberg-Marquardt on 1 - NCC = |n(model) - n(image)|^2 / 2 (n:
         zero mean and unit norm inside the mask) in the rotation vector
         (composed with A0), the shifts and the amplitudes; images (B, b, b),
@@ -561,7 +596,10 @@ class Aligner:
         diag(J^T J)) d = -J^T r per image; d and 2d are tried and the better
         is kept where it lowers the cost (lambda / 3), else the image stays
         (lambda x 4). ``blur`` (px): images and model low-passed by a Gaussian
-        of this std (a wider basin for large moves)."""
+        of this std (a wider basin for large moves). ``prior`` (B, 3, 3):
+        the given poses, with the Gaussian prior of :meth:`_prior_weight` on
+        the rotation from them (the cost minimised is then the negative log
+        posterior, in units of 1 - NCC; the cost returned stays 1 - NCC)."""
         mask = self.masks[level]
         P = self.proj[level]
         B, M = len(A0), self.M
@@ -601,6 +639,12 @@ class Aligner:
         A, s, q = A0, shifts, amps
         F, cur, ny = state(A, s, q)
         cost = 0.5 * (cur - target).square().sum(1)
+        if prior is not None:
+            wp = self._prior_weight(1 - cost, level)
+            pcost = lambda A: 0.5 * wp * _matrix_rotvec(A @ prior.transpose(1, 2)).square().sum(1)  # noqa: E731,E501
+            total = cost + pcost(A)
+        else:
+            total = cost
         lam = torch.full((B,), 1e-2, device=dev)
         rep = lambda t: None if t is None else t.repeat_interleave(nfd, 0)  # noqa: E731
         for _ in range(iters):
@@ -625,6 +669,11 @@ class Aligner:
             # J^T J overestimates it by 1 / NCC: steps too short on noisy images)
             H = (J @ J.transpose(1, 2)) * (1 - cost).clamp_min(0.05)[:, None, None]
             g = (J * (cur - target)[:, None]).sum(2)
+            if prior is not None:
+                # the rotation from the given pose after a step d: ~ omega + d
+                omega = _matrix_rotvec(A @ prior.transpose(1, 2))
+                H[:, :3, :3] += wp[:, None, None] * torch.eye(3, device=dev)
+                g[:, :3] += wp[:, None] * omega
             Hd = torch.diagonal(H, dim1=1, dim2=2)
             step = -torch.linalg.solve(H + torch.diag_embed(lam[:, None] * Hd + 1e-9), g)
             A_, s_, q_ = A, s, q
@@ -634,7 +683,8 @@ class Aligner:
                 st, qt = s_ + f * step[:, 3:5], q_ + f * step[:, 5:]
                 Ft, mt, nt = state(At, st, qt)
                 ct = 0.5 * (mt - target).square().sum(1)
-                ok = ct < cost
+                tt = ct if prior is None else ct + pcost(At)
+                ok = tt < total
                 A = torch.where(ok[:, None, None], At, A)
                 s = torch.where(ok[:, None], st, s)
                 q = torch.where(ok[:, None], qt, q)
@@ -642,6 +692,7 @@ class Aligner:
                 cur = torch.where(ok[:, None], mt, cur)
                 ny = torch.where(ok[:, None], nt, ny)
                 cost = torch.where(ok, ct, cost)
+                total = torch.where(ok, tt, total)
                 better |= ok
             lam = torch.where(better, lam / 3, lam * 4)
         return A, s, q, cost
@@ -796,26 +847,33 @@ class Aligner:
         levels, absctf = self._prepare(x, ctf)
         c0 = self.pyramid[0]
         t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
-        A = t(rotations.euler_to_matrix(angles))
-        cand_ang, cand_sh, cand_amp = self._local_search(levels[c0], absctf[c0], A,
+        given = t(rotations.euler_to_matrix(angles))
+        cand_ang, cand_sh, cand_amp = self._local_search(levels[c0], absctf[c0], given,
                                                          t(shifts * (c0 / self.box)))
         B, K = cand_ang.shape[:2]
         rep = lambda a: None if a is None else a.repeat_interleave(K, 0)  # noqa: E731
+        prior = rep(given) if o.pose_sigma > 0 else None
         A, sh = t(rotations.euler_to_matrix(cand_ang.reshape(-1, 3))), t(cand_sh.reshape(-1, 2))
         am = t(cand_amp.reshape(B * K, self.M))
         blurred = 2 * o.local_coarse_iters // 3
         blur = LOCAL_BLUR / (self.pixel_size * self.box / c0)           # px of the level
         if blurred:
             A, sh, am, _ = self._lm(rep(levels[c0]), rep(absctf[c0]), A, sh, am, c0, blurred,
-                                    blur=blur)
+                                    blur=blur, prior=prior)
         A, sh, am, cost = self._lm(rep(levels[c0]), rep(absctf[c0]), A, sh, am, c0,
-                                   o.local_coarse_iters - blurred)
-        pick = torch.arange(B, device=self.device) * K + cost.view(B, K).argmin(1)
+                                   o.local_coarse_iters - blurred, prior=prior)
+        total = cost
+        if prior is not None:
+            total = cost + 0.5 * self._prior_weight(1 - cost, c0) * \
+                _matrix_rotvec(A @ prior.transpose(1, 2)).square().sum(1)
+        pick = torch.arange(B, device=self.device) * K + total.view(B, K).argmin(1)
         A, sh, am, cost = A[pick], sh[pick], am[pick], cost[pick]
+        prior = None if prior is None else given
         prev = c0
         for b in self.pyramid[1:]:
             sh = sh * (b / prev)
-            A, sh, am, cost = self._lm(levels[b], absctf[b], A, sh, am, b, o.local_fine_iters)
+            A, sh, am, cost = self._lm(levels[b], absctf[b], A, sh, am, b, o.local_fine_iters,
+                                       prior=prior)
             prev = b
         return self._result(A, sh * (self.box / prev), am, cost, B)
 

@@ -31,7 +31,8 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
         "cone": "cone", "shift_window": "shiftWindow", "local_candidates": "localCandidates",
         "local_coarse_iters": "localCoarseIters", "local_fine_iters": "localFineIters",
         "search_pairs": "searchPairs", "amplitude_candidates": "amplitudeCandidates",
-        "fine_candidates": "fineCandidates", "downscale": "downscale"}
+        "fine_candidates": "fineCandidates", "downscale": "downscale",
+        "pose_sigma": "poseSigma"}
     _flagNames = {"n_candidates": "--candidates", "use_ctf": "--no-ctf"}
 
     # --------------------------- DEFINE param functions ----------------------
@@ -62,6 +63,17 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       condition=f"fromPoses != {FROM_POSES_NO}", label="Shift window (Å)",
                       help="Shifts are searched within this distance (per axis) of each "
                            "particle's.")
+        form.addParam("poseSigma", params.FloatParam, default=d.pose_sigma,
+                      condition=f"fromPoses != {FROM_POSES_NO}",
+                      validators=[params.GE(0, "Pose prior must be 0 or more")],
+                      label="Pose prior (deg)",
+                      help="Each orientation is kept near the particle's own by a Gaussian "
+                           "prior of this std on the angle between them, weighed against the "
+                           "image (a noisy image leans on its pose, a clear one on itself). "
+                           "About the consensus refinement's angular accuracy. 0: no prior "
+                           "(the images alone decide within the cone; at low SNR a few "
+                           "percent of the particles then drift far from poses that were "
+                           "right).")
         form.addParam("localCandidates", params.IntParam, default=d.local_candidates,
                       condition=f"fromPoses != {FROM_POSES_NO}",
                       expertLevel=params.LEVEL_ADVANCED, label="Local candidates refined",
@@ -177,7 +189,8 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             cone=self.cone.get(), shift_window=self.shiftWindow.get(),
             local_candidates=self.localCandidates.get(),
             local_coarse_iters=self.localCoarseIters.get(),
-            local_fine_iters=self.localFineIters.get(), search_pairs=self.searchPairs.get(),
+            local_fine_iters=self.localFineIters.get(), pose_sigma=self.poseSigma.get(),
+            search_pairs=self.searchPairs.get(),
             amplitude_candidates=self.amplitudeCandidates.get(),
             fine_candidates=self.fineCandidates.get())
 

@@ -75,6 +75,7 @@ class Config(base.StageConfig, AlignOptions):
             base.at_least("--local-candidates", self.local_candidates, 1)
             base.at_least("--local-coarse-iters", self.local_coarse_iters, 1)
             base.at_least("--local-fine-iters", self.local_fine_iters, 1)
+            base.at_least("--pose-sigma", self.pose_sigma, 0)
         return self
 
     def validate_run_options(self):

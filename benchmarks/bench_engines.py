@@ -24,13 +24,16 @@ cannot change this one's torch)::
 
     python3 -m venv /tmp/ttsim-venv
     /tmp/ttsim-venv/bin/pip install torch==2.13.0 && /tmp/ttsim-venv/bin/pip install ttsim3d
-    python benchmarks/bench_engines.py --renderer /tmp/ttsim-venv/bin/python [-n 200]
+    python benchmarks/bench_engines.py --renderer /tmp/ttsim-venv/bin/python [-n 200] \
+        [--models gaussian] [--from-poses 3]
 
 or ``DEEPHEMNMA_TTSIM_PYTHON``. The clean projections are cached under
 bench_output/engines/ (a run without the renderer uses the cache, else skips
 the ttsim3d rows with a message). Table 1: correlation of noiseless images
 with each atom model at the true poses, and projection speed; table 2:
-alignment accuracy.
+alignment accuracy (``--from-poses DEG``: also from poses DEG off, as a
+consensus refinement leaves them, with and without align --from-poses' pose
+prior).
 """
 import argparse
 import json
@@ -41,7 +44,6 @@ import tempfile
 import time
 
 import numpy as np
-from deephemnma.data import data_file  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RENDER = "--render-maps"
@@ -189,9 +191,12 @@ def model_table(s, modes, sets, truth, box, ps):
     print()
 
 
-def align_all(s, modes, imgs, ctf, box, ps, model, b_factor, b_subset, batch=32):
+def align_all(s, modes, imgs, ctf, box, ps, model, b_factor, b_subset, batch=32, poses=None,
+              **options):
+    """HEMNMA of all images (the global search; from ``poses`` = (angles,
+    shifts px) with align --from-poses' local search and prior instead)."""
     from deephemnma.core.align import AlignOptions, Aligner
-    opt = AlignOptions(atom_model=model, b_factor=b_factor, device="cpu")
+    opt = AlignOptions(atom_model=model, b_factor=b_factor, device="cpu", **options)
     al = Aligner(s.coords, s.weights, modes.vectors, box, ps, opt, elements=s.elements,
                  names=s.names)
     t0 = time.perf_counter()
@@ -203,7 +208,10 @@ def align_all(s, modes, imgs, ctf, box, ps, model, b_factor, b_subset, batch=32)
     out = {k: [] for k in ("angles", "shifts", "amplitudes")}
     for i in range(0, len(imgs), batch):
         idx = np.arange(i, min(len(imgs), i + batch))
-        r = al.align(imgs[idx], ctf.subset(idx))
+        if poses is None:
+            r = al.align(imgs[idx], ctf.subset(idx))
+        else:
+            r = al.align_from_poses(imgs[idx], ctf.subset(idx), poses[0][idx], poses[1][idx])
         for k in out:
             out[k].append(r[k])
     return {k: np.concatenate(v) for k, v in out.items()}, est, time.perf_counter() - t0
@@ -226,9 +234,16 @@ def main():
     ap.add_argument("--cache", default=os.path.join(HERE, "..", "bench_output", "engines"))
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--skip-align", action="store_true", help="table 1 only")
+    ap.add_argument("--models", nargs="+", default=["gaussian", "scattering"],
+                    help="atom models of the aligner (scattering: with the B-factor estimated)")
+    ap.add_argument("--from-poses", type=float, default=None, metavar="DEG",
+                    help="also align from consensus-like poses (the truth rotated by DEG "
+                         "about random axes, shifts 0.5 Å off) with align --from-poses, with "
+                         "its default pose prior and without (--pose-sigma 0)")
     args = ap.parse_args()
     import dataclasses
     from deephemnma.core.metrics import angular_errors
+    from deephemnma.data import data_file
     from deephemnma.core.scattering import element_symbols
     from deephemnma.stages.reference import load_reference
     s, modes = load_reference(data_file("AK.pdb"))
@@ -258,12 +273,26 @@ def main():
           "angle mean (hits) deg | misses | amplitude MAE | MAE / ours | s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     ours_mae = {}
+    poses = None
+    if args.from_poses is not None:
+        from realistic_standin import perturbed_poses
+        poses = perturbed_poses(truth["angles"], truth["shifts"], args.from_poses, 0.5 / ps,
+                                np.random.default_rng(args.seed + 1))
     order = ["ours (gaussian sigma 1)"] + [k for k in sets if k.startswith("ttsim3d")]
     for name in order:
         for snr in args.snr:
             imgs, ctf = degrade(sets[name], truth, ps, snr, seed=args.seed + int(100 * snr))
-            for model, b in (("gaussian", 0.0), ("scattering", "auto")):
-                r, est, dt = align_all(s, modes, imgs, ctf, box, ps, model, b, args.b_subset)
+            runs = [(m, 0.0 if m == "gaussian" else "auto", m, {}) for m in args.models]
+            if args.from_poses is not None:
+                from deephemnma.core.config import AlignOptions
+                sigma = AlignOptions().pose_sigma
+                for v in (sigma, 0.0):
+                    runs.append(("gaussian", 0.0, f"gaussian, from poses {args.from_poses:g} "
+                                 f"deg off, prior {v:g} deg",
+                                 dict(poses=poses, from_poses=True, pose_sigma=v)))
+            for model, b, label, extra in runs:
+                r, est, dt = align_all(s, modes, imgs, ctf, box, ps, model, b, args.b_subset,
+                                       **extra)
                 ang = angular_errors(r["angles"], truth["angles"])
                 hit = ang <= MISS_DEG
                 mae = float(np.abs(r["amplitudes"] - truth["amplitudes"]).mean())
@@ -271,7 +300,7 @@ def main():
                     ours_mae.setdefault(snr, mae)
                 ratio = mae / ours_mae[snr] if snr in ours_mae else float("nan")
                 bs = f"{est:.0f} (auto)" if est is not None else f"{b:g}"
-                print(f"| {name} | {snr:g} | {model} | {bs} | {np.median(ang):.2f} | "
+                print(f"| {name} | {snr:g} | {label} | {bs} | {np.median(ang):.2f} | "
                       f"{ang[hit].mean():.2f} | {(~hit).sum()} of {n} ({100 * (~hit).mean():.1f} %)"
                       f" | {mae:.1f} | {ratio:.2f} | {dt:.0f} |", flush=True)
     print("\nMAE / ours: the row's amplitude MAE over that of the default aligner (gaussian) "

@@ -232,7 +232,9 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
             self.info(f"Starting from the particles' poses: orientations searched within "
                       f"{self.cone.get():g} deg of each particle's, shifts within "
                       f"{self.shiftWindow.get():g} Å of its own, amplitudes as in the global "
-                      f"search.")
+                      f"search; " + (f"a Gaussian prior of {self.poseSigma.get():g} deg keeps "
+                                     f"each orientation near the particle's." if
+                                     self.poseSigma.get() else "no prior on the orientations."))
         else:
             self.info("Global orientation and shift search (the particles' poses, if any, "
                       "are not used).")

@@ -191,7 +191,9 @@ def run(cfg: Config, progress: bool = True) -> Outputs:
     out = run_alignment(cfg, "align", lambda aligner, imgs, ctf, t: aligner.align_from_poses(
         imgs, ctf, t.angles(), t.shifts()), check=check, progress=progress)
     out.search = (f"local search from the particles' poses: orientations within "
-                  f"{cfg.cone:g} deg, shifts within {cfg.shift_window:g} Å")
+                  f"{cfg.cone:g} deg, shifts within {cfg.shift_window:g} Å, "
+                  + (f"a {cfg.pose_sigma:g} deg prior on the orientations" if cfg.pose_sigma
+                     else "no prior on the orientations"))
     return out
 
 

@@ -179,6 +179,14 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
         self._writeParticles(parts, "train.xmd", need_alignment=True)
         modes_folder = consensus = None
         if self.poseInput.get():
+            self.info("The pose-aware network: each image read at its consensus pose (from "
+                      + ("*Particles with the consensus poses*" if self.consensusParticles.get()
+                         is not None else "the training particles' own alignment")
+                      + ") beside the reference's projection there.")
+        else:
+            self.info("The paper's network: orientations and amplitudes from the images "
+                      "alone (the particles' poses, if any, are not used).")
+        if self.poseInput.get():
             modes_folder = self._modesFolder(self.inputModes.get(),
                                              self.inputReference.get().getFileName())
             if self.consensusParticles.get() is not None:

@@ -368,10 +368,13 @@ class TestTemplates(BaseTest):
         # loses no particle (without the prior ~5 % end beyond 10 deg)
         self.assertLess(np.median(err), 1.05 * np.median(start))
         self.assertLess(np.mean(err > 10), 0.02, np.sort(err)[-10:])
-        # the template's network: the pose-aware one
+        # the template's network: the pose-aware one, and its log says so
         from deephemnma.core.models import load_model
-        _, meta = load_model(by["DeepHEMNMAProtTrain"].outputModel.getFileName())
+        train = by["DeepHEMNMAProtTrain"]
+        _, meta = load_model(train.outputModel.getFileName())
         self.assertTrue(meta.get("pose_input"), meta)
+        with open(os.path.join(train.getProject().path, train.getStdoutLog())) as fh:
+            self.assertIn("The pose-aware network", fh.read())
 
         self.assertEqual(by["DeepHEMNMAProtPredict"].outputParticles.getSize(), n)
         land = by["DeepHEMNMAProtLandscape"]

@@ -72,8 +72,9 @@ def add_args(p):
                    help="--from-poses: Levenberg-Marquardt iterations at each finer level")
     p.add_argument("--pose-sigma", type=float, default=d.pose_sigma,
                    help="degrees: --from-poses keeps each orientation near the particle's by "
-                        "a Gaussian prior of this std, weighed against the image (0: none; "
-                        "e.g. the consensus refinement's angular accuracy)")
+                        "a Gaussian prior whose RMS angle is this, weighed against the image "
+                        "(0: none; the given poses' expected error, e.g. the consensus "
+                        "refinement's angular accuracy)")
     add_run_args(p, d)
 
 

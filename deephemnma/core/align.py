@@ -572,14 +572,15 @@ class Aligner:
         With white Gaussian noise, the likelihood of an image, profiled over
         the model's scale and offset and the noise's variance, is
         -(N / 2) log(1 - NCC^2) nats (N: pixels in the mask), so near the
-        optimum one unit of 1 - NCC is worth N NCC / (1 - NCC^2) nats; the
-        prior, a Gaussian of std ``pose_sigma`` on the angle of the rotation
-        from the given pose, costs angle^2 / (2 pose_sigma^2) nats. Noisy
-        images (small NCC) lean on the given pose, clear ones on themselves;
-        a coarse level (fewer pixels) leans more than a fine one."""
+        optimum one unit of 1 - NCC is worth N NCC / (1 - NCC^2) nats. The
+        prior: an isotropic Gaussian on the rotation vector w from the given
+        pose whose RMS angle |w| is ``pose_sigma`` (std pose_sigma / sqrt(3)
+        per axis), |w|^2 3 / (2 pose_sigma^2) nats. Noisy images (small NCC)
+        lean on the given pose, clear ones on themselves; a coarse level
+        (fewer pixels) leans more than a fine one."""
         n = self.masks[level].sum()
         r = ncc.clamp(0.02, 0.95)
-        return (1 - r.square()) / (n * r * math.radians(self.opt.pose_sigma) ** 2)
+        return 3 * (1 - r.square()) / (n * r * math.radians(self.opt.pose_sigma) ** 2)
 
     def _lm(self, images, absctf, A0, shifts, amps, level, iters, blur=0.0, prior=None):
         """Levenberg-Marquardt on 1 - NCC = |n(model) - n(image)|^2 / 2 (n:

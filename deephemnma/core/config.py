@@ -119,14 +119,15 @@ class AlignOptions:
     local_candidates: int = _option(1, ("align",), from_poses_only=True)
     local_coarse_iters: int = _option(6, ("align",), from_poses_only=True)
     local_fine_iters: int = _option(4, ("align",), from_poses_only=True)
-    # a Gaussian prior of this std (degrees) on the angle between each particle's
-    # orientation and its given one (0: none), weighed against the image's likelihood
-    # (Aligner._prior_weight). On 300 particles of the real-data stand-in (SNR 0.07, B 80,
-    # 128 px aligned at 64 px, given poses 3 deg off, median 2.40 deg): without it median
-    # 2.84 deg and 5 % beyond 10 deg (also when started from the true poses: the images
-    # prefer those wrong poses); 3 deg: 2.17 deg, none beyond 10 deg, amplitudes closer;
-    # 2 deg: 1.83; 5 deg: 2.39, 0.3 %. On bench_from_poses.py's images (SNR 0.1 at 256 px
-    # seen at 64 px) it changes nothing, from starts 10 deg off too.
+    # a Gaussian prior on the rotation from each particle's given orientation, whose RMS angle
+    # is this (degrees; 0: none), weighed against the image's likelihood
+    # (Aligner._prior_weight). benchmarks/bench_pose_prior.py, 300 particles of the
+    # real-data stand-in (SNR 0.07, B 80, 128 px aligned at 64 px, poses 3 deg off, median
+    # 2.40 deg): without it median 2.80 deg and 7 % beyond 10 deg (6.7 % when started from
+    # the true poses: the images prefer those wrong poses); 3 deg: 1.79, none beyond 10 deg,
+    # deformations closer; 5 deg: 2.13, none. bench_engines.py --from-poses 3 (SNR 0.1,
+    # 64 px): misses 0-1 % with it on our and ttsim3d images, 8-20 % without (the global
+    # search 6-7.5 %).
     pose_sigma: float = _option(3.0, ("align",), from_poses_only=True)
     # Aligner.refine (local only, no global search; benchmarks/bench_refine.py): steps at
     # the coarse level (0: none), then at each finer level. From the paper's network

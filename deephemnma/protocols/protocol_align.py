@@ -68,9 +68,10 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                       validators=[params.GE(0, "Pose prior must be 0 or more")],
                       label="Pose prior (deg)",
                       help="Each orientation is kept near the particle's own by a Gaussian "
-                           "prior of this std on the angle between them, weighed against the "
-                           "image (a noisy image leans on its pose, a clear one on itself). "
-                           "About the consensus refinement's angular accuracy. 0: no prior "
+                           "prior whose RMS angle is this, weighed against the image (a noisy "
+                           "image leans on its pose, a clear one on itself): the expected "
+                           "error of the poses, e.g. the consensus refinement's angular "
+                           "accuracy. 0: no prior "
                            "(the images alone decide within the cone; at low SNR a few "
                            "percent of the particles then drift far from poses that were "
                            "right).")

@@ -186,6 +186,7 @@ class Aligner:
         self.b_factor = float(b_factor)
         self.proj = {b: self._projector(b, self.b_factor) for b in self.pyramid}
         self._refs = None
+        self._ring_ncc = None
 
     def _projector(self, b, b_factor):
         """The projector of the pyramid level ``b`` px (local stamps)."""
@@ -493,11 +494,12 @@ class Aligner:
         inside = torch.as_tensor(np.repeat(inside, S, 0), device=self.device)   # (J, n)
         c = c.masked_fill(~inside, -float("inf")) / norm.clamp_min(1e-20)[:, None, :, None]
         if o.pose_sigma > 0:
-            # the prior of _lm on the rotation from the given pose, weighted by each
-            # image's best score
+            # the prior of _lm on the rotation from the given pose, weighed against each
+            # image's best score (in the units of the score: NCC x _ring_scale)
             ang2 = np.arccos(np.clip((tr - 1) / 2, -1, 1)) ** 2                  # (D, n)
             ang2 = torch.as_tensor(np.repeat(ang2, S, 0), dtype=c.dtype, device=self.device)
-            w = self._prior_weight(c.amax((1, 2, 3)), b)
+            k = self._ring_scale()
+            w = self._prior_weight(c.amax((1, 2, 3)) / k, b) * k
             c = c - 0.5 * w[:, None, None, None] * ang2
         best, arg = c.max(-1)                                        # (B, G, J) over psi
         score, gi = best.max(1)                                      # (B, J) over shifts
@@ -565,9 +567,26 @@ class Aligner:
         q = params[2] * qs if self.M else torch.zeros(len(A0), 0, device=self.device)
         return A, params[1], q, c
 
-    def _prior_weight(self, ncc, level):
+    def _ring_scale(self):
+        """The searches' score (:meth:`_local_search`) of the reference's
+        projection against itself: the factor from the normalised
+        cross-correlation to that score (a property of the polar sampling,
+        the same for every image of the coarse level)."""
+        if self._ring_ncc is None:
+            b = self.pyramid[0]
+            A = torch.eye(3, device=self.device)[None]
+            img = self.proj[b](torch.zeros(1, self.M, device=self.device) if self.M else None, A)
+            coef, power = self._ring_coefficients(img)
+            pol = self._shifted_rings(self._search_images(img, None),
+                                      torch.zeros(1, 1, 2, device=self.device))
+            c = torch.fft.irfft(torch.einsum("bgrm,jrm->bgjm", pol, coef), n=self.n_psi, dim=-1)
+            self._ring_ncc = float(c.max() / power.sum().sqrt())
+        return self._ring_ncc
+
+    def _prior_weight(self, ncc, level, blur=0.0):
         """The pose prior's weight (B,) in units of 1 - NCC per rad^2 at
-        pyramid ``level``, for images whose best NCC is ``ncc`` (B,).
+        pyramid ``level``, for images whose best NCC is ``ncc`` (B,);
+        ``blur`` (px): the images low-passed by a Gaussian of this std.
 
         With white Gaussian noise, the likelihood of an image, profiled over
         the model's scale and offset and the noise's variance, is
@@ -577,8 +596,10 @@ class Aligner:
         pose whose RMS angle |w| is ``pose_sigma`` (std pose_sigma / sqrt(3)
         per axis), |w|^2 3 / (2 pose_sigma^2) nats. Noisy images (small NCC)
         lean on the given pose, clear ones on themselves; a coarse level
-        (fewer pixels) leans more than a fine one."""
-        n = self.masks[level].sum()
+        (fewer pixels) leans more than a fine one, and a low-passed image
+        more still (its noise is correlated over ~4 pi blur^2 pixels: N of
+        them count as N / (4 pi blur^2) independent ones)."""
+        n = self.masks[level].sum() / max(1.0, 4 * math.pi * blur ** 2)
         r = ncc.clamp(0.02, 0.95)
         return 3 * (1 - r.square()) / (n * r * math.radians(self.opt.pose_sigma) ** 2)
 
@@ -641,7 +662,7 @@ class Aligner:
         F, cur, ny = state(A, s, q)
         cost = 0.5 * (cur - target).square().sum(1)
         if prior is not None:
-            wp = self._prior_weight(1 - cost, level)
+            wp = self._prior_weight(1 - cost, level, blur)
             pcost = lambda A: 0.5 * wp * _matrix_rotvec(A @ prior.transpose(1, 2)).square().sum(1)  # noqa: E731,E501
             total = cost + pcost(A)
         else:

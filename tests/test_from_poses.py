@@ -160,6 +160,35 @@ def test_pose_prior_weight_follows_the_likelihood():
     assert np.isclose(weight(1.5, 0.2, 64), 4 * weight(3.0, 0.2, 64))
 
 
+def test_search_score_over_ring_scale_is_the_ncc(ref):
+    """The local search's polar-ring score divided by _ring_scale is the
+    normalised cross-correlation of the refinement (Cartesian, masked), for a
+    deformed projection and a noisy one: the prior is weighed in the same
+    units in the search and in the refinement."""
+    import torch
+    from deephemnma.core.align import _normalize_masked
+    s, modes = ref
+    al = Aligner(s.coords, s.weights, modes.vectors, BOX, PS,
+                 AlignOptions(pyramid=(BOX,), threads=1))
+    k = al._ring_scale()
+    assert 0 < k < 1
+    A = torch.as_tensor(R.euler_to_matrix(np.array([[30.0, 70.0, 0.0]])), dtype=torch.float32)
+    P = al.proj[BOX]
+    refimg = P(torch.zeros(1, 3), A)
+    coef, power = al._ring_coefficients(refimg)
+    rng = np.random.default_rng(2)
+    for q, noise in ((80.0, 0.0), (0.0, 3.0)):
+        img = P(torch.tensor([[q, 0.0, 0.0]]), A)
+        img = img + noise * img.std() * torch.as_tensor(rng.normal(size=img.shape),
+                                                          dtype=torch.float32)
+        pol = al._shifted_rings(al._search_images(img, None), torch.zeros(1, 1, 2))
+        c = torch.fft.irfft(torch.einsum("bgrm,jrm->bgjm", pol, coef), n=al.n_psi, dim=-1)
+        score = float(c[..., 0].max() / power.sum().sqrt())
+        ncc = float((_normalize_masked(img, al.masks[BOX])
+                     * _normalize_masked(refimg, al.masks[BOX])).sum())
+        assert abs(score / k - ncc) < 0.03 + 0.05 * abs(ncc), (score / k, ncc)
+
+
 def test_pose_prior_keeps_pure_noise_at_the_given_poses(ref):
     """Images of pure noise carry no pose: without a prior the local search
     and refinement wander within the cone; with a 1 deg prior the

@@ -124,10 +124,10 @@ class AlignOptions:
     # (Aligner._prior_weight). benchmarks/bench_pose_prior.py, 300 particles of the
     # real-data stand-in (SNR 0.07, B 80, 128 px aligned at 64 px, poses 3 deg off, median
     # 2.40 deg): without it median 2.80 deg and 7 % beyond 10 deg (6.7 % when started from
-    # the true poses: the images prefer those wrong poses); 3 deg: 1.79, none beyond 10 deg,
-    # deformations closer; 5 deg: 2.13, none. bench_engines.py --from-poses 3 (SNR 0.1,
-    # 64 px): misses 0-1 % with it on our and ttsim3d images, 8-20 % without (the global
-    # search 6-7.5 %).
+    # the true poses: the images prefer those wrong poses); 3 deg: 1.80, none beyond 10 deg,
+    # deformations closer; 5 deg: 2.12, none. bench_engines.py --from-poses 3 (SNR 0.1,
+    # 64 px): misses 0-0.5 % with it on our and ttsim3d images, 8-20.5 % without (the global
+    # search 6-7.5 %). From poses 10 deg off (bench_from_poses.py) the amplitudes err 1.9x.
     pose_sigma: float = _option(3.0, ("align",), from_poses_only=True)
     # Aligner.refine (local only, no global search; benchmarks/bench_refine.py): steps at
     # the coarse level (0: none), then at each finer level. From the paper's network

@@ -11,8 +11,9 @@ and rank 0 merges.
 --from-poses: the particles carry poses (e.g. a consensus refinement's); the
 orientations are searched within --cone degrees of each particle's, the shifts
 within --shift-window Å of its own, the amplitudes as in the global search, then
-a Levenberg-Marquardt refinement (--local-coarse-iters, --local-fine-iters)
-(benchmarks/bench_from_poses.py, 64 px, starting errors of 2-10 degrees: 3.5-4.2x
+a Levenberg-Marquardt refinement (--local-coarse-iters, --local-fine-iters),
+each orientation held near the particle's by a Gaussian prior (--pose-sigma)
+(benchmarks/bench_from_poses.py, 64 px, starting errors of 2-5 degrees: 3.5-4.2x
 faster than the global search, no misses, amplitude error 0.8x its).
 
 Example:

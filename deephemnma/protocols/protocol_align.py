@@ -50,9 +50,9 @@ class DeepHEMNMAProtAlign(DeepHEMNMABase):
                            "(RELION, cryoSPARC, Xmipp) carry poses a few degrees off: the "
                            "orientations are then searched within the cone below around each "
                            "particle's, the shifts within the shift window around its own, "
-                           "the amplitudes as in the global search (measured from starting "
-                           "errors of 2-10 deg: 3.5-4.2x faster than the global search, "
-                           "amplitudes as accurate). "
+                           "the amplitudes as in the global search, with the pose prior below "
+                           "(measured from starting errors of 2-5 deg: 3.5-4.2x faster than "
+                           "the global search, amplitudes as accurate). "
                            "Default: when the particles carry a projection alignment; no: "
                            "the global search.")
         form.addParam("cone", params.FloatParam, default=d.cone,

@@ -25,3 +25,24 @@ def setup(home, force=False):
     if not os.path.exists(hosts):
         HostConfig.writeBasic(hosts)
     return env["SCIPION_USER_DATA"]
+
+
+def temporary_home(prefix="deephemnma_scipion_"):
+    """:func:`setup` in a new temporary folder, removed when the process
+    exits (the test suites' Scipion home: their projects hold ~1 GB of
+    particles and maps). Kept when DEEPHEMNMA_KEEP_TEST_HOME is set, to look
+    at the projects after a failure. Returns the folder, or None when a usable
+    SCIPION_HOME was already set (then nothing is created)."""
+    import atexit
+    import shutil
+    import tempfile
+    home = tempfile.mkdtemp(prefix=prefix)
+    setup(home)
+    if os.environ.get("SCIPION_HOME") != home:
+        os.rmdir(home)
+        return None
+    if os.environ.get("DEEPHEMNMA_KEEP_TEST_HOME"):
+        print(f"the tests' Scipion home is kept: {home}", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return home

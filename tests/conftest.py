@@ -4,7 +4,6 @@ in $DEEPHEMNMA_EXTRA_TEST_DATA; a test needing one of those skips with the
 reason when it is absent (deephemnma.data.testdata)."""
 import os
 import pathlib
-import tempfile
 import unittest
 
 os.environ.setdefault("DEEPHEMNMA_QUIET", "1")
@@ -12,10 +11,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def _scipion_env():
-    """A private, headless Scipion home for the tests (pyworkflow reads these
-    variables when first imported)."""
-    from deephemnma.scipion_env import setup
-    setup(tempfile.mkdtemp(prefix="deephemnma_scipion_"))
+    """A private, headless Scipion home for the tests, removed at exit
+    (pyworkflow reads these variables when first imported)."""
+    from deephemnma.scipion_env import temporary_home
+    temporary_home()
 
 
 try:

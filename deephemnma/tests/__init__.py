@@ -16,7 +16,6 @@ the reason when they are absent (deephemnma.data.testdata).
 """
 import os
 import pathlib
-import tempfile
 
 from ..data import data_file
 from ..data.testdata import locate
@@ -26,12 +25,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def _scipion_env():
-    """A temporary Scipion home (hosts.conf, user data, tests folders) unless
-    SCIPION_HOME already points at a configured one (`scipion3 tests`)."""
-    from ..scipion_env import setup
-    if not os.path.exists(os.path.join(os.environ.get("SCIPION_HOME", ""), "config",
-                                       "hosts.conf")):
-        setup(tempfile.mkdtemp(prefix="deephemnma_scipion_"))
+    """A temporary Scipion home (hosts.conf, user data, tests folders), removed
+    at exit, unless SCIPION_HOME already points at a configured one
+    (`scipion3 tests`)."""
+    from ..scipion_env import temporary_home
+    temporary_home()
 
 
 _scipion_env()

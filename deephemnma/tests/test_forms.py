@@ -308,8 +308,10 @@ class TestWithoutCTF(BaseTest):
         from deephemnma.data import data_file
         from deephemnma.stages import simulate
         ak = data_file("AK.pdb")
+        out = tempfile.mkdtemp(prefix="deephemnma_noctf_")
+        self.addCleanup(shutil.rmtree, out, ignore_errors=True)
         sim = simulate.run(simulate.Config(
-            structure=ak, out=tempfile.mkdtemp(prefix="deephemnma_noctf_"), n=10, box=32,
+            structure=ak, out=out, n=10, box=32,
             pixel_size=2.6, ctf=False, snr=1.0, seed=3), progress=False)
         stk = pathlib.Path(sim.stack)
         imp = self.newProtocol(ProtImportParticles,

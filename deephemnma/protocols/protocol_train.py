@@ -183,15 +183,14 @@ class DeepHEMNMAProtTrain(DeepHEMNMABase):
                       + ("*Particles with the consensus poses*" if self.consensusParticles.get()
                          is not None else "the training particles' own alignment")
                       + ") beside the reference's projection there.")
-        else:
-            self.info("The paper's network: orientations and amplitudes from the images "
-                      "alone (the particles' poses, if any, are not used).")
-        if self.poseInput.get():
             modes_folder = self._modesFolder(self.inputModes.get(),
                                              self.inputReference.get().getFileName())
             if self.consensusParticles.get() is not None:
                 consensus = self._writeParticles(self.consensusParticles.get(),
                                                  "consensus.xmd", need_alignment=True)
+        else:
+            self.info("The paper's network: orientations and amplitudes from the images "
+                      "alone (the particles' poses, if any, are not used).")
         # several GPUs: one process per GPU under torchrun (DeepHEMNMABase._runStage)
         self._runStage(stage, self._config(self._extra("train.xmd"), self._device(),
                                            self._modeNumbers(), modes_folder, consensus))

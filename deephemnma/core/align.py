@@ -490,14 +490,15 @@ class Aligner:
         psi = self._psi_degrees(torch.arange(n, device=self.device))
         Rpsi = rotations.euler_to_matrix(np.column_stack([np.zeros((n, 2)), psi.cpu().numpy()]))
         tr = np.einsum("kij,dji->dk", Rpsi, tilts)                    # trace (D, n)
-        inside = np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1))) <= o.cone + 1e-6
+        angle = np.arccos(np.clip((tr - 1) / 2, -1, 1))                    # radians (D, n)
+        inside = np.degrees(angle) <= o.cone + 1e-6
         inside = torch.as_tensor(np.repeat(inside, S, 0), device=self.device)   # (J, n)
         c = c.masked_fill(~inside, -float("inf")) / norm.clamp_min(1e-20)[:, None, :, None]
         if o.pose_sigma > 0:
             # the prior of _lm on the rotation from the given pose, weighed against each
             # image's best score (in the units of the score: NCC x _ring_scale)
-            ang2 = np.arccos(np.clip((tr - 1) / 2, -1, 1)) ** 2                  # (D, n)
-            ang2 = torch.as_tensor(np.repeat(ang2, S, 0), dtype=c.dtype, device=self.device)
+            ang2 = torch.as_tensor(np.repeat(angle ** 2, S, 0), dtype=c.dtype,
+                                   device=self.device)
             k = self._ring_scale()
             w = self._prior_weight(c.amax((1, 2, 3)) / k, b) * k
             c = c - 0.5 * w[:, None, None, None] * ang2
@@ -603,6 +604,12 @@ class Aligner:
         r = ncc.clamp(0.02, 0.95)
         return 3 * (1 - r.square()) / (n * r * math.radians(self.opt.pose_sigma) ** 2)
 
+    @staticmethod
+    def _prior_cost(A, given, weight):
+        """The pose prior (B,) in units of 1 - NCC: weight |w|^2 / 2, w the
+        rotation vector from the given poses (B, 3, 3) to A (B, 3, 3)."""
+        return 0.5 * weight * _matrix_rotvec(A @ given.transpose(1, 2)).square().sum(1)
+
     def _lm(self, images, absctf, A0, shifts, amps, level, iters, blur=0.0, prior=None):
         """Levenberg-Marquardt on 1 - NCC = |n(model) - n(image)|^2 / 2 (n:
         zero mean and unit norm inside the mask) in the rotation vector
@@ -663,8 +670,7 @@ class Aligner:
         cost = 0.5 * (cur - target).square().sum(1)
         if prior is not None:
             wp = self._prior_weight(1 - cost, level, blur)
-            pcost = lambda A: 0.5 * wp * _matrix_rotvec(A @ prior.transpose(1, 2)).square().sum(1)  # noqa: E731,E501
-            total = cost + pcost(A)
+            total = cost + self._prior_cost(A, prior, wp)
         else:
             total = cost
         lam = torch.full((B,), 1e-2, device=dev)
@@ -705,7 +711,7 @@ class Aligner:
                 st, qt = s_ + f * step[:, 3:5], q_ + f * step[:, 5:]
                 Ft, mt, nt = state(At, st, qt)
                 ct = 0.5 * (mt - target).square().sum(1)
-                tt = ct if prior is None else ct + pcost(At)
+                tt = ct if prior is None else ct + self._prior_cost(At, prior, wp)
                 ok = tt < total
                 A = torch.where(ok[:, None, None], At, A)
                 s = torch.where(ok[:, None], st, s)
@@ -886,8 +892,7 @@ class Aligner:
                                    o.local_coarse_iters - blurred, prior=prior)
         total = cost
         if prior is not None:
-            total = cost + 0.5 * self._prior_weight(1 - cost, c0) * \
-                _matrix_rotvec(A @ prior.transpose(1, 2)).square().sum(1)
+            total = cost + self._prior_cost(A, prior, self._prior_weight(1 - cost, c0))
         pick = torch.arange(B, device=self.device) * K + total.view(B, K).argmin(1)
         A, sh, am, cost = A[pick], sh[pick], am[pick], cost[pick]
         prior = None if prior is None else given
